@@ -1,0 +1,329 @@
+import datetime as dt
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from . import overlaps, selectors, services
+from .admin_tools import (
+    AuditedAdminMixin,
+    BigTableAdminMixin,
+    NonOverlappingInlineFormSet,
+    message_user_validation_error,
+)
+from .models import (
+    Account,
+    AuditEvent,
+    Discount,
+    IncludedValue,
+    Plan,
+    Product,
+    Rate,
+    RateCard,
+    RateOverride,
+    Service,
+    ServiceIdentifier,
+    Subscription,
+    SubscriptionPeriod,
+    TaxRule,
+)
+
+
+class TollgateModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    pass
+
+
+class BigTableAdmin(BigTableAdminMixin, TollgateModelAdmin):
+    pass
+
+
+class PeriodRangeForm(forms.Form):
+    start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["end"] < data["start"]:
+            raise ValidationError("The end date must not be before the start date.")
+        if data.get("start") and data.get("end") and (data["end"] - data["start"]).days > 3 * 366:
+            raise ValidationError("Generate at most three years of periods at once.")
+        return data
+
+
+def generate_periods_action(model_admin, request, services_qs, title):
+    """The intermediate page of the 'generate periods' action: ask for dates, then generate."""
+    form = PeriodRangeForm(request.POST if "apply" in request.POST else None)
+    if "apply" in request.POST and form.is_valid():
+        try:
+            created = services.do_generate_subscription_periods(
+                request.user, start=form.cleaned_data["start"], end=form.cleaned_data["end"], services=services_qs
+            )
+        except ValidationError as exc:
+            message_user_validation_error(model_admin, request, exc)
+            return None
+        model_admin.message_user(request, f"Generated {created} subscription periods.")
+        return None
+    if not form.is_bound:
+        today = dt.date.today()
+        form = PeriodRangeForm(initial={"start": today.replace(day=1), "end": today.replace(day=1)})
+    return TemplateResponse(
+        request,
+        "admin/billing/generate_periods.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": title,
+            "form": form,
+            "opts": model_admin.model._meta,
+            "queryset": services_qs,
+            "action": request.POST.get("action"),
+            "select_across": request.POST.get("select_across", "0"),
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        },
+    )
+
+
+class AccountServiceInline(admin.TabularInline):
+    model = Service
+    fields = ("service_link", "sub_id", "service_type", "status")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    show_change_link = False
+    can_delete = False
+
+    @admin.display(description="Service ID")
+    def service_link(self, obj):
+        return format_html('<a href="{}">{}</a>', reverse("admin:billing_service_change", args=[obj.pk]), obj)
+
+
+@admin.register(Account)
+class AccountAdmin(BigTableAdmin):
+    list_display = ("number", "name", "status", "bill_day", "currency")
+    list_filter = ("status",)
+    search_fields = ("number__exact", "name__icontains")
+    inlines = [AccountServiceInline]
+
+
+class IdentifierFormSet(NonOverlappingInlineFormSet):
+    rule = overlaps.IDENTIFIER_OVERLAP
+
+
+class PlanSubscriptionFormSet(NonOverlappingInlineFormSet):
+    rule = overlaps.PLAN_OVERLAP
+
+
+class PeriodFormSet(NonOverlappingInlineFormSet):
+    rule = overlaps.PERIOD_OVERLAP
+
+
+class ServiceIdentifierInline(admin.TabularInline):
+    model = ServiceIdentifier
+    formset = IdentifierFormSet
+    fields = ("kind", "value", "active_from", "active_to")
+    extra = 0
+
+
+class SubscriptionInline(admin.TabularInline):
+    model = Subscription
+    formset = PlanSubscriptionFormSet
+    fields = ("plan", "product", "starts_on", "ends_on")
+    extra = 0
+
+
+class SubscriptionPeriodInline(admin.TabularInline):
+    model = SubscriptionPeriod
+    formset = PeriodFormSet
+    fields = ("start_date", "end_date", "status")
+    ordering = ("-start_date",)
+    extra = 0
+
+
+class RateOverrideInline(admin.TabularInline):
+    model = RateOverride
+    fields = (
+        "category",
+        "usage_type",
+        "destination_prefix",
+        "unit",
+        "price_per_unit",
+        "increment",
+        "effective_from",
+        "effective_to",
+    )
+    extra = 0
+
+
+@admin.register(Service)
+class ServiceAdmin(BigTableAdmin):
+    list_display = ("service_id", "sub_id", "account", "service_type", "status")
+    list_filter = ("status", "service_type")
+    list_select_related = ("account",)
+    # Searching goes through get_search_results (indexed exact matches); declared for the box.
+    search_fields = ("service_id",)
+    search_help_text = "Exact service ID, service sub ID or service identifier (MSISDN, username...)."
+    raw_id_fields = ("account",)
+    inlines = [ServiceIdentifierInline, SubscriptionInline, SubscriptionPeriodInline, RateOverrideInline]
+    actions = ["generate_periods"]
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        ids = set()
+        for term in search_term.split():
+            ids |= set(selectors.services_matching(term).values_list("pk", flat=True))
+        return queryset.filter(pk__in=ids), False
+
+    @admin.action(description="Generate subscription periods…", permissions=["change"])
+    def generate_periods(self, request, queryset):
+        return generate_periods_action(self, request, queryset, "Generate subscription periods")
+
+
+@admin.register(SubscriptionPeriod)
+class SubscriptionPeriodAdmin(BigTableAdmin):
+    list_display = ("service", "start_date", "end_date", "status")
+    list_filter = ("status",)
+    list_select_related = ("service",)
+    search_fields = ("service__service_id__exact",)
+    search_help_text = "Exact service ID."
+    raw_id_fields = ("service",)
+    readonly_fields = ("starts_at", "ends_at")
+    actions = ["close_periods", "reopen_periods"]
+
+    @admin.action(description="Close selected periods", permissions=["change"])
+    def close_periods(self, request, queryset):
+        self._set_status(request, queryset, SubscriptionPeriod.Status.CLOSED)
+
+    @admin.action(description="Reopen selected periods", permissions=["change"])
+    def reopen_periods(self, request, queryset):
+        self._set_status(request, queryset, SubscriptionPeriod.Status.OPEN)
+
+    def _set_status(self, request, queryset, status):
+        try:
+            changed = services.do_set_period_status(request.user, queryset, status)
+        except ValidationError as exc:
+            message_user_validation_error(self, request, exc)
+            return
+        self.message_user(request, f"{changed} periods set to {status}.")
+
+
+@admin.register(ServiceIdentifier)
+class ServiceIdentifierAdmin(BigTableAdmin):
+    list_display = ("value", "kind", "service", "active_from", "active_to")
+    list_filter = ("kind",)
+    list_select_related = ("service",)
+    search_fields = ("value__exact",)
+    search_help_text = "Exact identifier value."
+    raw_id_fields = ("service",)
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(BigTableAdmin):
+    list_display = ("service", "plan", "product", "starts_on", "ends_on")
+    list_select_related = ("service", "plan", "product")
+    search_fields = ("service__service_id__exact",)
+    search_help_text = "Exact service ID."
+    raw_id_fields = ("service",)
+    list_filter = ("plan", "product")
+
+
+class RateInline(admin.TabularInline):
+    model = Rate
+    fields = ("category", "usage_type", "destination_prefix", "destination_name", "unit", "price_per_unit", "increment")
+    extra = 0
+
+
+@admin.register(RateCard)
+class RateCardAdmin(TollgateModelAdmin):
+    list_display = ("code", "name", "currency", "rounding_decimals", "rounding_mode", "is_default")
+    search_fields = ("code", "name")
+    inlines = [RateInline]
+
+
+@admin.register(Rate)
+class RateAdmin(TollgateModelAdmin):
+    list_display = (
+        "rate_card",
+        "category",
+        "usage_type",
+        "destination_prefix",
+        "destination_name",
+        "unit",
+        "price_per_unit",
+        "increment",
+    )
+    list_filter = ("rate_card", "category")
+    search_fields = ("destination_prefix", "destination_name", "usage_type")
+
+
+class IncludedValueInline(admin.TabularInline):
+    model = IncludedValue
+    fields = ("category", "usage_type", "quantity", "unit")
+    extra = 0
+
+
+@admin.register(Plan)
+class PlanAdmin(TollgateModelAdmin):
+    list_display = ("code", "name", "rate_card", "monthly_fee", "is_active")
+    list_filter = ("is_active",)
+    search_fields = ("code", "name")
+    inlines = [IncludedValueInline]
+
+
+@admin.register(Product)
+class ProductAdmin(TollgateModelAdmin):
+    list_display = ("code", "name", "kind", "charge_type", "price", "rate_card", "is_active")
+    list_filter = ("kind", "charge_type", "is_active")
+    search_fields = ("code", "name")
+    inlines = [IncludedValueInline]
+
+
+@admin.register(Discount)
+class DiscountAdmin(TollgateModelAdmin):
+    list_display = ("__str__", "account", "service", "category", "percent", "effective_from", "effective_to")
+    list_select_related = ("account", "service")
+    raw_id_fields = ("account", "service")
+    list_filter = ("category",)
+
+
+@admin.register(RateOverride)
+class RateOverrideAdmin(TollgateModelAdmin):
+    list_display = (
+        "service",
+        "category",
+        "usage_type",
+        "destination_prefix",
+        "price_per_unit",
+        "unit",
+        "effective_from",
+        "effective_to",
+    )
+    list_select_related = ("service",)
+    raw_id_fields = ("service",)
+    list_filter = ("category",)
+    search_fields = ("service__service_id__exact",)
+
+
+@admin.register(TaxRule)
+class TaxRuleAdmin(TollgateModelAdmin):
+    list_display = ("code", "name", "percent", "category", "is_default")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(BigTableAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "actor_label", "action", "object_type", "object_id", "summary")
+    list_filter = ("object_type",)
+    search_fields = ("object_id__exact", "actor_label__exact", "action__exact")
+    search_help_text = "Exact object id, actor or action."
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

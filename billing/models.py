@@ -1,0 +1,499 @@
+"""The billing domain an operator manages: customers, their services and how usage is priced.
+
+Integrity lives in the database (check, unique and non-overlap constraints) because mediation
+writes with COPY and `UPDATE ... FROM`, which never call `save()` or `clean()`.
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .overlaps import IDENTIFIER_OVERLAP, PERIOD_OVERLAP, PLAN_OVERLAP
+
+MONEY = {"max_digits": 18, "decimal_places": 6}
+
+
+class Category(models.TextChoices):
+    TELEPHONY = "telephony", "Telephony"
+    DATA = "data", "Data"
+    MISC = "misc", "Service & equipment"
+
+
+class Unit(models.TextChoices):
+    """Units a price is quoted in. Usage quantities are held in each unit's base measure:
+    seconds for time, bytes for data, a count for messages and items."""
+
+    SECOND = "second", "second"
+    MINUTE = "minute", "minute"
+    HOUR = "hour", "hour"
+    KB = "kb", "KB"
+    MB = "mb", "MB"
+    GB = "gb", "GB"
+    MESSAGE = "message", "message"
+    EACH = "each", "each"
+
+
+UNIT_BASE_SIZE = {
+    Unit.SECOND: 1,
+    Unit.MINUTE: 60,
+    Unit.HOUR: 3600,
+    Unit.KB: 1024,
+    Unit.MB: 1024**2,
+    Unit.GB: 1024**3,
+    Unit.MESSAGE: 1,
+    Unit.EACH: 1,
+}
+
+
+class Account(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        CLOSED = "closed", "Closed"
+
+    number = models.CharField("account number", max_length=32)
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    bill_day = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(28)],
+        help_text="Day of the month each billing cycle starts (1-28).",
+    )
+    currency = models.CharField(max_length=3, default="AUD")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(fields=["number"], name="billing_account_number_unique"),
+            models.CheckConstraint(
+                condition=Q(bill_day__gte=1, bill_day__lte=28), name="billing_account_bill_day_1_28"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.number} {self.name}"
+
+
+class Service(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Type(models.TextChoices):
+        MOBILE = "mobile", "Mobile"
+        FIXED_VOICE = "fixed_voice", "Fixed voice"
+        NBN = "nbn", "NBN"
+        DSL = "dsl", "DSL"
+        OTHER = "other", "Other"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="services")
+    service_id = models.CharField("service ID", max_length=40)
+    sub_id = models.CharField("service sub ID", max_length=40, blank=True, default="")
+    service_type = models.CharField(max_length=16, choices=Type.choices, default=Type.MOBILE)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    description = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["service_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service_id"], name="billing_service_service_id_unique"),
+        ]
+        indexes = [models.Index(fields=["sub_id"], name="billing_service_sub_id_idx")]
+
+    def __str__(self):
+        return self.service_id
+
+
+class ServiceIdentifier(models.Model):
+    """A value (MSISDN, username, circuit id...) that names a service in usage records.
+
+    Active over [active_from, active_to); an open end means still active. One value is never
+    active on two services at the same instant, so identification is unambiguous.
+    """
+
+    class Kind(models.TextChoices):
+        MSISDN = "msisdn", "MSISDN"
+        USERNAME = "username", "Username"
+        CIRCUIT_ID = "circuit_id", "Circuit ID"
+        IMSI = "imsi", "IMSI"
+        IP = "ip", "IP address"
+        OTHER = "other", "Other"
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="identifiers")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MSISDN)
+    value = models.CharField(max_length=64)
+    active_from = models.DateTimeField()
+    active_to = models.DateTimeField(null=True, blank=True, help_text="Exclusive; empty = still active.")
+
+    class Meta:
+        ordering = ["value", "active_from"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(active_to__isnull=True) | Q(active_to__gt=models.F("active_from")),
+                name="billing_identifier_range_valid",
+                violation_error_message="The identifier must end after it starts.",
+            ),
+            models.CheckConstraint(condition=~Q(value=""), name="billing_identifier_value_not_empty"),
+        ]
+        indexes = [
+            models.Index(fields=["value", "active_from"], name="billing_identifier_lookup_idx"),
+        ]
+
+    def __str__(self):
+        until = self.active_to.isoformat() if self.active_to else "open"
+        return f"{self.value} ({self.active_from:%Y-%m-%d %H:%M} to {until})"
+
+    def clean(self):
+        self.value = (self.value or "").strip()
+        if self.active_to and self.active_from and self.active_to <= self.active_from:
+            raise ValidationError({"active_to": "The identifier must end after it starts."})
+        IDENTIFIER_OVERLAP.validate(self)
+
+
+class RoundingMode(models.TextChoices):
+    HALF_UP = "half_up", "Half up"
+    UP = "up", "Up (away from zero)"
+    DOWN = "down", "Down (towards zero)"
+
+
+class RateCard(models.Model):
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3, default="AUD")
+    rounding_decimals = models.PositiveSmallIntegerField(
+        default=4, validators=[MaxValueValidator(6)], help_text="Decimals a record's charge is rounded to."
+    )
+    rounding_mode = models.CharField(max_length=8, choices=RoundingMode.choices, default=RoundingMode.HALF_UP)
+    is_default = models.BooleanField(default=False, help_text="Used when no plan or product card prices a record.")
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["code"], name="billing_ratecard_code_unique"),
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="billing_ratecard_one_default"
+            ),
+            models.CheckConstraint(condition=Q(rounding_decimals__lte=6), name="billing_ratecard_decimals_le_6"),
+        ]
+
+    def __str__(self):
+        return f"{self.code} {self.name}"
+
+
+class Rate(models.Model):
+    """A price on a card: matched by category, usage type and the longest destination prefix."""
+
+    rate_card = models.ForeignKey(RateCard, on_delete=models.CASCADE, related_name="rates")
+    category = models.CharField(max_length=16, choices=Category.choices)
+    usage_type = models.CharField(max_length=32, blank=True, default="", help_text="Empty matches any.")
+    destination_prefix = models.CharField(max_length=32, blank=True, default="", help_text="Empty matches any.")
+    destination_name = models.CharField(max_length=100, blank=True, default="")
+    unit = models.CharField(max_length=8, choices=Unit.choices)
+    price_per_unit = models.DecimalField(**MONEY)
+    increment = models.PositiveIntegerField(
+        default=1, help_text="Quantities are rounded up to this many base units (seconds, bytes, items)."
+    )
+
+    class Meta:
+        ordering = ["rate_card", "category", "usage_type", "destination_prefix"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rate_card", "category", "usage_type", "destination_prefix"],
+                name="billing_rate_unique_match",
+                violation_error_message="This card already has a rate for that category, type and prefix.",
+            ),
+            models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_rate_price_not_negative"),
+            models.CheckConstraint(condition=Q(increment__gte=1), name="billing_rate_increment_positive"),
+        ]
+
+    def __str__(self):
+        dest = self.destination_prefix or "*"
+        return f"{self.get_category_display()} {self.usage_type or '*'} {dest}: {self.price_per_unit}/{self.unit}"
+
+
+class Plan(models.Model):
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=200)
+    rate_card = models.ForeignKey(RateCard, on_delete=models.PROTECT, null=True, blank=True, related_name="plans")
+    monthly_fee = models.DecimalField(**MONEY, default=Decimal("0"))
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["code"], name="billing_plan_code_unique"),
+            models.CheckConstraint(condition=Q(monthly_fee__gte=0), name="billing_plan_fee_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.code} {self.name}"
+
+
+class Product(models.Model):
+    """Something sold beside the plan: a bolt-on, equipment, a service feature or charge."""
+
+    class Kind(models.TextChoices):
+        BOLT_ON = "bolt_on", "Bolt-on"
+        EQUIPMENT = "equipment", "Equipment"
+        FEATURE = "feature", "Service feature"
+        SERVICE_CHARGE = "service_charge", "Service charge"
+
+    class ChargeType(models.TextChoices):
+        RECURRING = "recurring", "Recurring (per period)"
+        ONE_TIME = "one_time", "One-time"
+
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    charge_type = models.CharField(max_length=16, choices=ChargeType.choices, default=ChargeType.RECURRING)
+    price = models.DecimalField(**MONEY, default=Decimal("0"))
+    rate_card = models.ForeignKey(RateCard, on_delete=models.PROTECT, null=True, blank=True, related_name="products")
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["code"], name="billing_product_code_unique"),
+            models.CheckConstraint(condition=Q(price__gte=0), name="billing_product_price_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.code} {self.name}"
+
+
+class Subscription(models.Model):
+    """A service subscribed to a plan or a product (bolt-on, equipment...) over dates, inclusive."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="subscriptions")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="subscriptions")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, null=True, blank=True, related_name="subscriptions")
+    starts_on = models.DateField()
+    ends_on = models.DateField(null=True, blank=True, help_text="Inclusive; empty = open-ended.")
+
+    class Meta:
+        ordering = ["service", "starts_on"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(plan__isnull=False) & Q(product__isnull=True))
+                | (Q(plan__isnull=True) & Q(product__isnull=False)),
+                name="billing_subscription_plan_xor_product",
+                violation_error_message="A subscription is to exactly one plan or one product.",
+            ),
+            models.CheckConstraint(
+                condition=Q(ends_on__isnull=True) | Q(ends_on__gte=models.F("starts_on")),
+                name="billing_subscription_range_valid",
+                violation_error_message="A subscription cannot end before it starts.",
+            ),
+        ]
+
+    def __str__(self):
+        what = self.plan or self.product
+        return f"{self.service_id and self.service} → {what} from {self.starts_on}"
+
+    def clean(self):
+        if self.ends_on and self.starts_on and self.ends_on < self.starts_on:
+            raise ValidationError({"ends_on": "A subscription cannot end before it starts."})
+        if (self.plan_id is None) == (self.product_id is None):
+            raise ValidationError("Choose exactly one of plan or product.")
+        PLAN_OVERLAP.validate(self)
+
+
+def billing_day_start(day: dt.date) -> dt.datetime:
+    """The instant a calendar day starts in the billing time zone."""
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min), timezone.get_default_timezone())
+
+
+class SubscriptionPeriod(models.Model):
+    """A billing cycle of a service: usage is bucketed into the period containing its time.
+
+    Dates are what the operator sees (end inclusive); `starts_at`/`ends_at` are the same days
+    as instants in the billing time zone, kept so that bucketing is a plain range join.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+        INVOICED = "invoiced", "Invoiced"
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="periods")
+    start_date = models.DateField()
+    end_date = models.DateField(help_text="Inclusive.")
+    starts_at = models.DateTimeField(editable=False)
+    ends_at = models.DateTimeField(editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+
+    class Meta:
+        ordering = ["service", "start_date"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "start_date"], name="billing_period_service_start_unique"),
+            models.CheckConstraint(
+                condition=Q(end_date__gte=models.F("start_date")),
+                name="billing_period_range_valid",
+                violation_error_message="A period cannot end before it starts.",
+            ),
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=models.F("starts_at")), name="billing_period_instants_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "end_date"], name="billing_period_status_idx")]
+
+    def __str__(self):
+        return f"{self.start_date} to {self.end_date}"
+
+    def save(self, *args, **kwargs):
+        self.set_instants()
+        super().save(*args, **kwargs)
+
+    def clean(self):
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValidationError({"end_date": "A period cannot end before it starts."})
+        PERIOD_OVERLAP.validate(self)
+
+    def set_instants(self):
+        """Derive the bucketing instants; bulk writers call this since they bypass save()."""
+        self.starts_at = billing_day_start(self.start_date)
+        self.ends_at = billing_day_start(self.end_date + dt.timedelta(days=1))
+
+
+class IncludedValue(models.Model):
+    """An allowance included in a plan or bolt-on, per subscription period."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, null=True, blank=True, related_name="included_values")
+    product = models.ForeignKey(
+        Product, on_delete=models.CASCADE, null=True, blank=True, related_name="included_values"
+    )
+    category = models.CharField(max_length=16, choices=Category.choices)
+    usage_type = models.CharField(max_length=32, blank=True, default="", help_text="Empty covers any.")
+    quantity = models.DecimalField(max_digits=18, decimal_places=4)
+    unit = models.CharField(max_length=8, choices=Unit.choices)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(plan__isnull=False) & Q(product__isnull=True))
+                | (Q(plan__isnull=True) & Q(product__isnull=False)),
+                name="billing_included_plan_xor_product",
+                violation_error_message="An allowance belongs to exactly one plan or one product.",
+            ),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="billing_included_quantity_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.quantity} {self.unit} {self.category} {self.usage_type}".strip()
+
+
+class Discount(models.Model):
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, null=True, blank=True, related_name="discounts")
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, null=True, blank=True, related_name="discounts")
+    category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
+    percent = models.DecimalField(max_digits=5, decimal_places=2)
+    effective_from = models.DateField()
+    effective_to = models.DateField(null=True, blank=True, help_text="Inclusive; empty = open-ended.")
+    description = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(account__isnull=False) & Q(service__isnull=True))
+                | (Q(account__isnull=True) & Q(service__isnull=False)),
+                name="billing_discount_account_xor_service",
+                violation_error_message="A discount applies to exactly one account or one service.",
+            ),
+            models.CheckConstraint(
+                condition=Q(percent__gt=0, percent__lte=100),
+                name="billing_discount_percent_range",
+                violation_error_message="A discount is more than 0 and at most 100 per cent.",
+            ),
+            models.CheckConstraint(
+                condition=Q(effective_to__isnull=True) | Q(effective_to__gte=models.F("effective_from")),
+                name="billing_discount_range_valid",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.percent}% {self.category or 'all usage'}"
+
+
+class RateOverride(models.Model):
+    """A price for one service that beats every card."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="rate_overrides")
+    category = models.CharField(max_length=16, choices=Category.choices)
+    usage_type = models.CharField(max_length=32, blank=True, default="")
+    destination_prefix = models.CharField(max_length=32, blank=True, default="")
+    unit = models.CharField(max_length=8, choices=Unit.choices)
+    price_per_unit = models.DecimalField(**MONEY)
+    increment = models.PositiveIntegerField(default=1)
+    effective_from = models.DateField()
+    effective_to = models.DateField(null=True, blank=True, help_text="Inclusive; empty = open-ended.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_override_price_not_negative"),
+            models.CheckConstraint(condition=Q(increment__gte=1), name="billing_override_increment_positive"),
+            models.CheckConstraint(
+                condition=Q(effective_to__isnull=True) | Q(effective_to__gte=models.F("effective_from")),
+                name="billing_override_range_valid",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.service}: {self.category} {self.destination_prefix or '*'} {self.price_per_unit}/{self.unit}"
+
+
+class TaxRule(models.Model):
+    """Tax on rated usage: the rule for the record's category, else the default rule."""
+
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=100)
+    percent = models.DecimalField(max_digits=6, decimal_places=3)
+    category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
+    is_default = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["code"], name="billing_taxrule_code_unique"),
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="billing_taxrule_one_default"
+            ),
+            models.UniqueConstraint(
+                fields=["category"], condition=~Q(category=""), name="billing_taxrule_one_per_category"
+            ),
+            models.CheckConstraint(condition=Q(percent__gte=0, percent__lte=100), name="billing_taxrule_percent_range"),
+        ]
+
+    def __str__(self):
+        return f"{self.code} {self.percent}%"
+
+
+class AuditEvent(models.Model):
+    """Who changed what, when: written by every service function and admin save."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, help_text="User name, or the command or task that acted.")
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=100, blank=True, default="")
+    object_id = models.CharField(max_length=64, blank=True, default="")
+    summary = models.CharField(max_length=300, blank=True, default="")
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"], name="billing_audit_object_idx")]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_type} {self.object_id}"
