@@ -1,0 +1,114 @@
+import csv
+import datetime as dt
+import random
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from billing import demo
+
+HEADER = [
+    "record_id",
+    "identifier",
+    "start_time",
+    "duration",
+    "volume",
+    "quantity",
+    "destination",
+    "usage_type",
+    "amount",
+]
+BAD_LINES = [
+    # (what is wrong, a row builder) - each yields a line mediation must reject with a reason
+    ("impossible date", lambda r: r[:2] + ["2026-13-45T25:61:00Z"] + r[3:]),
+    ("negative duration", lambda r: r[:3] + ["-30"] + r[4:]),
+    ("non-numeric volume", lambda r: r[:4] + ["lots"] + r[5:]),
+    ("missing fields", lambda r: r[:4]),
+    ("empty identifier", lambda r: r[:1] + [""] + r[2:]),
+]
+
+
+class Command(BaseCommand):
+    help = (
+        "Write a realistic, deterministic usage CSV for the demo telco: voice, SMS, data, service and equipment "
+        "charges, with a few per cent unknown identifiers, out-of-period dates, unrated destinations and "
+        "malformed lines. Streams, so any size fits in memory."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--records", type=int, required=True)
+        parser.add_argument("--out", required=True, help="File path, or - for standard output.")
+        parser.add_argument("--services", type=int, default=200, help="Services in the demo (seed_demo --services).")
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--month", help="YYYY-MM the usage falls in (default: last month).")
+        parser.add_argument("--error-rate", type=float, default=0.04, help="Share of problem records (default 0.04).")
+        parser.add_argument("--id-prefix", default="", help="Prefix for record ids (to make files that differ).")
+
+    def handle(self, *args, records, out, services, seed, month, error_rate, id_prefix, **options):
+        if records < 0 or services < 1:
+            raise CommandError("--records must be >= 0 and --services >= 1.")
+        if month:
+            try:
+                year, mon = (int(x) for x in month.split("-"))
+                first, last = demo.month_bounds(year, mon)
+            except ValueError as exc:
+                raise CommandError(f"--month must be YYYY-MM, not {month!r}.") from exc
+        else:
+            first, last = demo.previous_month(timezone.localdate())
+        stream = sys.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        try:
+            counts = write_usage(stream, records, services, seed, first, last, error_rate, id_prefix)
+        finally:
+            if stream is not sys.stdout:
+                stream.close()
+        if out != "-":
+            summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            self.stderr.write(f"make_usage_file: wrote {records} records to {out} ({summary})")
+
+
+def write_usage(stream, records, services, seed, first, last, error_rate, id_prefix="") -> dict:
+    rng = random.Random(seed)
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(HEADER)
+    start = dt.datetime.combine(first, dt.time.min, tzinfo=dt.UTC)
+    span = int((dt.datetime.combine(last, dt.time.max, tzinfo=dt.UTC) - start).total_seconds())
+    rated_prefixes = [p for p, _, _ in demo.DESTINATIONS]
+    counts = {"ok": 0, "unknown_identifier": 0, "out_of_period": 0, "unrated_destination": 0, "malformed": 0}
+    share = error_rate / 4
+    for n in range(1, records + 1):
+        i = rng.randint(1, services)
+        when = start + dt.timedelta(seconds=rng.randrange(span))
+        problem = rng.random()
+        ident = demo.identifier(i)
+        if problem < share:
+            ident = f"6149{rng.randrange(10**7):07d}"  # nobody's number
+            counts["unknown_identifier"] += 1
+        elif problem < 2 * share:
+            when = when.replace(year=2019)
+            counts["out_of_period"] += 1
+        row = [f"{id_prefix}R{seed}-{n:09d}", ident, when.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        kind = rng.random()
+        if demo.is_nbn(i) or 0.65 <= kind < 0.95:
+            row += ["", str(rng.randrange(1024, 2 * 1024**3)), "", "", "data", ""]
+        elif kind < 0.45:
+            dest = rng.choice(rated_prefixes) + f"{rng.randrange(10**8):08d}"
+            if 2 * share <= problem < 3 * share:
+                dest = demo.UNRATED_PREFIX + dest
+                counts["unrated_destination"] += 1
+            row += [str(rng.randrange(1, 3600)), "", "", dest, "voice", ""]
+        elif kind < 0.62:
+            row += ["", "", "1", rng.choice(rated_prefixes) + f"{rng.randrange(10**8):08d}", "sms", ""]
+        elif kind < 0.65:
+            row += ["", "", "1", "", "mms", ""]
+        else:
+            usage_type = rng.choice(["equipment", "service_charge", "feature"])
+            amount = f"{rng.randrange(100, 50000) / 100:.2f}" if usage_type == "equipment" else ""
+            row += ["", "", str(rng.randint(1, 3)), "", usage_type, amount]
+        if 3 * share <= problem < 4 * share:
+            _, build = BAD_LINES[n % len(BAD_LINES)]
+            row = build(row)
+            counts["malformed"] += 1
+        writer.writerow(row)
+    counts["ok"] = records - sum(v for k, v in counts.items() if k != "ok")
+    return counts
