@@ -1,7 +1,6 @@
 import csv
 import datetime as dt
 import random
-import sys
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -56,11 +55,11 @@ class Command(BaseCommand):
                 raise CommandError(f"--month must be YYYY-MM, not {month!r}.") from exc
         else:
             first, last = demo.previous_month(timezone.localdate())
-        stream = sys.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        stream = self.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115
         try:
             counts = write_usage(stream, records, services, seed, first, last, error_rate, id_prefix)
         finally:
-            if stream is not sys.stdout:
+            if stream is not self.stdout:
                 stream.close()
         if out != "-":
             summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))

@@ -1,0 +1,140 @@
+import csv
+import io
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from billing import demo
+from billing.models import Account, Discount, Service, ServiceIdentifier, Subscription, SubscriptionPeriod
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_is_idempotent_and_scales(capsys):
+    call_command("seed_demo", "--services", "30")
+    counts = [
+        Account.objects.count(),
+        Service.objects.count(),
+        ServiceIdentifier.objects.count(),
+        Subscription.objects.count(),
+        SubscriptionPeriod.objects.count(),
+        Discount.objects.count(),
+    ]
+    assert counts[:3] == [15, 30, 30]
+    call_command("seed_demo", "--services", "30")
+    assert counts == [
+        Account.objects.count(),
+        Service.objects.count(),
+        ServiceIdentifier.objects.count(),
+        Subscription.objects.count(),
+        SubscriptionPeriod.objects.count(),
+        Discount.objects.count(),
+    ]
+    call_command("seed_demo", "--services", "40")
+    assert Service.objects.count() == 40 and Account.objects.count() == 20
+    out = capsys.readouterr().out
+    assert "10 services added (40 in the demo)" in out
+    assert "operator / tollgate-demo" in out
+
+
+def test_seed_demo_data_is_believable():
+    call_command("seed_demo", "--services", "20")
+    nbn = Service.objects.get(service_id=demo.service_id(10))
+    assert nbn.service_type == "nbn"
+    assert nbn.identifiers.get().value == "nbn00000010@demo.tollgate"
+    mobile = Service.objects.get(service_id=demo.service_id(15))
+    assert mobile.identifiers.get().value == "61400000015"
+    assert {s.plan.code for s in mobile.subscriptions.filter(plan__isnull=False)} == {"MOB-S"}
+    assert {s.product.code for s in mobile.subscriptions.filter(product__isnull=False)} == {"INTL-100"}
+    large = Service.objects.get(service_id=demo.service_id(12))
+    assert {s.plan.code for s in large.subscriptions.filter(plan__isnull=False)} == {"MOB-L"}
+    assert {s.product.code for s in large.subscriptions.filter(product__isnull=False)} == {"DATA-10"}
+    assert Account.objects.get(number=demo.account_number(7)).bill_day == 15
+    assert not SubscriptionPeriod.objects.exclude(status="open").exists()
+    # Every service has a period covering every day of last month, so demo usage buckets.
+    first, last = demo.previous_month(timezone.localdate())
+    for service in Service.objects.all():
+        covered = service.periods.filter(start_date__lte=last, end_date__gte=first)
+        assert covered.exists()
+        assert min(p.start_date for p in covered) <= first and max(p.end_date for p in covered) >= last
+
+
+def test_demo_logins_work(client):
+    call_command("seed_demo", "--services", "2")
+    assert client.login(username="operator", password=demo.DEMO_PASSWORD)
+    assert client.get("/admin/billing/service/").status_code == 200
+
+
+def make_file(*args):
+    out = io.StringIO()
+    call_command("make_usage_file", "--out", "-", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_usage_file_is_deterministic_and_varied(capsys):
+    first = make_file("--records", "5000", "--services", "50", "--seed", "7", "--month", "2026-10")
+    assert first == make_file("--records", "5000", "--services", "50", "--seed", "7", "--month", "2026-10")
+    assert first != make_file("--records", "5000", "--services", "50", "--seed", "8", "--month", "2026-10")
+    rows = list(csv.reader(io.StringIO(first)))
+    assert rows[0] == [
+        "record_id",
+        "identifier",
+        "start_time",
+        "duration",
+        "volume",
+        "quantity",
+        "destination",
+        "usage_type",
+        "amount",
+    ]
+    body = rows[1:]
+    assert len(body) == 5000
+    assert len({r[0] for r in body}) == 5000  # record ids are unique
+    types = Counter(r[7] for r in body if len(r) == 9)
+    assert {"voice", "sms", "mms", "data", "equipment", "service_charge", "feature"} <= set(types)
+    known = {demo.identifier(i) for i in range(1, 51)}
+    unknown = sum(1 for r in body if len(r) > 1 and r[1] and r[1] not in known)
+    old = sum(1 for r in body if len(r) > 2 and r[2].startswith("2019-"))
+    unrated = sum(1 for r in body if len(r) > 6 and r[6].startswith(demo.UNRATED_PREFIX))
+    malformed = sum(
+        1 for r in body if len(r) != 9 or not r[1] or r[3].startswith("-") or "-13-" in r[2] or r[4] == "lots"
+    )
+    for count in (unknown, old, malformed):
+        assert 20 <= count <= 100, (unknown, old, unrated, malformed)  # about 1% each
+    assert 5 <= unrated <= 60
+    in_month = [r for r in body if len(r) > 2 and r[2].startswith("2026-10-")]
+    assert len(in_month) > 4800
+
+
+def test_usage_file_writes_to_a_path_and_refuses_bad_arguments(tmp_path):
+    target = tmp_path / "usage.csv"
+    call_command("make_usage_file", "--records", "10", "--out", str(target))
+    assert len(target.read_text().splitlines()) == 11
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="--month must be YYYY-MM"):
+        make_file("--records", "1", "--month", "October")
+
+
+def test_deploy_check_is_clean_with_production_settings(tmp_path):
+    env = {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": "x" * 20 + "-production-secret-key-with-enough-entropy-9c3f",
+        "ALLOWED_HOSTS": "tollgate.example.com",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
