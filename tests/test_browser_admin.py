@@ -1,0 +1,36 @@
+"""An operator's first minute in the admin, in headless Chromium."""
+
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_operator_logs_in_finds_a_service_by_identifier_and_opens_it(live_server, page, operator, make_service):
+    make_service(identifier="61400000007")
+    wanted = make_service(identifier="61400000042")
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "op")
+    page.fill("#id_password", "op-secret-123")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+    assert "Usage mediation, metering and rating" in page.content()
+
+    page.goto(f"{live_server.url}/admin/billing/service/")
+    page.fill("#searchbar", "61400000042")
+    page.press("#searchbar", "Enter")
+    results = page.locator("#result_list tbody tr")
+    results.first.wait_for()
+    assert results.count() == 1
+    assert wanted.service_id in results.first.inner_text()
+
+    results.first.locator("th a").click()
+    page.wait_for_selector("text=Change service")
+    assert page.input_value("#id_service_id") == wanted.service_id
+    assert page.input_value("#id_identifiers-0-value") == "61400000042"
+    page.screenshot(path=str(ARTIFACTS / "admin-service-found-by-identifier.png"), full_page=True)
