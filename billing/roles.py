@@ -4,6 +4,9 @@ every migrate, because permissions of models added by later migrations only exis
 from django.db import transaction
 
 TOLLGATE_APPS = ("billing", "usage", "metering", "console")
+# The task queue's admin: operators may manage schedules; everyone on staff may look.
+QUEUE_APP = "django_q"
+QUEUE_OPERATOR_MODELS = {"schedule"}
 OPERATOR = "Billing operator"
 VIEWER = "Billing viewer"
 # Nobody edits history: audit events are view-only for every role.
@@ -13,12 +16,15 @@ READ_ONLY_MODELS = {("billing", "auditevent")}
 def role_permissions():
     from django.contrib.auth.models import Permission
 
-    perms = Permission.objects.filter(content_type__app_label__in=TOLLGATE_APPS).select_related("content_type")
+    perms = Permission.objects.filter(content_type__app_label__in=(*TOLLGATE_APPS, QUEUE_APP)).select_related(
+        "content_type"
+    )
     operator, viewer = [], []
     for perm in perms:
-        key = (perm.content_type.app_label, perm.content_type.model)
+        app, model = perm.content_type.app_label, perm.content_type.model
         is_view = perm.codename.startswith("view_")
-        if is_view or key not in READ_ONLY_MODELS:
+        may_change = model in QUEUE_OPERATOR_MODELS if app == QUEUE_APP else (app, model) not in READ_ONLY_MODELS
+        if is_view or may_change:
             operator.append(perm)
         if is_view:
             viewer.append(perm)

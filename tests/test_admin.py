@@ -19,6 +19,9 @@ def test_roles_exist_with_the_right_permissions(db):
     assert not {"change_auditevent", "delete_auditevent", "add_auditevent"} & operator
     assert viewer and all(code.startswith("view_") for code in viewer)
     assert "view_service" in viewer
+    assert {"view_success", "view_failure", "view_ormq", "change_schedule"} <= operator  # the task queue
+    assert not {"change_success", "delete_ormq"} & operator
+    assert "view_schedule" in viewer
 
 
 def test_every_admin_page_renders_for_an_operator(client, operator, make_service):
