@@ -57,25 +57,22 @@ def make_service(db):
     return build
 
 
-@pytest.fixture
-def operator(db, django_user_model):
+def staff_user(django_user_model, username, password, role):
     from django.contrib.auth.models import Group
 
     from billing import roles
 
     roles.sync_roles()
-    user = django_user_model.objects.create_user("op", password="op-secret-123", is_staff=True)
-    user.groups.add(Group.objects.get(name=roles.OPERATOR))
+    user = django_user_model.objects.create_user(username, password=password, is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
     return user
+
+
+@pytest.fixture
+def operator(db, django_user_model):
+    return staff_user(django_user_model, "op", "op-secret-123", "Billing operator")
 
 
 @pytest.fixture
 def viewer(db, django_user_model):
-    from django.contrib.auth.models import Group
-
-    from billing import roles
-
-    roles.sync_roles()
-    user = django_user_model.objects.create_user("view", password="view-secret-123", is_staff=True)
-    user.groups.add(Group.objects.get(name=roles.VIEWER))
-    return user
+    return staff_user(django_user_model, "view", "view-secret-123", "Billing viewer")

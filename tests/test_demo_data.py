@@ -15,26 +15,17 @@ from billing.models import Account, Discount, Service, ServiceIdentifier, Subscr
 pytestmark = pytest.mark.django_db
 
 
+def demo_counts():
+    models = (Account, Service, ServiceIdentifier, Subscription, SubscriptionPeriod, Discount)
+    return [model.objects.count() for model in models]
+
+
 def test_seed_demo_is_idempotent_and_scales(capsys):
     call_command("seed_demo", "--services", "30")
-    counts = [
-        Account.objects.count(),
-        Service.objects.count(),
-        ServiceIdentifier.objects.count(),
-        Subscription.objects.count(),
-        SubscriptionPeriod.objects.count(),
-        Discount.objects.count(),
-    ]
+    counts = demo_counts()
     assert counts[:3] == [15, 30, 30]
     call_command("seed_demo", "--services", "30")
-    assert counts == [
-        Account.objects.count(),
-        Service.objects.count(),
-        ServiceIdentifier.objects.count(),
-        Subscription.objects.count(),
-        SubscriptionPeriod.objects.count(),
-        Discount.objects.count(),
-    ]
+    assert demo_counts() == counts
     call_command("seed_demo", "--services", "40")
     assert Service.objects.count() == 40 and Account.objects.count() == 20
     out = capsys.readouterr().out
