@@ -90,7 +90,7 @@ def test_usage_file_is_deterministic_and_varied(capsys):
     assert {"voice", "sms", "mms", "data", "equipment", "service_charge", "feature"} <= set(types)
     known = {demo.identifier(i) for i in range(1, 51)}
     unknown = sum(1 for r in body if len(r) > 1 and r[1] and r[1] not in known)
-    old = sum(1 for r in body if len(r) > 2 and r[2].startswith("2019-"))
+    old = sum(1 for r in body if len(r) > 2 and r[2].startswith("2025-"))
     unrated = sum(1 for r in body if len(r) > 6 and r[6].startswith(demo.UNRATED_PREFIX))
     malformed = sum(
         1 for r in body if len(r) != 9 or not r[1] or r[3].startswith("-") or "-13-" in r[2] or r[4] == "lots"

@@ -1,1 +1,265 @@
-"""Models arrive with their issue."""
+"""Usage collectors, the mediation files they receive, and the usage records mediation writes.
+
+Money on usage records is held in integer micro-units (1e-6 of the currency) so that PostgreSQL and
+SQLite compute identical charges in SQL; the record's single rounding point is in `gates/rate.py`.
+"""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.models import Account, Category, Rate, Service, SubscriptionPeriod
+
+MICROS = Decimal(1_000_000)
+
+
+def micros_to_money(value):
+    return None if value is None else Decimal(value) / MICROS
+
+
+class UsageCollector(models.Model):
+    """One source supplier's feed, with the mapping from its file format to a usage record."""
+
+    class Format(models.TextChoices):
+        CSV_HEADER = "csv_header", "CSV with header"
+        CSV_POSITION = "csv_position", "CSV by position"
+        FIXED_WIDTH = "fixed_width", "Fixed width"
+        JSON_LINES = "json_lines", "JSON lines"
+
+    class LatePolicy(models.TextChoices):
+        QUARANTINE = "quarantine", "Quarantine as LATE_CLOSED_PERIOD"
+        ROLL_FORWARD = "roll_forward", "Roll into the next open period (flagged late)"
+
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=200)
+    supplier = models.CharField(max_length=200, blank=True, default="")
+    format = models.CharField(max_length=16, choices=Format.choices, default=Format.CSV_HEADER)
+    encoding = models.CharField(max_length=32, default="utf-8")
+    delimiter = models.CharField(max_length=4, default=",", blank=True)
+    field_mapping = models.JSONField(
+        default=dict,
+        help_text=(
+            "Record field → source: a column name (CSV with header), a 1-based column number (CSV by position), "
+            "[start, end] 1-based inclusive character positions (fixed width), or a key (JSON lines). "
+            "Fields: record_id, identifier, start_time, duration, volume, quantity, destination, usage_type, amount."
+        ),
+    )
+    time_format = models.CharField(
+        max_length=64, default="iso", help_text="'iso', 'epoch', or a strftime pattern such as %Y%m%d%H%M%S."
+    )
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="Applied to times without an offset.")
+    duration_unit = models.CharField(
+        max_length=8, default="second", choices=[("second", "seconds"), ("ms", "milliseconds"), ("minute", "minutes")]
+    )
+    volume_unit = models.CharField(
+        max_length=8, default="byte", choices=[("byte", "bytes"), ("kb", "KB"), ("mb", "MB")]
+    )
+    category_rules = models.JSONField(
+        default=dict, blank=True, help_text='Usage type → category, e.g. {"voice": "telephony", "data": "data"}.'
+    )
+    default_category = models.CharField(max_length=16, choices=Category.choices, default=Category.MISC)
+    dedup_fields = models.JSONField(default=list, blank=True, help_text="Fields forming the record key.")
+    late_usage_policy = models.CharField(max_length=16, choices=LatePolicy.choices, default=LatePolicy.QUARANTINE)
+    is_active = models.BooleanField(default=True)
+    # The queue lease: the worker draining this collector's files, and until when.
+    lease_owner = models.CharField(max_length=64, blank=True, default="", editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [models.UniqueConstraint(fields=["code"], name="usage_collector_code_unique")]
+
+    def __str__(self):
+        return f"{self.code} {self.name}"
+
+    def key_fields(self) -> list[str]:
+        return list(self.dedup_fields or ["record_id"])
+
+
+def raw_file_path(instance, filename):
+    return f"mediation/{instance.collector_id}/{timezone.now():%Y/%m/%d}/{instance.sha256[:16]}-{filename}"
+
+
+class MediationFile(models.Model):
+    """A file received by a collector: queued, then processed strictly in upload order."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        PROCESSING = "processing", "Processing"
+        COMPLETED = "completed", "Completed"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed"
+
+    collector = models.ForeignKey(UsageCollector, on_delete=models.PROTECT, related_name="files")
+    sequence = models.PositiveIntegerField(help_text="Place in the collector's queue.")
+    name = models.CharField(max_length=255)
+    raw = models.FileField(upload_to=raw_file_path, max_length=400)
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    uploaded_via = models.CharField(max_length=64, default="admin")
+    uploaded_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True, default="", help_text="Why the whole file was rejected or failed.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    processing_seconds = models.FloatField(null=True, blank=True)
+    # Progress marker: data lines whose outcome is committed. A restarted worker resumes after it.
+    lines_done = models.BigIntegerField(default=0)
+    # Outcome counts, refreshed after processing and after every reprocess.
+    total_lines = models.BigIntegerField(default=0)
+    mediated = models.BigIntegerField(default=0)
+    quarantined = models.BigIntegerField(default=0)
+    duplicates = models.BigIntegerField(default=0)
+    rejected_lines = models.BigIntegerField(default=0)
+    blank_lines = models.BigIntegerField(default=0)
+    pending = models.BigIntegerField(default=0)
+    charge_micros = models.BigIntegerField(default=0)
+    tax_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["collector", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["collector", "sequence"], name="usage_file_queue_position_unique"),
+            models.UniqueConstraint(fields=["collector", "sha256"], name="usage_file_content_unique"),
+        ]
+        indexes = [models.Index(fields=["status", "collector", "sequence"], name="usage_file_queue_idx")]
+
+    def __str__(self):
+        return f"{self.collector.code} #{self.sequence} {self.name}"
+
+    @property
+    def records_per_second(self):
+        if not self.processing_seconds:
+            return None
+        return round(self.total_lines / self.processing_seconds)
+
+    @property
+    def charge(self):
+        return micros_to_money(self.charge_micros)
+
+    @property
+    def tax(self):
+        return micros_to_money(self.tax_micros)
+
+
+class Reason(models.TextChoices):
+    PARSE_ERROR = "PARSE_ERROR", "Could not be parsed"
+    DUPLICATE = "DUPLICATE", "Duplicate record"
+    NO_SERVICE = "NO_SERVICE", "No service with that identifier at that time"
+    NO_PERIOD = "NO_PERIOD", "No subscription period for that time"
+    LATE_CLOSED_PERIOD = "LATE_CLOSED_PERIOD", "Period is closed or invoiced"
+    NO_RATE = "NO_RATE", "No price for that usage"
+    NO_TAX = "NO_TAX", "No tax rule applies"
+
+
+class UsageRecord(models.Model):
+    """One usage line: where it came from, what it is, and what each gate decided.
+
+    `stage` is the gate the record waits at (or failed at); `status` says whether it is pending,
+    mediated or quarantined. Written by COPY and set-based SQL, so integrity rules are constraints.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        MEDIATED = "mediated", "Mediated"
+        QUARANTINED = "quarantined", "Quarantined"
+
+    class Stage(models.TextChoices):
+        PARSE = "parse", "parse"
+        DEDUP = "dedup", "dedup"
+        IDENTIFY = "identify", "identify"
+        BUCKET = "bucket", "bucket"
+        RATE = "rate", "rate"
+        TAX = "tax", "tax"
+        DONE = "done", "done"
+
+    id = models.BigAutoField(primary_key=True)
+    file = models.ForeignKey(MediationFile, on_delete=models.PROTECT, related_name="records", db_index=False)
+    collector = models.ForeignKey(UsageCollector, on_delete=models.PROTECT, related_name="+", db_index=False)
+    line_no = models.BigIntegerField()
+    record_key = models.CharField(max_length=255, null=True, blank=True)
+    is_duplicate = models.BooleanField(default=False)
+    record_id = models.CharField(max_length=128, blank=True, default="")
+    identifier = models.CharField(max_length=128, blank=True, default="")
+    usage_at = models.DateTimeField(null=True, blank=True)
+    usage_date = models.DateField(null=True, blank=True, help_text="The usage day in the billing time zone.")
+    duration = models.BigIntegerField(null=True, blank=True, help_text="Seconds.")
+    volume = models.BigIntegerField(null=True, blank=True, help_text="Bytes.")
+    quantity = models.BigIntegerField(null=True, blank=True)
+    destination = models.CharField(max_length=64, blank=True, default="")
+    usage_type = models.CharField(max_length=32, blank=True, default="")
+    amount_micros = models.BigIntegerField(null=True, blank=True, help_text="Pre-priced amount, if the file has one.")
+    category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
+    service = models.ForeignKey(
+        Service, on_delete=models.PROTECT, null=True, blank=True, related_name="usage", db_index=False
+    )
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    period = models.ForeignKey(
+        SubscriptionPeriod, on_delete=models.PROTECT, null=True, blank=True, related_name="usage", db_index=False
+    )
+    is_late = models.BooleanField(default=False)
+    rate = models.ForeignKey(Rate, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False)
+    rated_quantity = models.BigIntegerField(null=True, blank=True, help_text="Base units after increments.")
+    charge_micros = models.BigIntegerField(null=True, blank=True)
+    tax_micros = models.BigIntegerField(null=True, blank=True)
+    stage = models.CharField(max_length=8, choices=Stage.choices)
+    status = models.CharField(max_length=12, choices=Status.choices)
+    reason = models.CharField(max_length=24, choices=Reason.choices, blank=True, default="")
+    message = models.CharField(max_length=500, blank=True, default="")
+    raw = models.TextField(blank=True, default="", help_text="The source line, kept for records that failed to parse.")
+
+    class Meta:
+        constraints = [
+            # Never billed twice: one live record per collector and key. Duplicates are kept, flagged.
+            models.UniqueConstraint(
+                fields=["collector", "record_key"], condition=Q(is_duplicate=False), name="usage_record_key_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="mediated", stage="done", reason="") | ~Q(status="mediated"),
+                name="usage_record_mediated_is_done",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="quarantined", reason=""), name="usage_record_quarantine_has_reason"
+            ),
+            models.CheckConstraint(
+                condition=Q(is_duplicate=False) | Q(status="quarantined", reason="DUPLICATE"),
+                name="usage_record_duplicate_is_quarantined",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="mediated") | Q(charge_micros__isnull=False, tax_micros__isnull=False),
+                name="usage_record_mediated_has_charge",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["file", "line_no"], name="usage_record_file_line_idx"),
+            models.Index(fields=["service", "usage_at"], name="usage_record_service_time_idx"),
+            models.Index(fields=["period"], name="usage_record_period_idx"),
+            models.Index(fields=["stage", "reason"], condition=~Q(status="mediated"), name="usage_record_waiting_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.record_id or '#' + str(self.line_no)} {self.usage_type} {self.status}"
+
+    @property
+    def charge(self):
+        return micros_to_money(self.charge_micros)
+
+    @property
+    def tax(self):
+        return micros_to_money(self.tax_micros)
+
+
+class QuarantinedRecord(UsageRecord):
+    """Quarantine as billing staff see it: the records that did not pass a gate."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "quarantined record"

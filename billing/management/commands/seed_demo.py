@@ -22,6 +22,7 @@ from billing.models import (
     Subscription,
     TaxRule,
 )
+from usage.demo import ensure_demo_collector
 
 BATCH = 5000
 D = Decimal
@@ -97,6 +98,19 @@ class Command(BaseCommand):
             defaults={"destination_name": "Mobile data", "unit": "mb", "price_per_unit": D("0.02"), "increment": 1024},
         )
         nbn_card, _ = RateCard.objects.update_or_create(code="NBN", defaults={"name": "NBN broadband"})
+        for card in (standard, nbn_card):
+            for usage_type, price in (("service_charge", "2.50"), ("feature", "1.00")):
+                Rate.objects.update_or_create(
+                    rate_card=card,
+                    category="misc",
+                    usage_type=usage_type,
+                    destination_prefix="",
+                    defaults={
+                        "destination_name": usage_type.replace("_", " ").title(),
+                        "unit": "each",
+                        "price_per_unit": D(price),
+                    },
+                )
         Rate.objects.update_or_create(
             rate_card=nbn_card,
             category="data",
@@ -164,6 +178,7 @@ class Command(BaseCommand):
             defaults={"quantity": D("10"), "unit": "gb"},
         )
         TaxRule.objects.update_or_create(code="GST", defaults={"name": "GST", "percent": D("10"), "is_default": True})
+        ensure_demo_collector()
         return {"plans": plans, "products": products}
 
     def users(self):

@@ -84,7 +84,7 @@ def write_usage(stream, records, services, seed, first, last, error_rate, id_pre
             ident = f"6149{rng.randrange(10**7):07d}"  # nobody's number
             counts["unknown_identifier"] += 1
         elif problem < 2 * share:
-            when = when.replace(year=2019)
+            when -= dt.timedelta(days=365)  # the identifier is active then, but there is no period
             counts["out_of_period"] += 1
         row = [f"{id_prefix}R{seed}-{n:09d}", ident, when.strftime("%Y-%m-%dT%H:%M:%SZ")]
         kind = rng.random()

@@ -1,0 +1,72 @@
+"""Rate: the price of the usage, and the record's one rounding point.
+
+The card is the one of the service's plan at the usage date, else the default card; on a card the
+rate is the longest destination prefix, an exact usage type beating a blank one. A pre-priced misc
+record (the file carries an amount) is charged that amount. Quantities are base units (seconds,
+bytes, items), rounded up to the rate's increment; the charge is
+
+    rated_quantity × price_per_unit / unit size
+
+rounded once, to the card's decimals and mode, in integer micro-units (`usage.sql.Dialect.round_div`).
+"""
+
+from billing.models import UNIT_BASE_SIZE
+
+from .base import Gate
+
+UNIT_BASE = " ".join(f"WHEN '{unit}' THEN {size}" for unit, size in UNIT_BASE_SIZE.items())
+QUANTITY_OF_UNIT = (
+    "CASE r.unit WHEN 'second' THEN s.duration WHEN 'minute' THEN s.duration WHEN 'hour' THEN s.duration "
+    "WHEN 'kb' THEN s.volume WHEN 'mb' THEN s.volume WHEN 'gb' THEN s.volume "
+    "ELSE COALESCE(s.quantity, 1) END"
+)
+STEP = (
+    "CASE {decimals} WHEN 0 THEN 1000000 WHEN 1 THEN 100000 WHEN 2 THEN 10000 WHEN 3 THEN 1000 "
+    "WHEN 4 THEN 100 WHEN 5 THEN 10 ELSE 1 END"
+)
+
+
+def gate(dialect, default_card_id) -> Gate:
+    # The sort keys are computed inside a derived table: SQLite cannot see outer columns in ORDER BY.
+    best_rate = (
+        "(SELECT id FROM (SELECT r.id, CASE WHEN r.rate_card_id = s._plan_card THEN 0 ELSE 1 END AS card_rank, "
+        "length(r.destination_prefix) AS prefix_length, CASE WHEN r.usage_type = '' THEN 1 ELSE 0 END AS type_rank "
+        "FROM billing_rate r WHERE r.rate_card_id IN (s._plan_card, %(default_card)s) AND r.category = s.category "
+        "AND (r.usage_type = s.usage_type OR r.usage_type = '') "
+        "AND substr(s.destination, 1, length(r.destination_prefix)) = r.destination_prefix) candidates "
+        "ORDER BY card_rank, prefix_length DESC, type_rank, id LIMIT 1)"
+    )
+    pre_priced = "(s.category = 'misc' AND s.amount_micros IS NOT NULL)"
+    rated = "((s._qty + r.increment - 1) / r.increment) * r.increment"
+    step = dialect.exact(STEP.format(decimals="c.rounding_decimals"))
+    num = f"{dialect.exact(rated)} * {dialect.exact(dialect.micros('r.price_per_unit'))}"
+    den = f"{dialect.exact(f'CASE r.unit {UNIT_BASE} END')} * {step}"
+    charge = f"{dialect.round_div(num, den, 'c.rounding_mode')} * {step}"
+    return Gate(
+        name="rate",
+        produces=("rate_id", "rated_quantity", "charge_micros"),
+        steps=(
+            (
+                "pl.rate_card_id AS _plan_card",
+                "LEFT JOIN billing_subscription sub ON sub.service_id = s.service_id AND sub.plan_id IS NOT NULL "
+                "AND sub.starts_on <= s.usage_date AND (sub.ends_on IS NULL OR sub.ends_on >= s.usage_date) "
+                "LEFT JOIN billing_plan pl ON pl.id = sub.plan_id",
+            ),
+            (f"CASE WHEN {pre_priced} OR s.service_id IS NULL THEN NULL ELSE {best_rate} END AS rate_id", ""),
+            (f"{QUANTITY_OF_UNIT} AS _qty", "LEFT JOIN billing_rate r ON r.id = s.rate_id"),
+            (
+                f"CASE WHEN {pre_priced} THEN s.quantity WHEN s._qty IS NOT NULL THEN {rated} END AS rated_quantity, "
+                f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s._qty IS NOT NULL THEN {charge} END "
+                "AS charge_micros",
+                "LEFT JOIN billing_rate r ON r.id = s.rate_id LEFT JOIN billing_ratecard c ON c.id = r.rate_card_id",
+            ),
+        ),
+        ok="charge_micros IS NOT NULL",
+        reason="'NO_RATE'",
+        message=(
+            "CASE WHEN rate_id IS NULL THEN 'No rate for ' || category || ' ' || usage_type || "
+            "(CASE WHEN destination <> '' THEN ' to ' || destination ELSE '' END) "
+            "ELSE 'The rate needs a quantity the record does not have' END"
+        ),
+        params={"default_card": default_card_id},
+    )

@@ -1,0 +1,37 @@
+"""Tax: the rule for the record's category, else the default rule. Tax is computed from the rounded
+charge and rounded half-up to the same decimals; the final charge is charge + tax."""
+
+from .base import Gate
+
+STEP = (
+    "CASE s._tax_decimals WHEN 0 THEN 1000000 WHEN 1 THEN 100000 WHEN 2 THEN 10000 WHEN 3 THEN 1000 "
+    "WHEN 4 THEN 100 WHEN 5 THEN 10 ELSE 1 END"
+)
+
+
+def gate(dialect, default_tax_id, default_card_id) -> Gate:
+    percent_millis = dialect.bigint("ROUND(COALESCE(tc.percent, td.percent) * 1000)")
+    step = dialect.exact(STEP)
+    tax = dialect.round_div(
+        f"{dialect.exact('s.charge_micros')} * {dialect.exact('s._tax_millis')}", f"100000 * {step}", "'half_up'"
+    )
+    return Gate(
+        name="tax",
+        produces=("tax_micros",),
+        steps=(
+            (
+                f"{percent_millis} AS _tax_millis, "
+                "COALESCE(rc.rounding_decimals, dc.rounding_decimals, 6) AS _tax_decimals",
+                "LEFT JOIN billing_taxrule tc ON tc.category = s.category "
+                "LEFT JOIN billing_taxrule td ON td.id = %(default_tax)s "
+                "LEFT JOIN billing_rate tr ON tr.id = s.rate_id "
+                "LEFT JOIN billing_ratecard rc ON rc.id = tr.rate_card_id "
+                "LEFT JOIN billing_ratecard dc ON dc.id = %(default_card)s",
+            ),
+            (f"CASE WHEN s._tax_millis IS NOT NULL THEN {dialect.bigint(f'{tax} * {step}')} END AS tax_micros", ""),
+        ),
+        ok="tax_micros IS NOT NULL",
+        reason="'NO_TAX'",
+        message="'No tax rule for ' || category || ' and no default tax rule'",
+        params={"default_tax": default_tax_id, "default_card": default_card_id},
+    )

@@ -1,0 +1,140 @@
+"""Mediation File Processing: drains a collector's queue strictly in upload order.
+
+One worker at a time holds a collector's lease (a conditional UPDATE, so it works alike on
+PostgreSQL and SQLite); different collectors run in parallel. A file is mediated in batches;
+each batch commits its records together with the file's progress marker `lines_done`, so a
+worker killed at any point leaves either a whole batch or none of it, and the next worker
+resumes after the last committed batch.
+"""
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from itertools import islice
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import pipeline, staging
+from .gates.parse import FileRejected, Parser
+from .models import MediationFile, UsageCollector
+from .services import refresh_file_counts
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    pass
+
+
+def batch_size() -> int:
+    return int(getattr(settings, "TOLLGATE_MEDIATION_BATCH", 200_000))
+
+
+def lease_seconds() -> int:
+    return int(getattr(settings, "TOLLGATE_COLLECTOR_LEASE_SECONDS", 120))
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claim(collector_id: int, owner: str) -> bool:
+    now = timezone.now()
+    with transaction.atomic():
+        return bool(
+            UsageCollector.objects.filter(pk=collector_id)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner))
+            .update(lease_owner=owner, lease_until=now + dt.timedelta(seconds=lease_seconds()))
+        )
+
+
+def release(collector_id: int, owner: str) -> None:
+    UsageCollector.objects.filter(pk=collector_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+
+
+def next_file(collector_id: int):
+    return (
+        MediationFile.objects.filter(
+            collector_id=collector_id, status__in=[MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING]
+        )
+        .order_by("sequence")
+        .first()
+    )
+
+
+def process_collector_queue(collector_id: int, *, until: str = "tax", owner: str | None = None) -> int:
+    """Process the collector's queued files in order; return how many this call finished."""
+    owner = owner or new_owner()
+    finished = 0
+    while True:
+        if not claim(collector_id, owner):
+            return finished  # another worker is draining this collector
+        try:
+            while (mediation_file := next_file(collector_id)) is not None:
+                process_file(mediation_file, owner, until=until)
+                finished += 1
+        finally:
+            release(collector_id, owner)
+        # A file queued while we held the lease found it taken: look once more after releasing.
+        if next_file(collector_id) is None:
+            return finished
+
+
+def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax") -> None:
+    collector = mediation_file.collector
+    MediationFile.objects.filter(pk=mediation_file.pk, started_at__isnull=True).update(started_at=timezone.now())
+    MediationFile.objects.filter(pk=mediation_file.pk).update(status=MediationFile.Status.PROCESSING)
+    parser = None
+    try:
+        parser = Parser(collector, settings.TIME_ZONE)
+        with mediation_file.raw.open("rb") as raw:
+            rows = parser.rows(raw, skip=mediation_file.lines_done)
+            while True:
+                started = time.monotonic()
+                with transaction.atomic():
+                    if not claim(collector.pk, owner):
+                        raise LeaseLost(f"lease of collector {collector.code} lost")
+                    loaded = staging.load(connection, islice(rows, batch_size()))
+                    if loaded:
+                        sql, params = pipeline.intake_sql(collector, mediation_file.pk, staging.STAGING_TABLE, until)
+                        with connection.cursor() as cursor:
+                            cursor.execute(sql, params)
+                        staging.drop(connection)
+                        MediationFile.objects.filter(pk=mediation_file.pk).update(
+                            lines_done=F("lines_done") + loaded,
+                            processing_seconds=_plus("processing_seconds", time.monotonic() - started),
+                        )
+                    else:
+                        staging.drop(connection)
+                if loaded < batch_size():
+                    break
+    except FileRejected as exc:
+        _finish(mediation_file, MediationFile.Status.REJECTED, str(exc))
+        return
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        log.exception("mediation of file %s failed", mediation_file.pk)
+        _finish(mediation_file, MediationFile.Status.FAILED, f"{type(exc).__name__}: {exc}")
+        return
+    MediationFile.objects.filter(pk=mediation_file.pk).update(blank_lines=parser.blank_lines)
+    refresh_file_counts([mediation_file.pk])
+    _finish(mediation_file, MediationFile.Status.COMPLETED, "")
+
+
+def _plus(field, seconds):
+    from django.db.models.functions import Coalesce
+
+    return Coalesce(F(field), 0.0) + seconds
+
+
+def _finish(mediation_file, status, error):
+    MediationFile.objects.filter(pk=mediation_file.pk).update(
+        status=status, error=error[:4000], finished_at=timezone.now()
+    )

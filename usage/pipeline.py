@@ -1,0 +1,148 @@
+"""Composes the gates into one SQL statement over a batch of records.
+
+New records: `WITH g0 AS (staging rows), g1 AS (gate step), … INSERT INTO usage_usagerecord SELECT …`.
+Waiting or quarantined records: the same chain, starting at their gate, as `UPDATE … FROM`.
+The first gate a record fails sets its stage, status QUARANTINED, reason and message; a record
+passing every gate of a chain that ends before tax waits, PENDING, at the next gate.
+"""
+
+from django.db import connection
+
+from billing.models import RateCard, TaxRule
+
+from .gates import bucket, classify, dedup, identify, rate, tax
+from .gates.base import Gate
+from .sql import dialect_for
+
+# Columns of usage_usagerecord that gates read or write (besides id, file, collector).
+RECORD_COLUMNS = (
+    "line_no",
+    "record_key",
+    "is_duplicate",
+    "record_id",
+    "identifier",
+    "usage_at",
+    "usage_date",
+    "duration",
+    "volume",
+    "quantity",
+    "destination",
+    "usage_type",
+    "amount_micros",
+    "category",
+    "service_id",
+    "account_id",
+    "period_id",
+    "is_late",
+    "rate_id",
+    "rated_quantity",
+    "charge_micros",
+    "tax_micros",
+    "raw",
+)
+STAGING_COLUMNS = (
+    "line_no",
+    "record_key",
+    "record_id",
+    "identifier",
+    "usage_at",
+    "usage_date",
+    "duration",
+    "volume",
+    "quantity",
+    "destination",
+    "usage_type",
+    "amount_micros",
+    "parse_error",
+    "raw",
+)
+TEXT_COLUMNS = ("record_id", "identifier", "destination", "usage_type", "raw")
+# COPY's CSV format reads an empty field as NULL; text columns are never NULL in a record.
+STAGING_SELECT = tuple(f"COALESCE({c}, '') AS {c}" if c in TEXT_COLUMNS else c for c in STAGING_COLUMNS)
+PARSE = Gate(
+    name="parse", produces=(), steps=(), ok="parse_error IS NULL", reason="'PARSE_ERROR'", message="parse_error"
+)
+STAGES = ("parse", "classify", "dedup", "identify", "bucket", "rate", "tax")
+REPROCESSABLE = ("identify", "bucket", "rate", "tax")
+
+
+def gates_for(collector, first: str = "parse", last: str = "tax") -> list[Gate]:
+    dialect = dialect_for(connection)
+    default_card = RateCard.objects.filter(is_default=True).values_list("pk", flat=True).first()
+    default_tax = TaxRule.objects.filter(is_default=True).values_list("pk", flat=True).first()
+    built = {
+        "parse": PARSE,
+        "classify": classify.gate(collector),
+        "dedup": dedup.gate(collector),
+        "identify": identify.GATE,
+        "bucket": bucket.gate(collector),
+        "rate": rate.gate(dialect, default_card),
+        "tax": tax.gate(dialect, default_tax, default_card),
+    }
+    return [built[name] for name in STAGES[STAGES.index(first) : STAGES.index(last) + 1]]
+
+
+def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]:
+    """(`WITH g0 AS (source), g1 …`, the outcome SELECT list, params, the last CTE's name)."""
+    params = {"true": True, "false": False}
+    ctes = [f"g0 AS ({source_select})"]
+    n = 0
+    for gate in gates:
+        params.update(gate.params)
+        for select, joins in gate.steps:
+            n += 1
+            ctes.append(f"g{n} AS (SELECT s.*, {select} FROM g{n - 1} s {joins})")
+    following = STAGES[STAGES.index(gates[-1].name) + 1] if gates[-1].name != "tax" else "done"
+    stage = " ".join(f"WHEN NOT ({g.ok}) THEN '{g.name}'" for g in gates)
+    reason = " ".join(f"WHEN NOT ({g.ok}) THEN {g.reason}" for g in gates)
+    message = " ".join(f"WHEN NOT ({g.ok}) THEN {g.message}" for g in gates)
+    failed = " OR ".join(f"NOT ({g.ok})" for g in gates)
+    done = following == "done"
+    outcome = (
+        f"CASE {stage} ELSE '{following}' END AS stage, "
+        f"CASE WHEN {failed} THEN 'quarantined' ELSE '{'mediated' if done else 'pending'}' END AS status, "
+        f"COALESCE(CASE {reason} END, '') AS reason, "
+        f"SUBSTR(COALESCE(CASE {message} END, ''), 1, 500) AS message, "
+        f"CASE WHEN {failed} THEN NULL ELSE charge_micros END AS charge_micros, "
+        f"CASE WHEN {failed} THEN NULL ELSE tax_micros END AS tax_micros"
+    )
+    return "WITH " + ",\n".join(ctes), outcome, params, f"g{n}"
+
+
+def intake_sql(collector, file_id: int, staging_table: str, last: str = "tax") -> tuple[str, dict]:
+    """Mediate a batch of staged rows of one file into usage records, in one statement."""
+    gates = gates_for(collector, "parse", last)
+    source = f"SELECT {', '.join(STAGING_SELECT)} FROM {staging_table}"
+    with_clause, outcome, params, last = compose(gates, source)
+    stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros")]
+    params.update({"file_id": file_id, "collector_id": collector.pk})
+    sql = (
+        f"{with_clause}\nINSERT INTO usage_usagerecord (file_id, collector_id, {', '.join(stored)}, "
+        f"stage, status, reason, message, charge_micros, tax_micros)\n"
+        f"SELECT %(file_id)s, %(collector_id)s, {', '.join(stored)}, {outcome} FROM {last}"
+    )
+    return sql, params
+
+
+def advance_sql(collector, first: str, last: str, where: str) -> tuple[str, dict]:
+    """Run gates `first`..`last` again over existing records chosen by `where` (on alias u)."""
+    gates = gates_for(collector, first, last)
+    produced = {c for g in gates_for(collector, first) for c in g.produces}
+    base = [c for c in RECORD_COLUMNS if c not in produced]
+    source = (
+        f"SELECT u.id, NULL AS parse_error, {', '.join('u.' + c for c in base)} FROM usage_usagerecord u "
+        f"WHERE u.collector_id = %(collector_id)s AND ({where})"
+    )
+    with_clause, outcome, params, final = compose(gates, source)
+    params["collector_id"] = collector.pk
+    assigned = sorted(produced - {"charge_micros", "tax_micros"})
+    sets = ", ".join(
+        [f"{c} = r.{c}" for c in assigned]
+        + [f"{c} = r.{c}" for c in ("stage", "status", "reason", "message", "charge_micros", "tax_micros")]
+    )
+    cols = ", ".join(["id", *assigned])
+    sql = (
+        f"{with_clause}, r AS (SELECT {cols}, {outcome} FROM {final})\n"
+        f"UPDATE usage_usagerecord SET {sets} FROM r WHERE usage_usagerecord.id = r.id"
+    )
+    return sql, params

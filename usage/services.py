@@ -1,0 +1,170 @@
+"""Writes for usage: receiving files into a collector's queue, reprocessing quarantine."""
+
+import hashlib
+import logging
+import tempfile
+
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.db import connection, transaction
+from django.db.models import Count, Q, Sum
+
+from billing import audit
+
+from . import pipeline
+from .models import MediationFile, Reason, UsageCollector, UsageRecord
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+class DuplicateFile(ValidationError):
+    def __init__(self, earlier: MediationFile):
+        self.earlier = earlier
+        super().__init__(
+            f"The same content was already received as {earlier.name!r} (file {earlier.pk}, "
+            f"#{earlier.sequence} of collector {earlier.collector.code}, {earlier.uploaded_at:%Y-%m-%d %H:%M})."
+        )
+
+
+def do_receive_file(actor, collector: UsageCollector, name: str, content, *, via: str = "admin") -> MediationFile:
+    """Store a file and queue it behind the collector's earlier files; refuse content seen before.
+
+    `content` is a binary file object; it is streamed (hashed and copied) without being held in memory.
+    The collector's worker is started once the transaction commits.
+    """
+    if not collector.is_active:
+        raise ValidationError(f"Collector {collector.code} is not active.")
+    digest = hashlib.sha256()
+    size = 0
+    spool = tempfile.TemporaryFile()
+    for chunk in iter(lambda: content.read(CHUNK), b""):
+        digest.update(chunk)
+        size += len(chunk)
+        spool.write(chunk)
+    spool.seek(0)
+    sha = digest.hexdigest()
+    with transaction.atomic():
+        locked = UsageCollector.objects.select_for_update().get(pk=collector.pk)
+        earlier = MediationFile.objects.filter(collector=locked, sha256=sha).select_related("collector").first()
+        if earlier is not None:
+            raise DuplicateFile(earlier)
+        last = locked.files.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+        user = actor if getattr(actor, "is_authenticated", False) else None
+        mediation_file = MediationFile(
+            collector=locked,
+            sequence=last + 1,
+            name=name[:255],
+            sha256=sha,
+            size=size,
+            uploaded_by=user,
+            uploaded_via=via,
+        )
+        mediation_file.raw.save(name[-100:], File(spool), save=False)
+        mediation_file.save()
+        audit.record(actor, "file.receive", mediation_file, after={"name": name, "size": size, "sha256": sha})
+        transaction.on_commit(lambda: enqueue_collector(locked.pk))
+    return mediation_file
+
+
+def enqueue_collector(collector_id: int):
+    from django_q.tasks import async_task
+
+    async_task("usage.tasks.process_collector", collector_id, task_name=f"collector-{collector_id}", group="mediation")
+
+
+def refresh_file_counts(file_ids) -> None:
+    """Recount the outcome of files from their records (after processing and every reprocess)."""
+    for file_id in set(file_ids):
+        rows = (
+            UsageRecord.objects.filter(file_id=file_id)
+            .values("status", "reason")
+            .annotate(n=Count("id"), charge=Sum("charge_micros"), tax=Sum("tax_micros"))
+        )
+        counts = {"mediated": 0, "quarantined": 0, "duplicates": 0, "rejected_lines": 0, "pending": 0}
+        charge = tax = total = 0
+        for row in rows:
+            total += row["n"]
+            if row["status"] == UsageRecord.Status.MEDIATED:
+                counts["mediated"] += row["n"]
+                charge += row["charge"] or 0
+                tax += row["tax"] or 0
+            elif row["status"] == UsageRecord.Status.PENDING:
+                counts["pending"] += row["n"]
+            elif row["reason"] == Reason.DUPLICATE:
+                counts["duplicates"] += row["n"]
+            elif row["reason"] == Reason.PARSE_ERROR:
+                counts["rejected_lines"] += row["n"]
+            else:
+                counts["quarantined"] += row["n"]
+        MediationFile.objects.filter(pk=file_id).update(
+            total_lines=total, charge_micros=charge, tax_micros=tax, **counts
+        )
+
+
+def named_subquery(queryset, prefix="q"):
+    """A queryset's `id` subquery as SQL with named parameters, to embed in a gate statement."""
+    sql, params = queryset.values("id").query.sql_with_params()
+    named = {}
+    for i, value in enumerate(params):
+        sql = sql.replace("%s", f"%({prefix}{i})s", 1)
+        named[f"{prefix}{i}"] = value
+    return sql, named
+
+
+@transaction.atomic
+def do_reprocess_records(actor, records) -> dict:
+    """Send quarantined (or waiting) records through the gates again, each from the gate it is at.
+
+    Duplicates and parse errors are final: a duplicate is never billed, and a line that could not
+    be parsed is fixed by sending a corrected file (its lines already mediated become duplicates).
+    A record that failed at tax re-enters at rate, since its charge was not kept.
+    """
+    chosen = records.filter(~Q(status=UsageRecord.Status.MEDIATED), stage__in=pipeline.REPROCESSABLE)
+    before = dict(chosen.values_list("status").annotate(n=Count("id")))
+    groups = chosen.values_list("collector_id", "stage").distinct()
+    collectors = {c.pk: c for c in UsageCollector.objects.filter(pk__in={g[0] for g in groups})}
+    file_ids = set(chosen.values_list("file_id", flat=True).distinct())
+    ids = list(chosen.values_list("id", flat=True))
+    for collector_id, stage in sorted(set(groups)):
+        first = "rate" if stage == "tax" else stage
+        subquery, params = named_subquery(UsageRecord.objects.filter(pk__in=ids, stage=stage))
+        sql, gate_params = pipeline.advance_sql(collectors[collector_id], first, "tax", f"u.id IN ({subquery})")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, {**gate_params, **params})
+    refresh_file_counts(file_ids)
+    after = dict(UsageRecord.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("id")))
+    outcome = {"records": len(ids), "mediated": after.get("mediated", 0), "quarantined": after.get("quarantined", 0)}
+    audit.record(
+        actor,
+        "quarantine.reprocess",
+        object_type="usage.usagerecord",
+        summary=f"Reprocessed {len(ids)} records: {outcome['mediated']} mediated",
+        before={"status": before},
+        after=outcome,
+    )
+    return outcome
+
+
+@transaction.atomic
+def do_advance_stage(actor, stage: str, *, collector=None, include_quarantined=False) -> int:
+    """Run one gate over the records waiting at it (BillRun-style standalone calculator)."""
+    if stage not in pipeline.REPROCESSABLE:
+        raise ValidationError(f"Stage must be one of {', '.join(pipeline.REPROCESSABLE)}.")
+    statuses = ["pending", "quarantined"] if include_quarantined else ["pending"]
+    waiting = UsageRecord.objects.filter(stage=stage, status__in=statuses)
+    if collector is not None:
+        waiting = waiting.filter(collector=collector)
+    total = 0
+    for collector_id in waiting.values_list("collector_id", flat=True).distinct():
+        chosen = waiting.filter(collector_id=collector_id)
+        file_ids = set(chosen.values_list("file_id", flat=True).distinct())
+        subquery, params = named_subquery(chosen)
+        the_collector = UsageCollector.objects.get(pk=collector_id)
+        sql, gate_params = pipeline.advance_sql(the_collector, stage, stage, f"u.id IN ({subquery})")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, {**gate_params, **params})
+            total += cursor.rowcount
+        refresh_file_counts(file_ids)
+    audit.record(actor, f"mediate.{stage}", object_type="usage.usagerecord", summary=f"{stage}: {total} records")
+    return total

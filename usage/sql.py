@@ -1,0 +1,46 @@
+"""The few places PostgreSQL and SQLite SQL differ, so that each gate is written once.
+
+Money is integer micro-units. PostgreSQL computes the intermediate products in NUMERIC (exact,
+no overflow) and divides with div(); SQLite's integers are 64-bit and `/` on integers truncates.
+Both truncate toward zero, which `round_div` turns into the card's rounding mode.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dialect:
+    vendor: str
+
+    @property
+    def pg(self) -> bool:
+        return self.vendor == "postgresql"
+
+    def exact(self, expr: str) -> str:
+        return f"CAST({expr} AS NUMERIC)" if self.pg else f"({expr})"
+
+    def idiv(self, num: str, den: str) -> str:
+        return f"div({num}, {den})" if self.pg else f"(({num}) / ({den}))"
+
+    def bigint(self, expr: str) -> str:
+        return f"CAST({expr} AS BIGINT)" if self.pg else f"CAST({expr} AS INTEGER)"
+
+    def micros(self, decimal_column: str) -> str:
+        """A DECIMAL column (up to 6 places) as exact integer micro-units."""
+        return self.bigint(f"ROUND({decimal_column} * 1000000)")
+
+    def round_div(self, num: str, den: str, mode: str) -> str:
+        """num / den rounded to an integer by `mode` (an SQL expression: 'half_up', 'up', 'down'),
+        away from zero for 'up' and half-way cases; num may be negative, den is positive.
+        Callers build num and den from `exact()` factors so no product overflows on PostgreSQL."""
+        n, d = f"({num})", f"({den})"
+        mag = f"ABS({n})"
+        half_up = self.idiv(f"{mag} + {self.idiv(d, '2')}", d)
+        up = self.idiv(f"{mag} + {d} - 1", d)
+        down = self.idiv(mag, d)
+        magnitude = f"(CASE {mode} WHEN 'up' THEN {up} WHEN 'down' THEN {down} ELSE {half_up} END)"
+        return self.bigint(f"CASE WHEN {n} < 0 THEN -{magnitude} ELSE {magnitude} END")
+
+
+def dialect_for(connection) -> Dialect:
+    return Dialect(connection.vendor)

@@ -1,0 +1,77 @@
+"""Loading parsed rows into a per-batch temporary staging table: COPY on PostgreSQL (the client
+parses while the server ingests), executemany on SQLite."""
+
+import csv
+import datetime as dt
+import io
+from itertools import islice
+
+from .pipeline import STAGING_COLUMNS
+
+STAGING_TABLE = "usage_staging"
+DDL = (
+    "line_no BIGINT, record_key VARCHAR(255), record_id VARCHAR(128), identifier VARCHAR(128), "
+    "usage_at {ts}, usage_date DATE, duration BIGINT, volume BIGINT, quantity BIGINT, destination VARCHAR(64), "
+    "usage_type VARCHAR(32), amount_micros BIGINT, parse_error VARCHAR(500), raw TEXT"
+)
+
+
+class CsvRowStream(io.RawIOBase):
+    """A readable byte stream of CSV lines, produced from rows as COPY asks for data."""
+
+    def __init__(self, rows):
+        self.rows = iter(rows)
+        self.buffer = bytearray()
+        self.count = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, target):
+        while len(self.buffer) < len(target):
+            chunk = list(islice(self.rows, 2000))
+            if not chunk:
+                break
+            self.count += len(chunk)
+            text = io.StringIO()
+            csv.writer(text, lineterminator="\n").writerows(chunk)
+            self.buffer += text.getvalue().encode("utf-8", "surrogateescape")
+        n = min(len(target), len(self.buffer))
+        target[:n] = self.buffer[:n]
+        del self.buffer[:n]
+        return n
+
+
+def load(connection, rows) -> int:
+    """Create the staging table in the current transaction and fill it; return the row count."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"CREATE TEMP TABLE {STAGING_TABLE} ({DDL.format(ts='TIMESTAMPTZ')}) ON COMMIT DROP")
+            stream = CsvRowStream(rows)
+            cursor.cursor.copy_expert(
+                f"COPY {STAGING_TABLE} ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
+                stream,
+                size=1 << 20,
+            )
+            return stream.count
+        cursor.execute(f"DROP TABLE IF EXISTS temp.{STAGING_TABLE}")
+        cursor.execute(f"CREATE TEMP TABLE {STAGING_TABLE} ({DDL.format(ts='DATETIME')})")
+        placeholders = ", ".join(["%s"] * len(STAGING_COLUMNS))
+        converted = [_sqlite_row(r) for r in rows]
+        cursor.executemany(f"INSERT INTO {STAGING_TABLE} VALUES ({placeholders})", converted)
+        return len(converted)
+
+
+def drop(connection):
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS temp.{STAGING_TABLE}")
+
+
+def _sqlite_row(row):
+    """Datetimes as Django stores them on SQLite: naive UTC text."""
+    usage_at = row[4]
+    if usage_at is not None:
+        usage_at = usage_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+    usage_date = row[5].isoformat() if row[5] is not None else None
+    return (*row[:4], usage_at, usage_date, *row[6:])
