@@ -100,18 +100,20 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
                 with transaction.atomic():
                     if not claim(collector.pk, owner):
                         raise LeaseLost(f"lease of collector {collector.code} lost")
-                    loaded = staging.load(connection, islice(rows, batch_size()))
+                    pipeline.tune_session(connection)
+                    loaded = staging.load(connection, islice(rows, batch_size()), collector.pk)
                     if loaded:
-                        sql, params = pipeline.intake_sql(collector, mediation_file.pk, staging.STAGING_TABLE, until)
+                        table = staging.table_name(connection, collector.pk)
+                        sql, params = pipeline.intake_sql(collector, mediation_file.pk, table, until)
                         with connection.cursor() as cursor:
                             cursor.execute(sql, params)
-                        staging.drop(connection)
+                        staging.drop(connection, collector.pk)
                         MediationFile.objects.filter(pk=mediation_file.pk).update(
                             lines_done=F("lines_done") + loaded,
                             processing_seconds=_plus("processing_seconds", time.monotonic() - started),
                         )
                     else:
-                        staging.drop(connection)
+                        staging.drop(connection, collector.pk)
                 if loaded < batch_size():
                     break
     except FileRejected as exc:

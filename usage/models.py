@@ -163,6 +163,9 @@ class UsageRecord(models.Model):
 
     `stage` is the gate the record waits at (or failed at); `status` says whether it is pending,
     mediated or quarantined. Written by COPY and set-based SQL, so integrity rules are constraints.
+    The references the gates fill (service, account, period, rate) carry no database foreign key:
+    the gates take them from joins in the same statement, and a per-row foreign-key trigger would
+    double the cost of writing a record. Deleting a referenced row is still refused (PROTECT).
     """
 
     class Status(models.TextChoices):
@@ -197,16 +200,30 @@ class UsageRecord(models.Model):
     amount_micros = models.BigIntegerField(null=True, blank=True, help_text="Pre-priced amount, if the file has one.")
     category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
     service = models.ForeignKey(
-        Service, on_delete=models.PROTECT, null=True, blank=True, related_name="usage", db_index=False
+        Service,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="usage",
+        db_index=False,
+        db_constraint=False,
     )
     account = models.ForeignKey(
         Account, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     period = models.ForeignKey(
-        SubscriptionPeriod, on_delete=models.PROTECT, null=True, blank=True, related_name="usage", db_index=False
+        SubscriptionPeriod,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="usage",
+        db_index=False,
+        db_constraint=False,
     )
     is_late = models.BooleanField(default=False)
-    rate = models.ForeignKey(Rate, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False)
+    rate = models.ForeignKey(
+        Rate, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
+    )
     rated_quantity = models.BigIntegerField(null=True, blank=True, help_text="Base units after increments.")
     charge_micros = models.BigIntegerField(null=True, blank=True)
     tax_micros = models.BigIntegerField(null=True, blank=True)

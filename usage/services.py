@@ -126,6 +126,7 @@ def do_reprocess_records(actor, records) -> dict:
     collectors = {c.pk: c for c in UsageCollector.objects.filter(pk__in={g[0] for g in groups})}
     file_ids = set(chosen.values_list("file_id", flat=True).distinct())
     ids = list(chosen.values_list("id", flat=True))
+    pipeline.tune_session(connection)
     for collector_id, stage in sorted(set(groups)):
         first = "rate" if stage == "tax" else stage
         subquery, params = named_subquery(UsageRecord.objects.filter(pk__in=ids, stage=stage))
@@ -156,6 +157,7 @@ def do_advance_stage(actor, stage: str, *, collector=None, include_quarantined=F
     if collector is not None:
         waiting = waiting.filter(collector=collector)
     total = 0
+    pipeline.tune_session(connection)
     for collector_id in waiting.values_list("collector_id", flat=True).distinct():
         chosen = waiting.filter(collector_id=collector_id)
         file_ids = set(chosen.values_list("file_id", flat=True).distinct())

@@ -18,3 +18,5 @@ class Gate:
     reason: str
     message: str
     params: dict = field(default_factory=dict)
+    # Compute the gate's output once: later references to it would otherwise repeat costly expressions.
+    materialize: bool = False

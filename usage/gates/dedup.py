@@ -5,23 +5,25 @@ from .base import Gate
 
 
 def gate(collector) -> Gate:
+    # One probe of the unique index per staged record: the cost does not grow with the table.
     earlier = (
-        "LEFT JOIN usage_usagerecord e ON e.collector_id = %(collector_id)s AND e.record_key = s.record_key "
-        "AND e.is_duplicate = %(false)s"
+        "(SELECT e.{col} FROM usage_usagerecord e WHERE e.collector_id = %(collector_id)s "
+        "AND e.record_key = s.record_key AND e.is_duplicate = %(false)s)"
     )
     return Gate(
         name="dedup",
         produces=("is_duplicate",),
         steps=(
             (
-                "e.file_id AS _dup_file, e.line_no AS _dup_line, "
-                "CASE WHEN s.record_key IS NULL THEN 1 "
-                "ELSE ROW_NUMBER() OVER (PARTITION BY s.record_key ORDER BY s.line_no) END AS _key_rank, "
-                "MIN(s.line_no) OVER (PARTITION BY s.record_key) AS _first_line",
-                earlier,
+                f"CASE WHEN s.record_key IS NOT NULL THEN {earlier.format(col='file_id')} END AS _dup_file, "
+                "rk.first_line AS _first_line",
+                # Keys repeated within the batch, by a hash aggregate (no sort of the batch).
+                "LEFT JOIN (SELECT record_key, MIN(line_no) AS first_line FROM {prev} WHERE record_key IS NOT NULL "
+                "GROUP BY record_key HAVING COUNT(*) > 1) rk ON rk.record_key = s.record_key",
             ),
             (
-                "CASE WHEN s.record_key IS NOT NULL AND (s._dup_file IS NOT NULL OR s._key_rank > 1) "
+                f"CASE WHEN s._dup_file IS NOT NULL THEN {earlier.format(col='line_no')} END AS _dup_line, "
+                "CASE WHEN s.record_key IS NOT NULL AND (s._dup_file IS NOT NULL OR s.line_no > s._first_line) "
                 "THEN %(true)s ELSE %(false)s END AS is_duplicate",
                 "",
             ),

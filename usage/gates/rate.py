@@ -26,15 +26,22 @@ STEP = (
 )
 
 
-def gate(dialect, default_card_id) -> Gate:
-    # The sort keys are computed inside a derived table: SQLite cannot see outer columns in ORDER BY.
+def gate(dialect, default_card_id, max_prefix: int) -> Gate:
+    # Longest prefix, set-based: candidates are ranked once per distinct (plan card, category, usage type,
+    # destination cut to the longest prefix length) - a few hundred keys, not one per record - and the
+    # winner is hash-joined back. The ranking is card (plan before default), prefix length, exact type.
     best_rate = (
-        "(SELECT id FROM (SELECT r.id, CASE WHEN r.rate_card_id = s._plan_card THEN 0 ELSE 1 END AS card_rank, "
-        "length(r.destination_prefix) AS prefix_length, CASE WHEN r.usage_type = '' THEN 1 ELSE 0 END AS type_rank "
-        "FROM billing_rate r WHERE r.rate_card_id IN (s._plan_card, %(default_card)s) AND r.category = s.category "
-        "AND (r.usage_type = s.usage_type OR r.usage_type = '') "
-        "AND substr(s.destination, 1, length(r.destination_prefix)) = r.destination_prefix) candidates "
-        "ORDER BY card_rank, prefix_length DESC, type_rank, id LIMIT 1)"
+        "LEFT JOIN (SELECT card, category, usage_type, dest, rate_id FROM (SELECT k.card, k.category, k.usage_type, "
+        "k.dest, r.id AS rate_id, ROW_NUMBER() OVER (PARTITION BY k.card, k.category, k.usage_type, k.dest ORDER BY "
+        "CASE WHEN r.rate_card_id = k.card THEN 0 ELSE 1 END, length(r.destination_prefix) DESC, "
+        "CASE WHEN r.usage_type = '' THEN 1 ELSE 0 END, r.id) AS rank "
+        "FROM (SELECT DISTINCT COALESCE(_plan_card, 0) AS card, category, usage_type, _dest AS dest FROM {prev} "
+        "WHERE service_id IS NOT NULL) k "
+        "JOIN billing_rate r ON r.category = k.category AND (r.rate_card_id = k.card OR r.rate_card_id = "
+        "%(default_card)s) AND (r.usage_type = k.usage_type OR r.usage_type = '') "
+        "AND substr(k.dest, 1, length(r.destination_prefix)) = r.destination_prefix) ranked WHERE rank = 1) best "
+        "ON best.card = COALESCE(s._plan_card, 0) AND best.category = s.category "
+        "AND best.usage_type = s.usage_type AND best.dest = s._dest"
     )
     pre_priced = "(s.category = 'misc' AND s.amount_micros IS NOT NULL)"
     rated = "((s._qty + r.increment - 1) / r.increment) * r.increment"
@@ -47,12 +54,12 @@ def gate(dialect, default_card_id) -> Gate:
         produces=("rate_id", "rated_quantity", "charge_micros"),
         steps=(
             (
-                "pl.rate_card_id AS _plan_card",
+                "pl.rate_card_id AS _plan_card, substr(s.destination, 1, %(max_prefix)s) AS _dest",
                 "LEFT JOIN billing_subscription sub ON sub.service_id = s.service_id AND sub.plan_id IS NOT NULL "
                 "AND sub.starts_on <= s.usage_date AND (sub.ends_on IS NULL OR sub.ends_on >= s.usage_date) "
                 "LEFT JOIN billing_plan pl ON pl.id = sub.plan_id",
             ),
-            (f"CASE WHEN {pre_priced} OR s.service_id IS NULL THEN NULL ELSE {best_rate} END AS rate_id", ""),
+            (f"CASE WHEN {pre_priced} THEN NULL ELSE best.rate_id END AS rate_id", best_rate),
             (f"{QUANTITY_OF_UNIT} AS _qty", "LEFT JOIN billing_rate r ON r.id = s.rate_id"),
             (
                 f"CASE WHEN {pre_priced} THEN s.quantity WHEN s._qty IS NOT NULL THEN {rated} END AS rated_quantity, "
@@ -68,5 +75,6 @@ def gate(dialect, default_card_id) -> Gate:
             "(CASE WHEN destination <> '' THEN ' to ' || destination ELSE '' END) "
             "ELSE 'The rate needs a quantity the record does not have' END"
         ),
-        params={"default_card": default_card_id},
+        params={"default_card": default_card_id, "max_prefix": max(max_prefix, 1)},
+        materialize=True,
     )
