@@ -1,0 +1,269 @@
+import io
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from billing.admin_tools import AuditedAdminMixin, BigTableAdminMixin
+
+from . import services
+from .gates.parse import FileRejected, Parser
+from .models import MediationFile, QuarantinedRecord, Reason, UsageCollector, UsageRecord
+
+PREVIEW_ROWS = 20
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        return [single(d, initial) for d in data] if isinstance(data, list | tuple) else [single(data, initial)]
+
+
+class UploadForm(forms.Form):
+    collector = forms.ModelChoiceField(queryset=UsageCollector.objects.filter(is_active=True))
+    files = MultipleFileField(help_text="Several files at once are queued in the order shown.")
+
+
+class PreviewForm(forms.ModelForm):
+    sample = forms.FileField(help_text="A sample file; nothing is saved or mediated.")
+
+    class Meta:
+        model = UsageCollector
+        fields = [
+            "format",
+            "encoding",
+            "delimiter",
+            "field_mapping",
+            "time_format",
+            "time_zone",
+            "duration_unit",
+            "volume_unit",
+            "category_rules",
+            "default_category",
+            "dedup_fields",
+        ]
+
+
+@admin.register(UsageCollector)
+class UsageCollectorAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ("code", "name", "supplier", "format", "late_usage_policy", "is_active", "history_link")
+    search_fields = ("code", "name", "supplier")
+    readonly_fields = ("lease_owner", "lease_until")
+
+    @admin.display(description="Activity")
+    def history_link(self, obj):
+        return format_html(
+            '<a href="{}">Collector Activity History</a>', reverse("console:collector_history", args=[obj.pk])
+        )
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/preview/", self.admin_site.admin_view(self.preview_view), name="usage_collector_preview"),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request, pk):
+        """Map a sample file with the collector's settings as edited here, without saving anything."""
+        collector = get_object_or_404(UsageCollector, pk=pk)
+        if not self.has_view_permission(request, collector):
+            return redirect("admin:index")
+        form = PreviewForm(request.POST or None, request.FILES or None, instance=collector)
+        rows, error = [], None
+        if request.method == "POST" and form.is_valid():
+            draft = form.save(commit=False)  # not saved: only used to build the parser
+            try:
+                parser = Parser(draft, settings.TIME_ZONE)
+                for row in parser.rows(io.BytesIO(form.cleaned_data["sample"].read())):
+                    rows.append(row)
+                    if len(rows) >= PREVIEW_ROWS:
+                        break
+            except FileRejected as exc:
+                error = str(exc)
+            collector.refresh_from_db()
+        return TemplateResponse(
+            request,
+            "admin/usage/preview.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Mapping preview: {collector}",
+                "form": form,
+                "rows": rows,
+                "error": error,
+                "collector": collector,
+                "opts": self.model._meta,
+                "columns": [
+                    "line",
+                    "record key",
+                    "record id",
+                    "identifier",
+                    "usage at (UTC)",
+                    "usage date",
+                    "duration",
+                    "volume",
+                    "quantity",
+                    "destination",
+                    "usage type",
+                    "amount (micros)",
+                    "error",
+                ],
+            },
+        )
+
+
+@admin.register(MediationFile)
+class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "status",
+        "uploaded_at",
+        "total_lines",
+        "mediated",
+        "quarantined",
+        "duplicates",
+        "rejected_lines",
+        "records_per_second",
+        "response_link",
+    )
+    list_filter = ("status", "collector")
+    list_select_related = ("collector",)
+    search_fields = ("name", "sha256__exact")
+    readonly_fields = [f.name for f in MediationFile._meta.fields]
+    actions = ["retry_files"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Response file")
+    def response_link(self, obj):
+        return format_html('<a href="{}">response.csv</a>', reverse("console:response_file", args=[obj.pk]))
+
+    def get_urls(self):
+        return [
+            path("upload/", self.admin_site.admin_view(self.upload_view), name="usage_mediationfile_upload"),
+            *super().get_urls(),
+        ]
+
+    def upload_view(self, request):
+        if not request.user.has_perm("usage.add_mediationfile"):
+            messages.error(request, "You may not upload files.")
+            return redirect("admin:usage_mediationfile_changelist")
+        form = UploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            collector = form.cleaned_data["collector"]
+            for upload in form.cleaned_data["files"]:
+                try:
+                    received = services.do_receive_file(request.user, collector, upload.name, upload.file)
+                except ValidationError as exc:
+                    messages.error(request, f"{upload.name}: refused. {' '.join(exc.messages)}")
+                else:
+                    messages.success(request, f"{upload.name}: queued as #{received.sequence} of {collector.code}.")
+            return redirect(reverse("console:collector_history", args=[collector.pk]))
+        return TemplateResponse(
+            request,
+            "admin/usage/upload.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Upload usage files",
+                "form": form,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Queue selected failed files again", permissions=["change"])
+    def retry_files(self, request, queryset):
+        retried = queryset.filter(status=MediationFile.Status.FAILED).update(
+            status=MediationFile.Status.QUEUED, error=""
+        )
+        for collector_id in set(queryset.values_list("collector_id", flat=True)):
+            services.enqueue_collector(collector_id)
+        self.message_user(request, f"{retried} failed file(s) queued again; they resume after their last batch.")
+
+
+class FileFilter(admin.SimpleListFilter):
+    """The 30 latest files: a filter over a small list, never over the big table."""
+
+    title = "file"
+    parameter_name = "file"
+
+    def lookups(self, request, model_admin):
+        return [(f.pk, str(f)) for f in MediationFile.objects.select_related("collector").order_by("-pk")[:30]]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(file_id=self.value()) if self.value() else queryset
+
+
+class UsageRecordAdminBase(BigTableAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "line_no",
+        "file",
+        "record_id",
+        "identifier",
+        "usage_at",
+        "usage_type",
+        "category",
+        "status",
+        "reason",
+        "message",
+        "charge",
+    )
+    list_select_related = ("file", "file__collector")
+    search_fields = ("identifier__exact", "record_id__exact")
+    search_help_text = "Exact identifier or record id."
+    readonly_fields = [f.name for f in UsageRecord._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(QuarantinedRecord)
+class QuarantinedRecordAdmin(UsageRecordAdminBase):
+    list_filter = ("reason", "stage", "collector", FileFilter)
+    actions = ["reprocess"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status=UsageRecord.Status.QUARANTINED)
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.has_perm("usage.change_usagerecord")
+
+    @admin.action(description="Reprocess selected records", permissions=["change"])
+    def reprocess(self, request, queryset):
+        final = queryset.filter(reason__in=[Reason.DUPLICATE, Reason.PARSE_ERROR]).count()
+        outcome = services.do_reprocess_records(request.user, UsageRecord.objects.filter(pk__in=queryset.values("pk")))
+        self.message_user(
+            request,
+            f"Reprocessed {outcome['records']} record(s): {outcome['mediated']} mediated, "
+            f"{outcome['quarantined']} still quarantined.",
+        )
+        if final:
+            self.message_user(
+                request,
+                f"{final} duplicate or unparseable record(s) were left alone: a duplicate is "
+                "never billed, and a line that could not be parsed is fixed by sending a "
+                "corrected file.",
+                level=messages.WARNING,
+            )
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(UsageRecordAdminBase):
+    list_filter = ("status", "category", "collector")
+
+    def has_change_permission(self, request, obj=None):
+        return False
