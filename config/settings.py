@@ -91,6 +91,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # A file, not memory, so that tests can run a real worker process against the test database.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_NAME", str(BASE_DIR / "test-db.sqlite3"))}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -113,6 +115,11 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 MEDIA_URL = "media/"
 
 LOGIN_URL = "admin:login"
+
+# Mediation: records per batch (one transaction each) and how long a worker's claim on a
+# collector's queue lasts without renewal (a killed worker's claim lapses after it).
+TOLLGATE_MEDIATION_BATCH = int(os.environ.get("TOLLGATE_MEDIATION_BATCH", "200000"))
+TOLLGATE_COLLECTOR_LEASE_SECONDS = int(os.environ.get("TOLLGATE_COLLECTOR_LEASE_SECONDS", "120"))
 
 CACHES = {
     # A database cache is shared by the web process and every django-q2 worker, which the ORM

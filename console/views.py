@@ -3,6 +3,7 @@
 import csv
 import datetime as dt
 
+from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import permission_required
 from django.db.models import Count, Q, Sum
@@ -15,6 +16,11 @@ from usage import selectors
 from usage.models import MediationFile, UsageCollector
 
 
+def page(request, template, context):
+    """Console pages wear the admin's header, sidebar and titles."""
+    return render(request, template, {**admin.site.each_context(request), **context})
+
+
 class Echo:
     def write(self, value):
         return value
@@ -24,10 +30,10 @@ class Echo:
 @permission_required("usage.view_mediationfile", raise_exception=True)
 def collectors(request):
     rows = UsageCollector.objects.annotate(
-        files=Count("files"),
+        file_count=Count("files"),
         waiting=Count("files", filter=Q(files__status__in=["queued", "processing"])),
     ).order_by("code")
-    return render(request, "console/collectors.html", {"collectors": rows, "title": "Collector Activity History"})
+    return page(request, "console/collectors.html", {"collectors": rows, "title": "Collector Activity History"})
 
 
 @staff_member_required
@@ -38,7 +44,7 @@ def collector_history(request, collector_id):
     totals = collector.files.aggregate(
         lines=Sum("total_lines"), mediated=Sum("mediated"), quarantined=Sum("quarantined")
     )
-    return render(
+    return page(
         request,
         "console/collector_history.html",
         {"collector": collector, "files": files, "totals": totals, "title": f"Collector Activity History: {collector}"},
@@ -81,7 +87,7 @@ def service_usage(request, service_id, kind="usage"):
     if more:
         last = rows[-1]
         next_params = {"before_at": last.usage_at.isoformat(), "before_id": last.pk}
-    return render(
+    return page(
         request,
         "console/service_usage.html",
         {

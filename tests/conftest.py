@@ -76,3 +76,64 @@ def operator(db, django_user_model):
 @pytest.fixture
 def viewer(db, django_user_model):
     return staff_user(django_user_model, "view", "view-secret-123", "Billing viewer")
+
+
+@pytest.fixture(autouse=True)
+def media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def sync_tasks(monkeypatch):
+    """django-q2 tasks run inline (the worker path minus the process)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture
+def world(db, make_service):
+    """A small priced world with golden numbers: see tests/test_mediation.py."""
+    from billing.models import Plan, Rate, RateCard, SubscriptionPeriod, TaxRule
+    from usage.demo import ensure_demo_collector
+
+    default = RateCard.objects.create(code="DEF", name="Default", is_default=True, rounding_decimals=4)
+    plan_card = RateCard.objects.create(code="PLAN", name="Plan card", rounding_decimals=4)
+    rates = [
+        (default, "telephony", "voice", "", "minute", "0.10", 60),
+        (default, "telephony", "voice", "44", "minute", "0.50", 30),
+        (default, "telephony", "voice", "441", "minute", "0.70", 1),
+        (default, "telephony", "sms", "", "message", "0.25", 1),
+        (default, "telephony", "", "61", "minute", "0.30", 60),
+        (default, "data", "data", "", "mb", "0.02", 1024),
+        (default, "misc", "service_charge", "", "each", "2.50", 1),
+        (plan_card, "telephony", "voice", "44", "minute", "0.40", 30),
+    ]
+    for card, category, usage_type, prefix, unit, price, inc in rates:
+        Rate.objects.create(
+            rate_card=card,
+            category=category,
+            usage_type=usage_type,
+            destination_prefix=prefix,
+            unit=unit,
+            price_per_unit=Decimal(price),
+            increment=inc,
+        )
+    TaxRule.objects.create(code="GST", name="GST", percent=Decimal("10"), is_default=True)
+    plan = Plan.objects.create(code="P", name="Plan P", rate_card=plan_card)
+    s1 = make_service(identifier="61400000001", plan=False)
+    s2 = make_service(identifier="61400000002", plan=False)
+    from billing.models import Subscription
+
+    Subscription.objects.create(service=s1, plan=plan, starts_on=dt.date(2025, 1, 1))
+    for service in (s1, s2):
+        SubscriptionPeriod.objects.create(
+            service=service, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 31)
+        )
+        SubscriptionPeriod.objects.create(
+            service=service, start_date=dt.date(2026, 11, 1), end_date=dt.date(2026, 11, 30)
+        )
+    SubscriptionPeriod.objects.create(
+        service=s1, start_date=dt.date(2026, 9, 1), end_date=dt.date(2026, 9, 30), status="closed"
+    )
+    return {"collector": ensure_demo_collector(), "s1": s1, "s2": s2, "default": default, "plan_card": plan_card}

@@ -23,13 +23,18 @@ class CsvRowStream(io.RawIOBase):
         self.rows = iter(rows)
         self.buffer = bytearray()
         self.count = 0
+        self.error = None  # raised by the rows; COPY would hide it behind its own error
 
     def readable(self):
         return True
 
     def readinto(self, target):
-        while len(self.buffer) < len(target):
-            chunk = list(islice(self.rows, 2000))
+        while len(self.buffer) < len(target) and self.error is None:
+            try:
+                chunk = list(islice(self.rows, 2000))
+            except Exception as exc:  # noqa: BLE001 - re-raised by load() once COPY has ended
+                self.error = exc
+                break
             if not chunk:
                 break
             self.count += len(chunk)
@@ -61,6 +66,8 @@ def load(connection, rows, collector_id: int) -> int:
             cursor.cursor.copy_expert(
                 f"COPY {table} ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", stream, size=1 << 20
             )
+            if stream.error is not None:
+                raise stream.error
             cursor.execute(f"ANALYZE {table}")
             return stream.count
         cursor.execute(f"DROP TABLE IF EXISTS temp.{STAGING_TABLE}")

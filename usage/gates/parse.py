@@ -212,7 +212,9 @@ class Parser:
 
     # -- converting ----------------------------------------------------------------------------
     def _error_row(self, line_no, message, raw):
-        return Row((line_no, None, "", "", None, None, None, None, None, "", "", None, message[:500], raw[:4000]))
+        # Undecodable bytes are kept visible as U+FFFD in the stored line.
+        raw = raw[:4000].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return Row((line_no, None, "", "", None, None, None, None, None, "", "", None, message[:500], raw))
 
     def _build(self, line_no, values, raw):
         try:
