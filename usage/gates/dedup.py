@@ -6,9 +6,10 @@ from .base import Gate
 
 def gate(collector) -> Gate:
     # One probe of the unique index per staged record: the cost does not grow with the table.
+    # Written `NOT e.is_duplicate`, the index's own predicate: SQLite uses a partial index only then.
     earlier = (
         "(SELECT e.{col} FROM usage_usagerecord e WHERE e.collector_id = %(collector_id)s "
-        "AND e.record_key = s.record_key AND e.is_duplicate = %(false)s)"
+        "AND e.record_key = s.record_key AND NOT e.is_duplicate)"
     )
     return Gate(
         name="dedup",

@@ -1,0 +1,178 @@
+"""Mediation through a real django-q2 cluster process, including one killed mid-file."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from usage import services
+from usage.management.commands.make_usage_file import write_usage
+from usage.models import MediationFile, UsageCollector, UsageRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return f"sqlite:///{db['NAME']}"
+
+
+def start_cluster(batch: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "Q_WORKERS": "2",
+        "Q_SYNC": "0",
+        "TOLLGATE_MEDIATION_BATCH": str(batch),
+        "TOLLGATE_COLLECTOR_LEASE_SECONDS": "3",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop(cluster: subprocess.Popen, sig=signal.SIGTERM):
+    if cluster.poll() is None:
+        os.killpg(cluster.pid, sig)
+        try:
+            cluster.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait()
+
+
+def wait_for(condition, timeout=120, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def usage_file(records: int, seed: int) -> bytes:
+    text = io.StringIO()
+    write_usage(
+        text,
+        records,
+        2,
+        seed,
+        __import__("datetime").date(2026, 10, 1),
+        __import__("datetime").date(2026, 10, 31),
+        0.04,
+    )
+    return text.getvalue().encode()
+
+
+def outcome(mediation_file):
+    return list(
+        UsageRecord.objects.filter(file=mediation_file)
+        .order_by("line_no")
+        .values_list("line_no", "status", "reason", "charge_micros", "tax_micros", "service_id", "period_id")
+    )
+
+
+def second_collector(world):
+    first = world["collector"]
+    return UsageCollector.objects.create(
+        code="DEMO2",
+        name="Second carrier",
+        field_mapping=first.field_mapping,
+        category_rules=first.category_rules,
+        dedup_fields=first.dedup_fields,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_cluster_drains_collectors_in_parallel_each_in_order(world):
+    other = second_collector(world)
+    cluster = start_cluster(batch=500)
+    try:
+        a1 = services.do_receive_file("test", world["collector"], "a1.csv", io.BytesIO(usage_file(3000, 1)))
+        a2 = services.do_receive_file("test", world["collector"], "a2.csv", io.BytesIO(usage_file(3000, 2)))
+        b1 = services.do_receive_file("test", other, "b1.csv", io.BytesIO(usage_file(3000, 3)))
+        wait_for(lambda: MediationFile.objects.filter(status="completed").count() == 3, what="three files")
+    finally:
+        stop(cluster)
+    a1.refresh_from_db(), a2.refresh_from_db(), b1.refresh_from_db()
+    assert a1.finished_at <= a2.started_at  # strictly in upload order within a collector
+    for f in (a1, a2, b1):
+        assert f.total_lines == 3000 and f.lines_done == 3000
+        assert f.mediated > 2000  # the small world prices no feature or mms usage
+        assert f.total_lines == f.mediated + f.quarantined + f.duplicates + f.rejected_lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_file_resumes_to_the_same_outcome(world, monkeypatch):
+    from django_q.conf import Conf
+
+    content = usage_file(20000, 7)
+    reference_collector = second_collector(world)
+    # The uninterrupted run, in this process.
+    monkeypatch.setattr(Conf, "SYNC", True)
+    reference = services.do_receive_file("test", reference_collector, "ref.csv", io.BytesIO(content))
+    reference.refresh_from_db()
+    assert reference.status == "completed"
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+    cluster = start_cluster(batch=1000)
+    try:
+        victim = services.do_receive_file("test", world["collector"], "victim.csv", io.BytesIO(content))
+        wait_for(lambda: MediationFile.objects.get(pk=victim.pk).lines_done >= 3000, what="a few batches")
+        stop(cluster, signal.SIGKILL)
+    finally:
+        stop(cluster, signal.SIGKILL)
+    victim.refresh_from_db()
+    assert victim.status == "processing" and 0 < victim.lines_done < 20000, victim.lines_done
+    assert UsageRecord.objects.filter(file=victim).count() == victim.lines_done  # whole batches only
+
+    # The dead worker's claim on the collector lapses after the lease (3 s here).
+    lease_end = UsageCollector.objects.get(pk=world["collector"].pk).lease_until
+    assert lease_end is not None
+    time.sleep(max(0.0, (lease_end - __import__("django.utils.timezone").utils.timezone.now()).total_seconds()) + 0.2)
+    cluster = start_cluster(batch=1000)
+    try:
+        from usage.tasks import sweep_collectors
+
+        assert sweep_collectors() == 1  # the periodic safety net re-enqueues the interrupted collector
+        try:
+            wait_for(
+                lambda: MediationFile.objects.get(pk=victim.pk).status == "completed",
+                timeout=60,
+                what="the resumed file",
+            )
+        except AssertionError:
+            stop(cluster)
+            f = MediationFile.objects.get(pk=victim.pk)
+            raise AssertionError(
+                f"{f.status} {f.lines_done} {f.error} {cluster.stderr.read().decode()[-3000:]}"
+            ) from None
+    finally:
+        stop(cluster)
+    victim.refresh_from_db()
+    assert victim.lines_done == 20000
+    assert outcome(victim) == outcome(reference)
+    assert (victim.mediated, victim.quarantined, victim.rejected_lines, victim.charge_micros, victim.tax_micros) == (
+        reference.mediated,
+        reference.quarantined,
+        reference.rejected_lines,
+        reference.charge_micros,
+        reference.tax_micros,
+    )
