@@ -23,6 +23,8 @@ run: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py createcachetable
 	$(PY) manage.py seed_demo
+	$(PY) manage.py make_usage_file --records 5000 --out demo-usage.csv
+	$(PY) manage.py receive --collector DEMO demo-usage.csv
 	PORT=$(PORT) HOST=$(HOST) $(PY) manage.py serve_with_worker
 
 test: $(VENV)/.installed-dev
@@ -33,7 +35,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 
 bench: $(VENV)/.installed-dev
-	@echo "The mediation benchmark arrives with the mediation issue."
+	$(PY) bench/mediation.py
 
 clean:
-	rm -rf $(VENV) tollgate.sqlite3 tollgate.sqlite3-* test-artifacts .pytest_cache
+	rm -rf $(VENV) tollgate.sqlite3 tollgate.sqlite3-* test-db.sqlite3* test-artifacts .pytest_cache media demo-usage.csv

@@ -165,7 +165,19 @@ class ServiceAdmin(BigTableAdmin):
     search_fields = ("service_id",)
     search_help_text = "Exact service ID, service sub ID or service identifier (MSISDN, username...)."
     raw_id_fields = ("account",)
+    readonly_fields = ("usage_links",)
     inlines = [ServiceIdentifierInline, SubscriptionInline, SubscriptionPeriodInline, RateOverrideInline]
+
+    @admin.display(description="Usage")
+    def usage_links(self, obj):
+        if not obj.pk:
+            return "-"
+        return format_html(
+            '<a href="{}" id="view-usage">View Usage</a> · <a href="{}">View Service &amp; Equipment Usage</a>',
+            reverse("console:service_usage", args=[obj.pk]),
+            reverse("console:service_equipment_usage", args=[obj.pk]),
+        )
+
     actions = ["generate_periods"]
 
     def get_search_results(self, request, queryset, search_term):

@@ -1,0 +1,124 @@
+"""Mediation benchmark: a 1M-record usage file over 100k services, mediated end to end on PostgreSQL,
+against a bare COPY of the same file into an unindexed table.
+
+    python bench/mediation.py [--records N] [--services N] [--keep]
+
+Uses the database BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/tollgate_bench), which it
+drops and recreates unless --keep. The last line printed is
+
+    mediation records=<n> seconds=<s> records_per_s=<r> copy_ratio=<pipeline s / copy s> peak_rss_mb=<m>
+"""
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--services", type=int, default=100_000)
+    parser.add_argument("--keep", action="store_true", help="Reuse the bench database and its demo data.")
+    args = parser.parse_args()
+
+    url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench")
+    if not args.keep:
+        recreate_database(url)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    os.environ["MEDIA_ROOT"] = str(work / "media")
+    os.environ["Q_SYNC"] = "1"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    started = time.monotonic()
+    call_command("seed_demo", "--services", str(args.services), "--no-users")
+    print(f"setup: seeded {args.services} services in {time.monotonic() - started:.1f}s", flush=True)
+    usage = work / "usage.csv"
+    call_command(
+        "make_usage_file",
+        "--records",
+        str(args.records),
+        "--services",
+        str(args.services),
+        "--out",
+        str(usage),
+        "--id-prefix",
+        f"{int(time.time())}-",
+    )
+    print(f"setup: {usage.stat().st_size / 1e6:.0f} MB usage file", flush=True)
+
+    copy_seconds = bare_copy(connection, usage)
+    print(f"copy: {copy_seconds:.2f}s bare COPY into an unindexed table", flush=True)
+
+    from usage import services
+    from usage.models import UsageCollector
+
+    collector = UsageCollector.objects.get(code="DEMO")
+    started = time.monotonic()
+    with usage.open("rb") as handle:
+        received = services.do_receive_file("bench", collector, usage.name, handle, via="bench")
+    seconds = time.monotonic() - started
+    received.refresh_from_db()
+    assert received.status == "completed", received.error
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"outcome: mediated={received.mediated} quarantined={received.quarantined} "
+        f"rejected_lines={received.rejected_lines} duplicates={received.duplicates} charge={received.charge}"
+    )
+    print(
+        f"mediation records={received.total_lines} seconds={seconds:.2f} "
+        f"records_per_s={received.total_lines / seconds:.0f} copy_ratio={seconds / copy_seconds:.2f} "
+        f"peak_rss_mb={rss_mb:.0f}"
+    )
+
+
+def bare_copy(connection, path: Path) -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_bare_copy")
+        # One text column a line: the file has malformed lines that a typed COPY would refuse.
+        cursor.execute("CREATE TABLE bench_bare_copy (line text)")
+        started = time.monotonic()
+        with path.open("rb") as handle:
+            cursor.cursor.copy_expert(
+                "COPY bench_bare_copy FROM STDIN WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02', HEADER true)",
+                handle,
+            )
+        elapsed = time.monotonic() - started
+        cursor.execute("DROP TABLE bench_bare_copy")
+    return elapsed
+
+
+def recreate_database(url: str):
+    import dj_database_url
+    import psycopg2
+
+    cfg = dj_database_url.parse(url)
+    admin = psycopg2.connect(
+        dbname="postgres",
+        user=cfg["USER"],
+        host=cfg["HOST"],
+        port=cfg["PORT"] or 5432,
+        password=cfg["PASSWORD"] or None,
+    )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}"')
+        cursor.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
+    admin.close()
+
+
+if __name__ == "__main__":
+    main()
