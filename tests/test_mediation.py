@@ -315,6 +315,7 @@ def test_pages_history_and_usage(mediate, client, operator, world):
     assert "usage.csv" in page and "Completed" in page and reverse("console:response_file", args=[f.pk]) in page
     usage = client.get(reverse("console:service_usage", args=[world["s2"].pk])).content.decode()
     assert "4410000000" in usage and "0.7117" in usage and "Tollgate" in usage
+    assert "2026-10-01 to 2026-10-31" in usage  # the bucket, as the operator reads it
     misc = client.get(reverse("console:service_equipment_usage", args=[world["s2"].pk])).content.decode()
     assert "service_charge" in misc and "4410000000" not in misc
     assert client.get(reverse("console:collectors")).status_code == 200

@@ -45,7 +45,7 @@ def response_rows(mediation_file: MediationFile):
 
 def service_usage(service, *, categories=None, period=None, before=None, limit=50):
     """Mediated records of a service, newest first, a page at a time by keyset (no COUNT)."""
-    qs = UsageRecord.objects.filter(service=service, status=UsageRecord.Status.MEDIATED)
+    qs = UsageRecord.objects.filter(service=service, status=UsageRecord.Status.MEDIATED).select_related("period")
     if categories:
         qs = qs.filter(category__in=categories)
     if period is not None:
