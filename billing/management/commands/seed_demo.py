@@ -25,6 +25,8 @@ from billing.models import (
 from usage.demo import ensure_demo_collector
 
 BATCH = 5000
+# Per-item prices of service and equipment charges: plan cards price the last two, the MISC card all.
+MISC_CHARGES = (("equipment", "5.00"), ("service_charge", "2.50"), ("feature", "1.00"))
 D = Decimal
 
 
@@ -98,8 +100,9 @@ class Command(BaseCommand):
             defaults={"destination_name": "Mobile data", "unit": "mb", "price_per_unit": D("0.02"), "increment": 1024},
         )
         nbn_card, _ = RateCard.objects.update_or_create(code="NBN", defaults={"name": "NBN broadband"})
-        for card in (standard, nbn_card):
-            for usage_type, price in (("service_charge", "2.50"), ("feature", "1.00")):
+        misc_card, _ = RateCard.objects.update_or_create(code="MISC", defaults={"name": "Service & equipment"})
+        for card, items in ((standard, MISC_CHARGES[1:]), (nbn_card, MISC_CHARGES[1:]), (misc_card, MISC_CHARGES)):
+            for usage_type, price in items:
                 Rate.objects.update_or_create(
                     rate_card=card,
                     category="misc",
@@ -118,19 +121,6 @@ class Command(BaseCommand):
             destination_prefix="",
             defaults={"destination_name": "NBN data", "unit": "gb", "price_per_unit": D("0.00"), "increment": 1},
         )
-        misc_card, _ = RateCard.objects.update_or_create(code="MISC", defaults={"name": "Service & equipment"})
-        for usage_type, price in (("equipment", "5.00"), ("service_charge", "2.50"), ("feature", "1.00")):
-            Rate.objects.update_or_create(
-                rate_card=misc_card,
-                category="misc",
-                usage_type=usage_type,
-                destination_prefix="",
-                defaults={
-                    "destination_name": usage_type.replace("_", " ").title(),
-                    "unit": "each",
-                    "price_per_unit": D(price),
-                },
-            )
         plans = {}
         for code, name, card, fee in (
             ("MOB-S", "Mobile Small", standard, "30"),

@@ -6,18 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from billing import demo
+from usage.gates.parse import FIELDS
 
-HEADER = [
-    "record_id",
-    "identifier",
-    "start_time",
-    "duration",
-    "volume",
-    "quantity",
-    "destination",
-    "usage_type",
-    "amount",
-]
+HEADER = list(FIELDS)
 BAD_LINES = [
     # (what is wrong, a row builder) - each yields a line mediation must reject with a reason
     ("impossible date", lambda r: r[:2] + ["2026-13-45T25:61:00Z"] + r[3:]),
