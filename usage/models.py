@@ -163,9 +163,12 @@ class UsageRecord(models.Model):
 
     `stage` is the gate the record waits at (or failed at); `status` says whether it is pending,
     mediated or quarantined. Written by COPY and set-based SQL, so integrity rules are constraints.
-    The references the gates fill (service, account, period, rate) carry no database foreign key:
-    the gates take them from joins in the same statement, and a per-row foreign-key trigger would
-    double the cost of writing a record. Deleting a referenced row is still refused (PROTECT).
+    References carry no database foreign key: file and collector are constants of the statement that
+    writes a batch, and the gates take service, account, period and rate from joins in that same
+    statement, while per-row foreign-key triggers would double the cost of writing a record.
+    Deleting a referenced row is still refused (PROTECT). On PostgreSQL `record_key` compares
+    bytewise (COLLATE "C", migration 0003): keys are identifiers, not words, and the unique index
+    is probed once for every record received.
     """
 
     class Status(models.TextChoices):
@@ -183,8 +186,12 @@ class UsageRecord(models.Model):
         DONE = "done", "done"
 
     id = models.BigAutoField(primary_key=True)
-    file = models.ForeignKey(MediationFile, on_delete=models.PROTECT, related_name="records", db_index=False)
-    collector = models.ForeignKey(UsageCollector, on_delete=models.PROTECT, related_name="+", db_index=False)
+    file = models.ForeignKey(
+        MediationFile, on_delete=models.PROTECT, related_name="records", db_index=False, db_constraint=False
+    )
+    collector = models.ForeignKey(
+        UsageCollector, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     line_no = models.BigIntegerField()
     record_key = models.CharField(max_length=255, null=True, blank=True)
     is_duplicate = models.BooleanField(default=False)

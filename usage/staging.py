@@ -1,5 +1,4 @@
-"""Loading parsed rows into a per-batch temporary staging table: COPY on PostgreSQL (the client
-parses while the server ingests), executemany on SQLite."""
+"""Loading parsed rows into a per-batch staging table: COPY on PostgreSQL, executemany on SQLite."""
 
 import csv
 import datetime as dt
@@ -16,66 +15,55 @@ DDL = (
 )
 
 
-class CsvRowStream(io.RawIOBase):
-    """A readable byte stream of CSV lines, produced from rows as COPY asks for data."""
-
-    def __init__(self, rows):
-        self.rows = iter(rows)
-        self.buffer = bytearray()
-        self.count = 0
-        self.error = None  # raised by the rows; COPY would hide it behind its own error
-
-    def readable(self):
-        return True
-
-    def readinto(self, target):
-        while len(self.buffer) < len(target) and self.error is None:
-            try:
-                chunk = list(islice(self.rows, 2000))
-            except Exception as exc:  # noqa: BLE001 - re-raised by load() once COPY has ended
-                self.error = exc
-                break
-            if not chunk:
-                break
-            self.count += len(chunk)
-            text = io.StringIO()
-            csv.writer(text, lineterminator="\n").writerows(chunk)
-            self.buffer += text.getvalue().encode("utf-8", "surrogateescape")
-        n = min(len(target), len(self.buffer))
-        target[:n] = self.buffer[:n]
-        del self.buffer[:n]
-        return n
-
-
 def table_name(connection, collector_id: int) -> str:
     return f"{STAGING_TABLE}_{collector_id}" if connection.vendor == "postgresql" else STAGING_TABLE
 
 
-def load(connection, rows, collector_id: int) -> int:
+def prepare(vendor: str, rows, size: int) -> tuple[int, object]:
+    """Take up to `size` rows and turn them into what `load` sends: CSV bytes for COPY, or tuples
+    for SQLite. Runs on the parse-ahead thread, so this work overlaps the database's; rows are
+    written out in small chunks, so a batch is never held as Python objects."""
+    if vendor == "postgresql":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        count = 0
+        while count < size:
+            chunk = list(islice(rows, min(5000, size - count)))
+            if not chunk:
+                break
+            writer.writerows(chunk)
+            count += len(chunk)
+        payload = text.getvalue().encode("utf-8", "surrogateescape")
+        text.close()
+        return count, payload
+    batch = [_sqlite_row(r) for r in islice(rows, size)]
+    return len(batch), batch
+
+
+def load(connection, prepared: tuple[int, object], collector_id: int) -> int:
     """Empty and fill the batch's staging table in the current transaction; return the row count.
 
     On PostgreSQL the table is UNLOGGED and belongs to the collector (whose lease serialises its
     use): temp tables live in small per-session buffers, which made the gates ten times slower.
     """
+    count, payload = prepared
     table = table_name(connection, collector_id)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} ({DDL.format(ts='TIMESTAMPTZ')})")
             cursor.execute(f"TRUNCATE {table}")
-            stream = CsvRowStream(rows)
             cursor.cursor.copy_expert(
-                f"COPY {table} ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", stream, size=1 << 20
+                f"COPY {table} ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
+                io.BytesIO(payload),
+                size=1 << 20,
             )
-            if stream.error is not None:
-                raise stream.error
             cursor.execute(f"ANALYZE {table}")
-            return stream.count
+            return count
         cursor.execute(f"DROP TABLE IF EXISTS temp.{STAGING_TABLE}")
         cursor.execute(f"CREATE TEMP TABLE {STAGING_TABLE} ({DDL.format(ts='DATETIME')})")
         placeholders = ", ".join(["%s"] * len(STAGING_COLUMNS))
-        converted = [_sqlite_row(r) for r in rows]
-        cursor.executemany(f"INSERT INTO {STAGING_TABLE} VALUES ({placeholders})", converted)
-        return len(converted)
+        cursor.executemany(f"INSERT INTO {STAGING_TABLE} VALUES ({placeholders})", payload)
+        return count
 
 
 def drop(connection, collector_id: int):
