@@ -1,21 +1,9 @@
 """The demo carrier's collector: the mapping of files written by `make_usage_file`."""
 
+from .gates.parse import FIELDS
 from .models import UsageCollector
 
-DEMO_MAPPING = {
-    f: f
-    for f in (
-        "record_id",
-        "identifier",
-        "start_time",
-        "duration",
-        "volume",
-        "quantity",
-        "destination",
-        "usage_type",
-        "amount",
-    )
-}
+DEMO_MAPPING = {field: field for field in FIELDS}  # make_usage_file names its columns after the fields
 DEMO_RULES = {"voice": "telephony", "sms": "telephony", "mms": "telephony", "data": "data"}
 
 
