@@ -1,7 +1,6 @@
 """Operator pages beside the admin: Collector Activity History, response files, View Usage."""
 
 import csv
-import datetime as dt
 
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
@@ -97,6 +96,5 @@ def service_usage(request, service_id, kind="usage"):
             "title": f"{title}: {service}",
             "heading": title,
             "kind": kind,
-            "now": dt.datetime.now(dt.UTC),
         },
     )
