@@ -96,7 +96,7 @@ def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]
 
     A gate marked `materialize` is computed once: inlined, its expressions (the exact charge
     arithmetic) would be evaluated again at every later reference. The first gate a record fails is
-    worked out once, as `_failed`, over a materialized result.
+    worked out as `_failed` over the last (materialized) gate's result.
     """
     params = {"true": True, "false": False}
     ctes = [f"g0 AS ({source_select})"]
@@ -113,7 +113,7 @@ def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]
             ctes[-1] = ctes[-1].replace(" AS (", " AS MATERIALIZED (", 1)
     first_failure = " ".join(f"WHEN NOT ({g.ok}) THEN '{g.name}'" for g in gates)
     n += 1
-    ctes.append(f"g{n} AS MATERIALIZED (SELECT s.*, CASE {first_failure} END AS _failed FROM g{n - 1} s)")
+    ctes.append(f"g{n} AS (SELECT s.*, CASE {first_failure} END AS _failed FROM g{n - 1} s)")
     following = STAGES[STAGES.index(gates[-1].name) + 1] if gates[-1].name != "tax" else "done"
     reason = " ".join(f"WHEN '{g.name}' THEN {g.reason}" for g in gates)
     message = " ".join(f"WHEN '{g.name}' THEN {g.message}" for g in gates)

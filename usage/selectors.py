@@ -48,8 +48,8 @@ def service_usage(service, *, categories=None, period=None, before=None, limit=5
     qs = UsageRecord.objects.filter(service=service, status=UsageRecord.Status.MEDIATED).select_related("period")
     if categories:
         qs = qs.filter(category__in=categories)
-    if period is not None:
-        qs = qs.filter(period=period)
+    if period is not None:  # by time, so the (service, usage_at) index serves it
+        qs = qs.filter(usage_at__gte=period.starts_at, usage_at__lt=period.ends_at, period=period)
     if before is not None:
         usage_at, record_id = before
         qs = qs.filter(usage_at__lt=usage_at) | qs.filter(usage_at=usage_at, id__lt=record_id)

@@ -34,4 +34,5 @@ def gate(dialect, default_tax_id, default_card_id) -> Gate:
         reason="'NO_TAX'",
         message="'No tax rule for ' || category || ' and no default tax rule'",
         params={"default_tax": default_tax_id, "default_card": default_card_id},
+        materialize=True,
     )
