@@ -12,6 +12,7 @@ drops and recreates unless --keep. The last line printed is
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,29 +37,35 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     os.environ["MEDIA_ROOT"] = str(work / "media")
     os.environ["Q_SYNC"] = "1"
+    # Setup runs in child processes, so that peak_rss_mb (a high-water mark) measures mediation alone.
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--verbosity", "0"], check=True, cwd=ROOT)
+    started = time.monotonic()
+    subprocess.run([*manage, "seed_demo", "--services", str(args.services), "--no-users"], check=True, cwd=ROOT)
+    print(f"setup: seeded {args.services} services in {time.monotonic() - started:.1f}s", flush=True)
+    usage = work / "usage.csv"
+    subprocess.run(
+        [
+            *manage,
+            "make_usage_file",
+            "--records",
+            str(args.records),
+            "--services",
+            str(args.services),
+            "--out",
+            str(usage),
+            "--id-prefix",
+            f"{int(time.time())}-",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    print(f"setup: {usage.stat().st_size / 1e6:.0f} MB usage file", flush=True)
+
     import django
 
     django.setup()
-    from django.core.management import call_command
     from django.db import connection
-
-    call_command("migrate", verbosity=0)
-    started = time.monotonic()
-    call_command("seed_demo", "--services", str(args.services), "--no-users")
-    print(f"setup: seeded {args.services} services in {time.monotonic() - started:.1f}s", flush=True)
-    usage = work / "usage.csv"
-    call_command(
-        "make_usage_file",
-        "--records",
-        str(args.records),
-        "--services",
-        str(args.services),
-        "--out",
-        str(usage),
-        "--id-prefix",
-        f"{int(time.time())}-",
-    )
-    print(f"setup: {usage.stat().st_size / 1e6:.0f} MB usage file", flush=True)
 
     copy_seconds = bare_copy(connection, usage)
     print(f"copy: {copy_seconds:.2f}s bare COPY into an unindexed table", flush=True)
