@@ -199,7 +199,7 @@ def test_big_unfiltered_list_uses_the_estimate_not_count(db):
     assert EstimatedCountPaginator(Account.objects.filter(number="E1"), 50).count == 1
 
 
-def test_dates_in_periods_are_inclusive_in_the_list(client, operator, make_service):
+def test_period_list_searches_by_service_id(client, operator, make_service):
     svc = make_service()
     SubscriptionPeriod.objects.create(service=svc, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 31))
     client.force_login(operator)

@@ -400,3 +400,15 @@ def test_mapping_preview_saves_nothing(world, client, operator):
     collector.refresh_from_db()
     assert collector.delimiter == "," and "msisdn" not in str(collector.field_mapping)
     assert not MediationFile.objects.exists()
+
+
+def test_reprocess_of_a_large_selection(mediate, world):
+    """33,000 records in one reprocess: each goes through its gates once and every one is counted."""
+    lines = "".join(f"K{i},61499999999,{T},61,,,4410000000,voice,\n" for i in range(33_000))
+    f = mediate(HEADER + lines)
+    assert f.quarantined == 33_000
+    ServiceIdentifier.objects.create(service=world["s2"], value="61499999999", active_from=aware(2026, 1, 1))
+    result = services.do_reprocess_records("test", UsageRecord.objects.filter(file=f))
+    assert result == {"records": 33_000, "mediated": 33_000, "quarantined": 0}
+    f.refresh_from_db()
+    assert f.charge == Decimal("0.7117") * 33_000  # each as line 3 of the golden file

@@ -1,5 +1,6 @@
 """Mediation through a real django-q2 cluster process, including one killed mid-file."""
 
+import datetime as dt
 import io
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from usage import services
 from usage.management.commands.make_usage_file import write_usage
@@ -74,8 +76,8 @@ def usage_file(records: int, seed: int) -> bytes:
         records,
         2,
         seed,
-        __import__("datetime").date(2026, 10, 1),
-        __import__("datetime").date(2026, 10, 31),
+        dt.date(2026, 10, 1),
+        dt.date(2026, 10, 31),
         0.04,
     )
     return text.getvalue().encode()
@@ -146,7 +148,7 @@ def test_a_worker_killed_mid_file_resumes_to_the_same_outcome(world, monkeypatch
     # The dead worker's claim on the collector lapses after the lease (3 s here).
     lease_end = UsageCollector.objects.get(pk=world["collector"].pk).lease_until
     assert lease_end is not None
-    time.sleep(max(0.0, (lease_end - __import__("django.utils.timezone").utils.timezone.now()).total_seconds()) + 0.2)
+    time.sleep(max(0.0, (lease_end - timezone.now()).total_seconds()) + 0.2)
     cluster = start_cluster(batch=1000)
     try:
         from usage.tasks import sweep_collectors

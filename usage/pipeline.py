@@ -56,8 +56,10 @@ STAGING_COLUMNS = (
     "parse_error",
     "raw",
 )
-# Record columns a chain that stops early has not computed yet.
-DEFAULTS = {"is_duplicate": "%(false)s", "is_late": "%(false)s", "category": "''"}
+# Values of gate-produced columns for a chain that stops before their gate (typed: an untyped NULL
+# in a CTE is text on PostgreSQL).
+DEFAULTS = {"is_duplicate": "FALSE", "is_late": "FALSE", "category": "''"}
+NULL_BIGINT = "CAST(NULL AS BIGINT)"
 TEXT_COLUMNS = ("record_id", "identifier", "destination", "usage_type", "raw")
 # COPY's CSV format reads an empty field as NULL; text columns are never NULL in a record.
 STAGING_SELECT = tuple(f"COALESCE({c}, '') AS {c}" if c in TEXT_COLUMNS else c for c in STAGING_COLUMNS)
@@ -143,20 +145,17 @@ def tune_session(connection) -> None:
 def intake_sql(collector, file_id: int, staging_table: str, last: str = "tax") -> tuple[str, dict]:
     """Mediate a batch of staged rows of one file into usage records, in one statement."""
     gates = gates_for(collector, "parse", last)
-    source = f"SELECT line_no AS _row, {', '.join(STAGING_SELECT)} FROM {staging_table}"
+    produced = {c for g in gates for c in g.produces}
+    later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
+    defaults = [f"{DEFAULTS.get(c, NULL_BIGINT)} AS {c}" for c in later]
+    source = f"SELECT line_no AS _row, {', '.join([*STAGING_SELECT, *defaults])} FROM {staging_table}"
     with_clause, outcome, params, final = compose(gates, source)
-    available = set(STAGING_COLUMNS) | {c for g in gates for c in g.produces}
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros")]
-    values = [c if c in available else f"{DEFAULTS.get(c, 'NULL')} AS {c}" for c in stored]
-    if "charge_micros" not in available:  # a chain stopping before rate
-        outcome = outcome.replace("THEN charge_micros END", "THEN CAST(NULL AS BIGINT) END")
-    if "tax_micros" not in available:
-        outcome = outcome.replace("THEN tax_micros END", "THEN CAST(NULL AS BIGINT) END")
     params.update({"file_id": file_id, "collector_id": collector.pk})
     sql = (
         f"{with_clause}\nINSERT INTO usage_usagerecord (file_id, collector_id, {', '.join(stored)}, "
         f"stage, status, reason, message, charge_micros, tax_micros)\n"
-        f"SELECT %(file_id)s, %(collector_id)s, {', '.join(values)}, {outcome} FROM {final}"
+        f"SELECT %(file_id)s, %(collector_id)s, {', '.join(stored)}, {outcome} FROM {final}"
     )
     return sql, params
 

@@ -42,5 +42,13 @@ class Dialect:
         return self.bigint(f"CASE WHEN {n} < 0 THEN -{magnitude} ELSE {magnitude} END")
 
 
+def decimal_step(decimals: str) -> str:
+    """Micro-units in one unit of the last kept decimal: a card rounding to 4 decimals counts in 100s."""
+    return (
+        f"CASE {decimals} WHEN 0 THEN 1000000 WHEN 1 THEN 100000 WHEN 2 THEN 10000 WHEN 3 THEN 1000 "
+        "WHEN 4 THEN 100 WHEN 5 THEN 10 ELSE 1 END"
+    )
+
+
 def dialect_for(connection) -> Dialect:
     return Dialect(connection.vendor)

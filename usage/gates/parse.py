@@ -43,11 +43,9 @@ class LineError(Exception):
     pass
 
 
-class Row(tuple):
-    """(line_no, record_key, record_id, identifier, usage_at, usage_date, duration, volume, quantity,
-    destination, usage_type, amount_micros, parse_error, raw): the staging row."""
-
-    __slots__ = ()
+# A parsed row is a plain tuple in staging column order (usage.pipeline.STAGING_COLUMNS):
+# (line_no, record_key, record_id, identifier, usage_at, usage_date, duration, volume, quantity,
+#  destination, usage_type, amount_micros, parse_error, raw).
 
 
 class Parser:
@@ -70,7 +68,7 @@ class Parser:
 
     # -- reading -------------------------------------------------------------------------------
     def rows(self, binary, skip: int = 0):
-        """Yield a Row per data record after the first `skip` records; blank lines are counted
+        """Yield a row tuple per data record after the first `skip` records; blank lines are counted
         in `self.blank_lines` and yield nothing."""
         encoding = self.collector.encoding or "utf-8"
         if encoding.replace("-", "").lower() == "utf8":
@@ -214,7 +212,7 @@ class Parser:
     def _error_row(self, line_no, message, raw):
         # Undecodable bytes are kept visible as U+FFFD in the stored line.
         raw = raw[:4000].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        return Row((line_no, None, "", "", None, None, None, None, None, "", "", None, message[:500], raw))
+        return (line_no, None, "", "", None, None, None, None, None, "", "", None, message[:500], raw)
 
     def _build(self, line_no, values, raw):
         try:
@@ -245,23 +243,21 @@ class Parser:
         except LineError as exc:
             return self._error_row(line_no, f"Line {line_no}: {exc}.", raw)
         usage_date = usage_at.date() if self.billing_is_utc else usage_at.astimezone(self.billing_tz).date()
-        return Row(
-            (
-                line_no,
-                key,
-                values.get("record_id", "").strip(),
-                values["identifier"].strip(),
-                usage_at,
-                usage_date,
-                duration,
-                volume,
-                quantity,
-                values.get("destination", "").strip(),
-                values.get("usage_type", "").strip(),
-                amount,
-                None,
-                "",
-            )
+        return (
+            line_no,
+            key,
+            values.get("record_id", "").strip(),
+            values["identifier"].strip(),
+            usage_at,
+            usage_date,
+            duration,
+            volume,
+            quantity,
+            values.get("destination", "").strip(),
+            values.get("usage_type", "").strip(),
+            amount,
+            None,
+            "",
         )
 
     def _time(self, value):

@@ -12,6 +12,7 @@ rounded once, to the card's decimals and mode, in integer micro-units (`usage.sq
 
 from billing.models import UNIT_BASE_SIZE
 
+from ..sql import decimal_step
 from .base import Gate
 
 UNIT_BASE = " ".join(f"WHEN '{unit}' THEN {size}" for unit, size in UNIT_BASE_SIZE.items())
@@ -19,10 +20,6 @@ QUANTITY_OF_UNIT = (
     "CASE r.unit WHEN 'second' THEN s.duration WHEN 'minute' THEN s.duration WHEN 'hour' THEN s.duration "
     "WHEN 'kb' THEN s.volume WHEN 'mb' THEN s.volume WHEN 'gb' THEN s.volume "
     "ELSE COALESCE(s.quantity, 1) END"
-)
-STEP = (
-    "CASE {decimals} WHEN 0 THEN 1000000 WHEN 1 THEN 100000 WHEN 2 THEN 10000 WHEN 3 THEN 1000 "
-    "WHEN 4 THEN 100 WHEN 5 THEN 10 ELSE 1 END"
 )
 
 
@@ -45,7 +42,7 @@ def gate(dialect, default_card_id, max_prefix: int) -> Gate:
     )
     pre_priced = "(s.category = 'misc' AND s.amount_micros IS NOT NULL)"
     rated = "((s._qty + r.increment - 1) / r.increment) * r.increment"
-    step = dialect.exact(STEP.format(decimals="c.rounding_decimals"))
+    step = dialect.exact(decimal_step("c.rounding_decimals"))
     num = f"{dialect.exact(rated)} * {dialect.exact(dialect.micros('r.price_per_unit'))}"
     den = f"{dialect.exact(f'CASE r.unit {UNIT_BASE} END')} * {step}"
     charge = f"{dialect.round_div(num, den, 'c.rounding_mode')} * {step}"

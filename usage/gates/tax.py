@@ -1,17 +1,13 @@
 """Tax: the rule for the record's category, else the default rule. Tax is computed from the rounded
 charge and rounded half-up to the same decimals; the final charge is charge + tax."""
 
+from ..sql import decimal_step
 from .base import Gate
-
-STEP = (
-    "CASE s._tax_decimals WHEN 0 THEN 1000000 WHEN 1 THEN 100000 WHEN 2 THEN 10000 WHEN 3 THEN 1000 "
-    "WHEN 4 THEN 100 WHEN 5 THEN 10 ELSE 1 END"
-)
 
 
 def gate(dialect, default_tax_id, default_card_id) -> Gate:
     percent_millis = dialect.bigint("ROUND(COALESCE(tc.percent, td.percent) * 1000)")
-    step = dialect.exact(STEP)
+    step = dialect.exact(decimal_step("s._tax_decimals"))
     tax = dialect.round_div(
         f"{dialect.exact('s.charge_micros')} * {dialect.exact('s._tax_millis')}", f"100000 * {step}", "'half_up'"
     )
