@@ -167,7 +167,7 @@ class UsageRecord(models.Model):
     writes a batch, and the gates take service, account, period and rate from joins in that same
     statement, while per-row foreign-key triggers would double the cost of writing a record.
     Deleting a referenced row is still refused (PROTECT). On PostgreSQL `record_key` compares
-    bytewise (COLLATE "C", migration 0003): keys are identifiers, not words, and the unique index
+    bytewise (COLLATE "C", migration 0004): keys are identifiers, not words, and the unique index
     is probed once for every record received.
     """
 
@@ -216,7 +216,7 @@ class UsageRecord(models.Model):
         db_constraint=False,
     )
     account = models.ForeignKey(
-        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
     )
     period = models.ForeignKey(
         SubscriptionPeriod,
