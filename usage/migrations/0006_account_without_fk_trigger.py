@@ -5,16 +5,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0002_overlap_rules_and_roles'),
-        ('usage', '0005_drop_period_index'),
+        ("billing", "0002_overlap_rules_and_roles"),
+        ("usage", "0005_drop_period_index"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='usagerecord',
-            name='account',
-            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='billing.account'),
+            model_name="usagerecord",
+            name="account",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="billing.account",
+            ),
         ),
     ]
