@@ -18,17 +18,18 @@ from .models import (
     Account,
     AuditEvent,
     Discount,
+    Holiday,
     IncludedValue,
     Plan,
     Product,
     Rate,
     RateCard,
-    RateOverride,
     Service,
     ServiceIdentifier,
     Subscription,
     SubscriptionPeriod,
     TaxRule,
+    TimeBand,
 )
 
 
@@ -141,18 +142,32 @@ class SubscriptionPeriodInline(admin.TabularInline):
     extra = 0
 
 
+RATE_FIELDS = (
+    "category",
+    "usage_type",
+    "destination_prefix",
+    "destination_name",
+    "time_band",
+    "effective_from",
+    "effective_to",
+    "unit",
+    "price_per_unit",
+    "connect_fee",
+    "first_increment",
+    "increment",
+    "minimum_charge",
+    "maximum_charge",
+)
+
+
 class RateOverrideInline(admin.TabularInline):
-    model = RateOverride
-    fields = (
-        "category",
-        "usage_type",
-        "destination_prefix",
-        "unit",
-        "price_per_unit",
-        "increment",
-        "effective_from",
-        "effective_to",
-    )
+    """Per-service prices: rates with the service set instead of a card; they beat every card."""
+
+    model = Rate
+    fk_name = "service"
+    fields = RATE_FIELDS
+    verbose_name = "rate override"
+    verbose_name_plural = "rate overrides"
     extra = 0
 
 
@@ -243,7 +258,8 @@ class SubscriptionAdmin(BigTableAdmin):
 
 class RateInline(admin.TabularInline):
     model = Rate
-    fields = ("category", "usage_type", "destination_prefix", "destination_name", "unit", "price_per_unit", "increment")
+    fk_name = "rate_card"
+    fields = RATE_FIELDS
     extra = 0
 
 
@@ -262,11 +278,17 @@ class RateAdmin(TollgateModelAdmin):
         "usage_type",
         "destination_prefix",
         "destination_name",
+        "time_band",
+        "effective_from",
+        "effective_to",
         "unit",
         "price_per_unit",
+        "connect_fee",
         "increment",
     )
-    list_filter = ("rate_card", "category")
+    list_filter = ("rate_card", "category", "time_band")
+    list_select_related = ("rate_card", "time_band", "service")
+    raw_id_fields = ("service",)
     search_fields = ("destination_prefix", "destination_name", "usage_type")
 
 
@@ -294,28 +316,21 @@ class ProductAdmin(TollgateModelAdmin):
 
 @admin.register(Discount)
 class DiscountAdmin(TollgateModelAdmin):
-    list_display = ("__str__", "account", "service", "category", "percent", "effective_from", "effective_to")
+    list_display = ("__str__", "account", "service", "category", "kind", "effective_from", "effective_to")
     list_select_related = ("account", "service")
     raw_id_fields = ("account", "service")
-    list_filter = ("category",)
+    list_filter = ("category", "kind")
 
 
-@admin.register(RateOverride)
-class RateOverrideAdmin(TollgateModelAdmin):
-    list_display = (
-        "service",
-        "category",
-        "usage_type",
-        "destination_prefix",
-        "price_per_unit",
-        "unit",
-        "effective_from",
-        "effective_to",
-    )
-    list_select_related = ("service",)
-    raw_id_fields = ("service",)
-    list_filter = ("category",)
-    search_fields = ("service__service_id__exact",)
+@admin.register(TimeBand)
+class TimeBandAdmin(TollgateModelAdmin):
+    list_display = ("code", "name", "days", "starts", "ends")
+    search_fields = ("code", "name")
+
+
+@admin.register(Holiday)
+class HolidayAdmin(TollgateModelAdmin):
+    list_display = ("date", "name")
 
 
 @admin.register(TaxRule)

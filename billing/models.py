@@ -9,9 +9,10 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .overlaps import IDENTIFIER_OVERLAP, PERIOD_OVERLAP, PLAN_OVERLAP
@@ -190,30 +191,125 @@ class RateCard(models.Model):
         return f"{self.code} {self.name}"
 
 
-class Rate(models.Model):
-    """A price on a card: matched by category, usage type and the longest destination prefix."""
+class TimeBand(models.Model):
+    """When a rate applies: days of the week (ISO 1 = Monday … 7 = Sunday, H = public holiday) and a
+    time of day in the billing time zone, [starts, ends). `ends` at or before `starts` wraps past
+    midnight; equal times cover the whole day. A public holiday counts only as H, not as its weekday."""
 
-    rate_card = models.ForeignKey(RateCard, on_delete=models.CASCADE, related_name="rates")
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=100)
+    days = models.CharField(
+        max_length=8,
+        default="12345",
+        validators=[RegexValidator(r"^[1-7H]+$", "Use the digits 1 (Monday) to 7 (Sunday) and H (public holiday).")],
+    )
+    starts = models.TimeField(default=dt.time(0))
+    ends = models.TimeField(default=dt.time(0))
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["code"], name="billing_timeband_code_unique"),
+            models.CheckConstraint(condition=Q(days__regex=r"^[1-7H]+$"), name="billing_timeband_days_valid"),
+        ]
+
+    def __str__(self):
+        return f"{self.code} ({self.days} {self.starts:%H:%M}-{self.ends:%H:%M})"
+
+
+class Holiday(models.Model):
+    """A dated exception for time bands: usage on this day (billing time zone) matches bands with H."""
+
+    date = models.DateField()
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["date"]
+        constraints = [models.UniqueConstraint(fields=["date"], name="billing_holiday_date_unique")]
+
+    def __str__(self):
+        return f"{self.date} {self.name}"
+
+
+class Rate(models.Model):
+    """A price, on a card or for one service (an override that beats every card).
+
+    Matched by category, usage type, the longest destination prefix, the time band at the start of
+    the usage and the usage date (a new version of a price is a new rate from a date). The price
+    maths is in docs/rating.md.
+    """
+
+    rate_card = models.ForeignKey(RateCard, on_delete=models.CASCADE, related_name="rates", null=True, blank=True)
+    service = models.ForeignKey(
+        "Service",
+        on_delete=models.CASCADE,
+        related_name="rate_overrides",
+        null=True,
+        blank=True,
+        help_text="Set for a per-service override instead of a card.",
+    )
     category = models.CharField(max_length=16, choices=Category.choices)
     usage_type = models.CharField(max_length=32, blank=True, default="", help_text="Empty matches any.")
     destination_prefix = models.CharField(max_length=32, blank=True, default="", help_text="Empty matches any.")
     destination_name = models.CharField(max_length=100, blank=True, default="")
+    time_band = models.ForeignKey(
+        TimeBand, on_delete=models.PROTECT, null=True, blank=True, related_name="rates", help_text="Empty: any time."
+    )
+    effective_from = models.DateField(null=True, blank=True, help_text="Empty: since always.")
+    effective_to = models.DateField(null=True, blank=True, help_text="Inclusive; empty: open-ended.")
     unit = models.CharField(max_length=8, choices=Unit.choices)
     price_per_unit = models.DecimalField(**MONEY)
+    connect_fee = models.DecimalField(**MONEY, default=Decimal("0"), help_text="Charged once per chargeable record.")
+    first_increment = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Base units charged at least, then by increment (empty: the increment)."
+    )
     increment = models.PositiveIntegerField(
         default=1, help_text="Quantities are rounded up to this many base units (seconds, bytes, items)."
     )
+    minimum_charge = models.DecimalField(**MONEY, null=True, blank=True)
+    maximum_charge = models.DecimalField(**MONEY, null=True, blank=True, help_text="Cap per record.")
 
     class Meta:
         ordering = ["rate_card", "category", "usage_type", "destination_prefix"]
         constraints = [
+            # Expressions, not nulls_distinct=False: SQLite has no NULLS NOT DISTINCT.
             models.UniqueConstraint(
-                fields=["rate_card", "category", "usage_type", "destination_prefix"],
+                Coalesce("rate_card", 0),
+                Coalesce("service", 0),
+                "category",
+                "usage_type",
+                "destination_prefix",
+                Coalesce("time_band", 0),
+                Coalesce("effective_from", Value(dt.date(1, 1, 1)), output_field=models.DateField()),
                 name="billing_rate_unique_match",
-                violation_error_message="This card already has a rate for that category, type and prefix.",
+                violation_error_message="This card already has a rate for that category, type, prefix, band and date.",
+            ),
+            models.CheckConstraint(
+                condition=Q(rate_card__isnull=False, service__isnull=True)
+                | Q(rate_card__isnull=True, service__isnull=False),
+                name="billing_rate_card_xor_service",
+                violation_error_message="A rate belongs to a rate card or, as an override, to one service.",
             ),
             models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_rate_price_not_negative"),
+            models.CheckConstraint(condition=Q(connect_fee__gte=0), name="billing_rate_connect_not_negative"),
             models.CheckConstraint(condition=Q(increment__gte=1), name="billing_rate_increment_positive"),
+            models.CheckConstraint(
+                condition=Q(first_increment__isnull=True) | Q(first_increment__gte=1),
+                name="billing_rate_first_increment_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(minimum_charge__isnull=True)
+                | Q(maximum_charge__isnull=True)
+                | Q(maximum_charge__gte=models.F("minimum_charge")),
+                name="billing_rate_cap_above_minimum",
+                violation_error_message="The maximum charge is below the minimum charge.",
+            ),
+            models.CheckConstraint(
+                condition=Q(effective_to__isnull=True)
+                | Q(effective_from__isnull=True)
+                | Q(effective_to__gte=models.F("effective_from")),
+                name="billing_rate_range_valid",
+            ),
         ]
 
     def __str__(self):
@@ -393,10 +489,22 @@ class IncludedValue(models.Model):
 
 
 class Discount(models.Model):
+    """Money off rated usage, for one account or one service, effective dated. One discount applies
+    to a record: a service's before an account's, a category's before an all-usage one, then the
+    latest start (docs/rating.md)."""
+
+    class Kind(models.TextChoices):
+        PERCENT = "percent", "Percentage"
+        PER_UNIT = "per_unit", "Amount per rated unit"
+
     account = models.ForeignKey(Account, on_delete=models.CASCADE, null=True, blank=True, related_name="discounts")
     service = models.ForeignKey(Service, on_delete=models.CASCADE, null=True, blank=True, related_name="discounts")
     category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
-    percent = models.DecimalField(max_digits=5, decimal_places=2)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.PERCENT)
+    percent = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
+    amount_per_unit = models.DecimalField(
+        **MONEY, null=True, blank=True, help_text="Off each unit the rate is priced in (per-unit discounts)."
+    )
     effective_from = models.DateField()
     effective_to = models.DateField(null=True, blank=True, help_text="Inclusive; empty = open-ended.")
     description = models.CharField(max_length=200, blank=True, default="")
@@ -410,9 +518,13 @@ class Discount(models.Model):
                 violation_error_message="A discount applies to exactly one account or one service.",
             ),
             models.CheckConstraint(
-                condition=Q(percent__gt=0, percent__lte=100),
-                name="billing_discount_percent_range",
-                violation_error_message="A discount is more than 0 and at most 100 per cent.",
+                condition=Q(kind="percent", percent__gt=0, percent__lte=100, amount_per_unit__isnull=True)
+                | Q(kind="per_unit", amount_per_unit__gt=0, percent__isnull=True),
+                name="billing_discount_amount_valid",
+                violation_error_message=(
+                    "A percentage discount needs a percent above 0 and at most 100; a per-unit discount an amount "
+                    "above 0 (and not the other)."
+                ),
             ),
             models.CheckConstraint(
                 condition=Q(effective_to__isnull=True) | Q(effective_to__gte=models.F("effective_from")),
@@ -421,34 +533,8 @@ class Discount(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.percent}% {self.category or 'all usage'}"
-
-
-class RateOverride(models.Model):
-    """A price for one service that beats every card."""
-
-    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="rate_overrides")
-    category = models.CharField(max_length=16, choices=Category.choices)
-    usage_type = models.CharField(max_length=32, blank=True, default="")
-    destination_prefix = models.CharField(max_length=32, blank=True, default="")
-    unit = models.CharField(max_length=8, choices=Unit.choices)
-    price_per_unit = models.DecimalField(**MONEY)
-    increment = models.PositiveIntegerField(default=1)
-    effective_from = models.DateField()
-    effective_to = models.DateField(null=True, blank=True, help_text="Inclusive; empty = open-ended.")
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_override_price_not_negative"),
-            models.CheckConstraint(condition=Q(increment__gte=1), name="billing_override_increment_positive"),
-            models.CheckConstraint(
-                condition=Q(effective_to__isnull=True) | Q(effective_to__gte=models.F("effective_from")),
-                name="billing_override_range_valid",
-            ),
-        ]
-
-    def __str__(self):
-        return f"{self.service}: {self.category} {self.destination_prefix or '*'} {self.price_per_unit}/{self.unit}"
+        amount = f"{self.percent}%" if self.kind == self.Kind.PERCENT else f"{self.amount_per_unit}/unit"
+        return f"{amount} {self.category or 'all usage'}"
 
 
 class TaxRule(models.Model):

@@ -1,4 +1,5 @@
 import datetime as dt
+import io
 import os
 from decimal import Decimal
 
@@ -137,3 +138,23 @@ def world(db, make_service):
         service=s1, start_date=dt.date(2026, 9, 1), end_date=dt.date(2026, 9, 30), status="closed"
     )
     return {"collector": ensure_demo_collector(), "s1": s1, "s2": s2, "default": default, "plan_card": plan_card}
+
+
+def receive(collector, content: str | bytes, name="usage.csv", actor="test"):
+    from usage import services
+
+    data = content.encode() if isinstance(content, str) else content
+    return services.do_receive_file(actor, collector, name, io.BytesIO(data))
+
+
+@pytest.fixture
+def mediate(world, sync_tasks, django_capture_on_commit_callbacks):
+    """Receive a file on the demo collector and mediate it now; the file, refreshed."""
+
+    def run(content, name="usage.csv", collector=None):
+        with django_capture_on_commit_callbacks(execute=True):
+            received = receive(collector or world["collector"], content, name)
+        received.refresh_from_db()
+        return received
+
+    return run

@@ -30,7 +30,7 @@ from billing.models import ServiceIdentifier, SubscriptionPeriod, TaxRule
 from usage import services
 from usage.models import MediationFile, UsageCollector, UsageRecord
 
-from .conftest import aware
+from .conftest import aware, receive
 
 HEADER = "record_id,identifier,start_time,duration,volume,quantity,destination,usage_type,amount\n"
 T = "2026-10-05T10:00:00Z"
@@ -79,22 +79,6 @@ EXPECTED = {
 }
 
 
-def receive(collector, content: str | bytes, name="usage.csv", actor="test"):
-    data = content.encode() if isinstance(content, str) else content
-    return services.do_receive_file(actor, collector, name, io.BytesIO(data))
-
-
-@pytest.fixture
-def mediate(world, sync_tasks, django_capture_on_commit_callbacks):
-    def run(content, name="usage.csv", collector=None):
-        with django_capture_on_commit_callbacks(execute=True):
-            received = receive(collector or world["collector"], content, name)
-        received.refresh_from_db()
-        return received
-
-    return run
-
-
 def outcome(mediation_file):
     return {
         r.line_no: (
@@ -138,7 +122,7 @@ def test_messages_name_the_line_field_and_reason(mediate):
     assert message[10] == "No service has identifier 61499999999 active at " + message[10].rsplit("at ", 1)[1]
     assert message[11].startswith("The service has no subscription period containing 2026-08-15")
     assert message[12].startswith("The period containing 2026-09-15") and "closed" in message[12]
-    assert message[13] == "No rate for telephony mms"
+    assert message[13] == "No rate for telephony mms on 2026-10-05"
     assert message[14] == "Record key A1 repeats line 2 of this file"
     assert message[15].startswith("Line 15: start_time '2026-13-45T25:61:00Z' is not a valid date and time")
     assert message[16] == "Line 16: duration '-30' must not be negative."

@@ -8,6 +8,9 @@ import pytest
 
 from usage.gates.parse import FileRejected, Parser
 from usage.models import UsageCollector
+from usage.pipeline import STAGING_COLUMNS
+
+ERROR = STAGING_COLUMNS.index("parse_error")
 
 UTC = dt.UTC
 
@@ -54,7 +57,7 @@ def test_fixed_width_and_its_short_lines():
     )
     rows = parse(col, "R001614000000011790000000\nR002614\n")
     assert rows[0][4] == dt.datetime.fromtimestamp(1790000000, UTC)
-    assert rows[1][12] == "Line 2: 7 characters, field identifier needs 15."
+    assert rows[1][ERROR] == "Line 2: 7 characters, field identifier needs 15."
 
 
 def test_json_lines_with_bad_json_and_pre_priced_amounts():
@@ -71,16 +74,16 @@ def test_json_lines_with_bad_json_and_pre_priced_amounts():
     )
     assert rows[0][4] == dt.datetime(2026, 10, 5, 8, 0, tzinfo=UTC)
     assert (rows[0][8], rows[0][11]) == (2, 12_500_000)
-    assert rows[1][12].startswith("Line 2: not valid JSON (Expecting value at column")
-    assert rows[2][12] == "Line 3: a JSON object was expected."
-    assert rows[3][12] == "Line 4: amount '0.1234567' has more than 6 decimals."
+    assert rows[1][ERROR].startswith("Line 2: not valid JSON (Expecting value at column")
+    assert rows[2][ERROR] == "Line 3: a JSON object was expected."
+    assert rows[3][ERROR] == "Line 4: amount '0.1234567' has more than 6 decimals."
 
 
 def test_composite_record_keys_and_required_fields():
     col = collector(dedup_fields=["identifier", "start_time"])
     rows = parse(col, "id,who,at\nX,614,2026-10-05T10:00:00Z\n,615,\n")
     assert rows[0][1] == "614\x1f2026-10-05T10:00:00Z"
-    assert rows[1][12] == "Line 3: start_time is empty."
+    assert rows[1][ERROR] == "Line 3: start_time is empty."
 
 
 @pytest.mark.parametrize(

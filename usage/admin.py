@@ -14,8 +14,26 @@ from billing.admin_tools import AuditedAdminMixin, BigTableAdminMixin
 from . import services
 from .gates.parse import FileRejected, Parser
 from .models import MediationFile, QuarantinedRecord, Reason, UsageCollector, UsageRecord
+from .pipeline import STAGING_COLUMNS
 
 PREVIEW_ROWS = 20
+
+
+PREVIEW_COLUMNS = (
+    ("line_no", "line"),
+    ("record_key", "record key"),
+    ("record_id", "record id"),
+    ("identifier", "identifier"),
+    ("usage_at", "usage at (UTC)"),
+    ("usage_date", "usage date"),
+    ("duration", "duration"),
+    ("volume", "volume"),
+    ("quantity", "quantity"),
+    ("destination", "destination"),
+    ("usage_type", "usage type"),
+    ("amount_micros", "amount (micros)"),
+    ("parse_error", "error"),
+)
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -87,7 +105,7 @@ class UsageCollectorAdmin(AuditedAdminMixin, admin.ModelAdmin):
             try:
                 parser = Parser(draft, settings.TIME_ZONE)
                 for row in parser.rows(io.BytesIO(form.cleaned_data["sample"].read())):
-                    rows.append(row)
+                    rows.append([row[STAGING_COLUMNS.index(name)] for name, _ in PREVIEW_COLUMNS])
                     if len(rows) >= PREVIEW_ROWS:
                         break
             except FileRejected as exc:
@@ -104,21 +122,7 @@ class UsageCollectorAdmin(AuditedAdminMixin, admin.ModelAdmin):
                 "error": error,
                 "collector": collector,
                 "opts": self.model._meta,
-                "columns": [
-                    "line",
-                    "record key",
-                    "record id",
-                    "identifier",
-                    "usage at (UTC)",
-                    "usage date",
-                    "duration",
-                    "volume",
-                    "quantity",
-                    "destination",
-                    "usage type",
-                    "amount (micros)",
-                    "error",
-                ],
+                "columns": [label for _, label in PREVIEW_COLUMNS],
             },
         )
 

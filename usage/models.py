@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.models import Account, Category, Rate, Service, SubscriptionPeriod
+from billing.models import Account, Category, Discount, Rate, Service, SubscriptionPeriod
 
 MICROS = Decimal(1_000_000)
 
@@ -232,6 +232,15 @@ class UsageRecord(models.Model):
         Rate, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
     )
     rated_quantity = models.BigIntegerField(null=True, blank=True, help_text="Base units after increments.")
+    discount = models.ForeignKey(
+        Discount, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
+    )
+    local_weekday = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="ISO weekday of the usage start in the billing time zone (time bands)."
+    )
+    local_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds since local midnight of the usage start (time bands)."
+    )
     charge_micros = models.BigIntegerField(null=True, blank=True)
     tax_micros = models.BigIntegerField(null=True, blank=True)
     stage = models.CharField(max_length=8, choices=Stage.choices)

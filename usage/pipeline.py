@@ -8,7 +8,7 @@ passing every gate of a chain that ends before tax waits, PENDING, at the next g
 
 from django.db import connection
 
-from billing.models import Rate, RateCard, TaxRule
+from billing.models import RateCard, TaxRule
 
 from .gates import bucket, classify, dedup, identify, rate, tax
 from .gates.base import Gate
@@ -29,6 +29,8 @@ RECORD_COLUMNS = (
     "destination",
     "usage_type",
     "amount_micros",
+    "local_weekday",
+    "local_seconds",
     "category",
     "service_id",
     "account_id",
@@ -36,6 +38,7 @@ RECORD_COLUMNS = (
     "is_late",
     "rate_id",
     "rated_quantity",
+    "discount_id",
     "charge_micros",
     "tax_micros",
     "raw",
@@ -53,6 +56,8 @@ STAGING_COLUMNS = (
     "destination",
     "usage_type",
     "amount_micros",
+    "local_weekday",
+    "local_seconds",
     "parse_error",
     "raw",
 )
@@ -80,17 +85,10 @@ def gates_for(collector, first: str = "parse", last: str = "tax") -> list[Gate]:
         "dedup": dedup.gate(collector),
         "identify": identify.GATE,
         "bucket": bucket.gate(collector),
-        "rate": rate.gate(dialect, default_card, max_prefix_length()),
+        "rate": rate.gate(dialect, default_card),
         "tax": tax.gate(dialect, default_tax, default_card),
     }
     return [built[name] for name in STAGES[STAGES.index(first) : STAGES.index(last) + 1]]
-
-
-def max_prefix_length() -> int:
-    from django.db.models import Max
-    from django.db.models.functions import Length
-
-    return Rate.objects.aggregate(n=Max(Length("destination_prefix")))["n"] or 0
 
 
 def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]:

@@ -29,6 +29,18 @@ class Dialect:
         """A DECIMAL column (up to 6 places) as exact integer micro-units."""
         return self.bigint(f"ROUND({decimal_column} * 1000000)")
 
+    def contains(self, haystack: str, needle: str) -> str:
+        return f"strpos({haystack}, {needle}) > 0" if self.pg else f"instr({haystack}, {needle}) > 0"
+
+    def seconds_of_day(self, time_column: str) -> str:
+        """A TIME column as seconds since midnight (SQLite stores it as 'HH:MM:SS[.ffffff]' text)."""
+        if self.pg:
+            return f"CAST(EXTRACT(EPOCH FROM {time_column}) AS INTEGER)"
+        return (
+            f"(CAST(substr({time_column}, 1, 2) AS INTEGER) * 3600 + CAST(substr({time_column}, 4, 2) AS INTEGER) * 60 "
+            f"+ CAST(substr({time_column}, 7, 2) AS INTEGER))"
+        )
+
     def round_div(self, num: str, den: str, mode: str) -> str:
         """num / den rounded to an integer by `mode` (an SQL expression: 'half_up', 'up', 'down'),
         away from zero for 'up' and half-way cases; num may be negative, den is positive.

@@ -2,6 +2,7 @@
 
 import csv
 import datetime as dt
+import hashlib
 import io
 from itertools import islice
 
@@ -11,12 +12,17 @@ STAGING_TABLE = "usage_staging"  # SQLite: a temp table. PostgreSQL: one unlogge
 DDL = (
     "line_no BIGINT, record_key VARCHAR(255), record_id VARCHAR(128), identifier VARCHAR(128), "
     "usage_at {ts}, usage_date DATE, duration BIGINT, volume BIGINT, quantity BIGINT, destination VARCHAR(64), "
-    "usage_type VARCHAR(32), amount_micros BIGINT, parse_error VARCHAR(500), raw TEXT"
+    "usage_type VARCHAR(32), amount_micros BIGINT, local_weekday SMALLINT, local_seconds INTEGER, "
+    "parse_error VARCHAR(500), raw TEXT"
 )
 
 
+# The PostgreSQL tables outlive a deploy: their name carries the column list, so a new one is made when it changes.
+SHAPE = hashlib.sha1(DDL.encode()).hexdigest()[:8]
+
+
 def table_name(connection, collector_id: int) -> str:
-    return f"{STAGING_TABLE}_{collector_id}" if connection.vendor == "postgresql" else STAGING_TABLE
+    return f"{STAGING_TABLE}_{SHAPE}_{collector_id}" if connection.vendor == "postgresql" else STAGING_TABLE
 
 
 def prepare(vendor: str, rows, size: int) -> tuple[int, object]:

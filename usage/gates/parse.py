@@ -45,7 +45,7 @@ class LineError(Exception):
 
 # A parsed row is a plain tuple in staging column order (usage.pipeline.STAGING_COLUMNS):
 # (line_no, record_key, record_id, identifier, usage_at, usage_date, duration, volume, quantity,
-#  destination, usage_type, amount_micros, parse_error, raw).
+#  destination, usage_type, amount_micros, local_weekday, local_seconds, parse_error, raw).
 
 
 class Parser:
@@ -212,7 +212,7 @@ class Parser:
     def _error_row(self, line_no, message, raw):
         # Undecodable bytes are kept visible as U+FFFD in the stored line.
         raw = raw[:4000].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        return (line_no, None, "", "", None, None, None, None, None, "", "", None, message[:500], raw)
+        return (line_no, None, "", "", None, None, None, None, None, "", "", None, None, None, message[:500], raw)
 
     def _build(self, line_no, values, raw):
         try:
@@ -242,20 +242,22 @@ class Parser:
             key = self._key(values)
         except LineError as exc:
             return self._error_row(line_no, f"Line {line_no}: {exc}.", raw)
-        usage_date = usage_at.date() if self.billing_is_utc else usage_at.astimezone(self.billing_tz).date()
+        local = usage_at if self.billing_is_utc else usage_at.astimezone(self.billing_tz)
         return (
             line_no,
             key,
             values.get("record_id", "").strip(),
             values["identifier"].strip(),
             usage_at,
-            usage_date,
+            local.date(),
             duration,
             volume,
             quantity,
             values.get("destination", "").strip(),
             values.get("usage_type", "").strip(),
             amount,
+            local.isoweekday(),
+            local.hour * 3600 + local.minute * 60 + local.second,
             None,
             "",
         )

@@ -1,0 +1,188 @@
+"""Golden numbers of the rating engine: the worked examples of docs/rating.md, one line each.
+
+Service 61400000003 is on plan P2 (card TB, 4 decimals, half up), has the bolt-on ROAM (card RC)
+from 1 to 20 October, one override rate, a 12.5 % data discount, and its account a per-unit
+discount from 26 October. Billing time zone UTC; 6 October 2026 is a public holiday.
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from billing.models import (
+    Discount,
+    Holiday,
+    Plan,
+    Product,
+    Rate,
+    RateCard,
+    Subscription,
+    SubscriptionPeriod,
+    TimeBand,
+)
+
+from .test_mediation import HEADER, outcome
+
+pytestmark = pytest.mark.django_db
+
+
+def rate(card=None, service=None, usage_type="voice", prefix="", price="0.20", unit="minute", **extra):
+    category = extra.pop("category", "telephony")
+    return Rate.objects.create(
+        rate_card=card,
+        service=service,
+        category=category,
+        usage_type=usage_type,
+        destination_prefix=prefix,
+        unit=unit,
+        price_per_unit=Decimal(price),
+        **extra,
+    )
+
+
+@pytest.fixture
+def priced(world, make_service):
+    night = TimeBand.objects.create(code="NIGHT", name="Weeknights", days="12345", starts=dt.time(19), ends=dt.time(7))
+    offpeak = TimeBand.objects.create(code="OFFPEAK", name="Weekends and holidays", days="67H")
+    Holiday.objects.create(date=dt.date(2026, 10, 6), name="Test holiday")
+    tb = RateCard.objects.create(code="TB", name="Banded", rounding_decimals=4)
+    rate(
+        tb,
+        price="0.20",
+        connect_fee=Decimal("0.10"),
+        first_increment=60,
+        increment=1,
+        minimum_charge=Decimal("0.32"),
+    )
+    rate(tb, price="0.05", time_band=night)
+    rate(tb, price="0.02", time_band=offpeak)
+    rate(tb, usage_type="video", price="1.00", maximum_charge=Decimal("2.00"))
+    rate(tb, usage_type="sms", unit="message", price="0.25", effective_to=dt.date(2026, 10, 14))
+    rate(tb, usage_type="sms", unit="message", price="0.30", effective_from=dt.date(2026, 10, 15))
+    rate(tb, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
+    roam = RateCard.objects.create(code="RC", name="Roaming bolt-on card", rounding_decimals=4)
+    rate(roam, prefix="44", price="0.15")
+
+    s3 = make_service(identifier="61400000003", plan=False)
+    Subscription.objects.create(
+        service=s3, plan=Plan.objects.create(code="P2", name="Plan P2", rate_card=tb), starts_on=dt.date(2025, 1, 1)
+    )
+    bolt_on = Product.objects.create(code="ROAM", name="Roaming", kind="bolt_on", rate_card=roam)
+    Subscription.objects.create(
+        service=s3, product=bolt_on, starts_on=dt.date(2026, 10, 1), ends_on=dt.date(2026, 10, 20)
+    )
+    rate(service=s3, prefix="4412", price="0.01")
+    SubscriptionPeriod.objects.create(service=s3, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 31))
+    Discount.objects.create(
+        service=s3, category="data", kind="percent", percent=Decimal("12.5"), effective_from=dt.date(2026, 10, 1)
+    )
+    Discount.objects.create(
+        account=s3.account,
+        kind="per_unit",
+        amount_per_unit=Decimal("0.05"),
+        effective_from=dt.date(2026, 10, 26),
+    )
+    collector = world["collector"]
+    collector.category_rules = {
+        **collector.category_rules,
+        "video": "telephony",
+        "ring": "telephony",
+        "late": "telephony",
+    }
+    collector.save()
+    return {**world, "s3": s3, "tb": tb}
+
+
+# (record id, start, duration, volume, quantity, destination, usage type) -> (charge, tax)
+EXAMPLES = [
+    ("E1", "2026-10-05T10:00:00Z", 121, "", "", "300000", "voice", "0.5033", "0.0503"),
+    ("E2", "2026-10-05T10:00:00Z", 5, "", "", "300000", "voice", "0.32", "0.032"),
+    ("E3", "2026-10-05T19:00:00Z", 120, "", "", "300000", "voice", "0.1", "0.01"),
+    ("E4", "2026-10-05T18:59:59Z", 120, "", "", "300000", "voice", "0.5", "0.05"),
+    ("E5", "2026-10-06T03:00:00Z", 120, "", "", "300000", "voice", "0.04", "0.004"),
+    ("E6", "2026-10-10T12:00:00Z", 60, "", "", "300000", "voice", "0.02", "0.002"),
+    ("E7", "2026-10-05T10:00:00Z", 300, "", "", "300000", "video", "2", "0.2"),
+    ("E8a", "2026-10-14T23:59:59Z", "", "", "", "", "sms", "0.25", "0.025"),
+    ("E8b", "2026-10-15T00:00:00Z", "", "", "", "", "sms", "0.3", "0.03"),
+    ("E9", "2026-10-05T10:00:00Z", 61, "", "", "4420000000", "voice", "0.1525", "0.0153"),
+    ("E10", "2026-10-05T10:00:00Z", 61, "", "", "4412345678", "voice", "0.0102", "0.001"),
+    ("E11", "2026-10-21T10:00:00Z", 61, "", "", "4420000000", "voice", "0.32", "0.032"),
+    ("E12", "2026-10-05T10:00:00Z", "", 1048576, "", "", "data", "0.0175", "0.0018"),
+    ("E13", "2026-10-26T10:00:00Z", 121, "", "", "300000", "voice", "0.4025", "0.0403"),
+]
+
+
+def test_worked_examples_of_the_rating_doc(priced, mediate):
+    lines = [
+        f"{rid},61400000003,{start},{duration},{volume},{qty},{dest},{usage_type},"
+        for rid, start, duration, volume, qty, dest, usage_type, *_ in EXAMPLES
+    ]
+    received = mediate(HEADER + "\n".join(lines) + "\n")
+    got = outcome(received)
+    expected = {n: ("mediated", "", charge, tax) for n, (*_, charge, tax) in enumerate(EXAMPLES, start=2)}
+    assert got == expected
+    records = {r.record_id: r for r in received.records.all()}
+    assert records["E1"].rated_quantity == 121 and records["E2"].rated_quantity == 60  # first increment 60
+    assert records["E9"].rate.rate_card.code == "RC"  # bolt-on card beats the plan card
+    assert records["E10"].rate.service_id == priced["s3"].pk  # the override beats the bolt-on
+    assert records["E11"].rate.rate_card.code == "TB"  # the bolt-on has ended
+    assert records["E12"].discount.percent == Decimal("12.5")
+    assert records["E13"].discount.kind == "per_unit" and records["E1"].discount is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "seconds", "charge"),
+    [
+        ("half_up", 91, "0.30"),  # 91/60 x 0.20 = 0.30333...
+        ("up", 91, "0.31"),
+        ("down", 91, "0.30"),
+        ("half_up", 99, "0.33"),  # 0.33 exactly: no rounding in any mode
+        ("down", 99, "0.33"),
+        ("half_up", 93, "0.31"),  # 0.31 exactly
+        ("down", 92, "0.30"),  # 0.30666...
+        ("half_up", 92, "0.31"),
+    ],
+)
+def test_rounding_modes_round_once(priced, mediate, mode, seconds, charge):
+    card = RateCard.objects.create(code="R2", name="Two decimals", rounding_decimals=2, rounding_mode=mode)
+    rate(card, usage_type="ring", price="0.20")
+    service = priced["s3"]
+    Subscription.objects.filter(service=service, plan__isnull=False).update(
+        plan=Plan.objects.create(code="P3", name="Plan P3", rate_card=card)
+    )
+    received = mediate(HEADER + f"M1,61400000003,2026-10-05T10:00:00Z,{seconds},,,300000,ring,\n")
+    (record,) = received.records.all()
+    assert (record.status, record.charge) == ("mediated", Decimal(charge))
+
+
+def test_a_rate_needs_a_matching_band_or_no_band(priced, mediate):
+    """Only banded rates for a usage type and none covers the time: NO_RATE, with the date."""
+    night = TimeBand.objects.get(code="NIGHT")
+    rate(priced["tb"], usage_type="late", price="0.05", time_band=night)
+    received = mediate(HEADER + "N1,61400000003,2026-10-05T12:00:00Z,60,,,300000,late,\n")
+    (record,) = received.records.all()
+    assert (record.status, record.reason) == ("quarantined", "NO_RATE")
+    assert record.message == "No rate for telephony late to 300000 on 2026-10-05"
+
+
+def test_rates_are_refused_when_inconsistent(priced):
+    from django.core.exceptions import ValidationError
+
+    bad = Rate(rate_card=priced["tb"], service=priced["s3"], category="telephony", unit="minute", price_per_unit=1)
+    with pytest.raises(ValidationError, match="belongs to a rate card or"):
+        bad.full_clean()
+    capped = Rate(
+        rate_card=priced["tb"],
+        category="telephony",
+        usage_type="x",
+        unit="minute",
+        price_per_unit=1,
+        minimum_charge=Decimal("2"),
+        maximum_charge=Decimal("1"),
+    )
+    with pytest.raises(ValidationError, match="maximum charge is below the minimum"):
+        capped.full_clean()
+    band = TimeBand(code="X", name="x", days="18")
+    with pytest.raises(ValidationError, match="digits 1"):
+        band.full_clean()
