@@ -272,20 +272,7 @@ class RateCardAdmin(TollgateModelAdmin):
 
 @admin.register(Rate)
 class RateAdmin(TollgateModelAdmin):
-    list_display = (
-        "rate_card",
-        "category",
-        "usage_type",
-        "destination_prefix",
-        "destination_name",
-        "time_band",
-        "effective_from",
-        "effective_to",
-        "unit",
-        "price_per_unit",
-        "connect_fee",
-        "increment",
-    )
+    list_display = ("__str__", "rate_card", "service", "time_band", "effective_from", "effective_to", "connect_fee")
     list_filter = ("rate_card", "category", "time_band")
     list_select_related = ("rate_card", "time_band", "service")
     raw_id_fields = ("service",)
