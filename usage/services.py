@@ -141,7 +141,9 @@ def do_reprocess_records(actor, records) -> dict:
     pipeline.tune_session(connection)
     for collector_id, stage in groups:
         first = "rate" if stage == "tax" else stage
-        where = f"u.id IN (SELECT id FROM {REPROCESS_SELECTION} WHERE stage = '{stage}')"  # stage: our own name
+        # stage: our own name. Written as EXISTS: for an IN list SQLite guesses a handful of rows and then
+        # joins each record's rate choice by a scan (quadratic: 4,000 records took 2 s, 33,000 minutes).
+        where = f"EXISTS (SELECT 1 FROM {REPROCESS_SELECTION} x WHERE x.id = u.id AND x.stage = '{stage}')"
         sql, gate_params = pipeline.advance_sql(collectors[collector_id], first, "tax", where)
         with connection.cursor() as cursor:
             cursor.execute(sql, gate_params)
