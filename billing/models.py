@@ -161,6 +161,17 @@ class ServiceIdentifier(models.Model):
         IDENTIFIER_OVERLAP.validate(self)
 
 
+class TierMode(models.TextChoices):
+    NONE = "none", "No tiers"
+    GRADUATED = "graduated", "Graduated"
+    VOLUME = "volume", "Volume"
+
+
+class TierScope(models.TextChoices):
+    RECORD = "record", "Per record"
+    PERIOD = "period", "Cumulative over the period"
+
+
 class RoundingMode(models.TextChoices):
     HALF_UP = "half_up", "Half up"
     UP = "up", "Up (away from zero)"
@@ -231,6 +242,37 @@ class Holiday(models.Model):
         return f"{self.date} {self.name}"
 
 
+class DestinationZone(models.Model):
+    """A named group of destinations (e.g. "Europe"), as prefixes. A rate or an allowance for a zone
+    covers any destination starting with one of its prefixes; the matched prefix's length counts for
+    the longest-prefix rule like a rate's own prefix."""
+
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [models.UniqueConstraint(fields=["code"], name="billing_zone_code_unique")]
+
+    def __str__(self):
+        return f"{self.code} {self.name}"
+
+
+class ZonePrefix(models.Model):
+    zone = models.ForeignKey(DestinationZone, on_delete=models.CASCADE, related_name="prefixes")
+    prefix = models.CharField(max_length=32, validators=[RegexValidator(r"^\S+$", "A prefix has no spaces.")])
+
+    class Meta:
+        ordering = ["zone", "prefix"]
+        constraints = [
+            models.UniqueConstraint(fields=["zone", "prefix"], name="billing_zoneprefix_unique"),
+            models.CheckConstraint(condition=~Q(prefix=""), name="billing_zoneprefix_not_empty"),
+        ]
+
+    def __str__(self):
+        return self.prefix
+
+
 class Rate(models.Model):
     """A price, on a card or for one service (an override that beats every card).
 
@@ -252,6 +294,14 @@ class Rate(models.Model):
     usage_type = models.CharField(max_length=32, blank=True, default="", help_text="Empty matches any.")
     destination_prefix = models.CharField(max_length=32, blank=True, default="", help_text="Empty matches any.")
     destination_name = models.CharField(max_length=100, blank=True, default="")
+    zone = models.ForeignKey(
+        DestinationZone,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="rates",
+        help_text="Instead of a prefix: any destination of this zone.",
+    )
     time_band = models.ForeignKey(
         TimeBand, on_delete=models.PROTECT, null=True, blank=True, related_name="rates", help_text="Empty: any time."
     )
@@ -268,6 +318,18 @@ class Rate(models.Model):
     )
     minimum_charge = models.DecimalField(**MONEY, null=True, blank=True)
     maximum_charge = models.DecimalField(**MONEY, null=True, blank=True, help_text="Cap per record.")
+    tier_mode = models.CharField(
+        max_length=10,
+        choices=TierMode.choices,
+        default=TierMode.NONE,
+        help_text="Graduated: each unit at its tier's price. Volume: every unit at the tier reached.",
+    )
+    tier_scope = models.CharField(
+        max_length=8,
+        choices=TierScope.choices,
+        default=TierScope.RECORD,
+        help_text="Count tier quantities within each record, or cumulatively over the subscription period.",
+    )
 
     class Meta:
         ordering = ["rate_card", "category", "usage_type", "destination_prefix"]
@@ -279,6 +341,7 @@ class Rate(models.Model):
                 "category",
                 "usage_type",
                 "destination_prefix",
+                Coalesce("zone", 0),
                 Coalesce("time_band", 0),
                 Coalesce("effective_from", Value(dt.date(1, 1, 1)), output_field=models.DateField()),
                 name="billing_rate_unique_match",
@@ -289,6 +352,11 @@ class Rate(models.Model):
                 | Q(rate_card__isnull=True, service__isnull=False),
                 name="billing_rate_card_xor_service",
                 violation_error_message="A rate belongs to a rate card or, as an override, to one service.",
+            ),
+            models.CheckConstraint(
+                condition=Q(zone__isnull=True) | Q(destination_prefix=""),
+                name="billing_rate_prefix_or_zone",
+                violation_error_message="A rate matches a destination prefix or a zone, not both.",
             ),
             models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_rate_price_not_negative"),
             models.CheckConstraint(condition=Q(connect_fee__gte=0), name="billing_rate_connect_not_negative"),
@@ -313,8 +381,28 @@ class Rate(models.Model):
         ]
 
     def __str__(self):
-        dest = self.destination_prefix or "*"
+        dest = self.zone.code if self.zone_id else (self.destination_prefix or "*")
         return f"{self.get_category_display()} {self.usage_type or '*'} {dest}: {self.price_per_unit}/{self.unit}"
+
+
+class RateTier(models.Model):
+    """From `from_quantity` (in the rate's unit) on, units are priced `price_per_unit`; below the
+    first tier the rate's own price applies. How tiers combine is the rate's tier mode and scope."""
+
+    rate = models.ForeignKey(Rate, on_delete=models.CASCADE, related_name="tiers")
+    from_quantity = models.DecimalField(max_digits=18, decimal_places=4, help_text="In the rate's unit.")
+    price_per_unit = models.DecimalField(**MONEY)
+
+    class Meta:
+        ordering = ["rate", "from_quantity"]
+        constraints = [
+            models.UniqueConstraint(fields=["rate", "from_quantity"], name="billing_ratetier_unique_start"),
+            models.CheckConstraint(condition=Q(from_quantity__gt=0), name="billing_ratetier_starts_above_zero"),
+            models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_ratetier_price_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"from {self.from_quantity}: {self.price_per_unit}"
 
 
 class Plan(models.Model):
@@ -462,7 +550,8 @@ class SubscriptionPeriod(models.Model):
 
 
 class IncludedValue(models.Model):
-    """An allowance included in a plan or bolt-on, per subscription period."""
+    """An allowance included in a plan or bolt-on, renewed every subscription period, drawn in rated
+    quantity in time order (docs/rating.md, section 4)."""
 
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, null=True, blank=True, related_name="included_values")
     product = models.ForeignKey(
@@ -470,6 +559,14 @@ class IncludedValue(models.Model):
     )
     category = models.CharField(max_length=16, choices=Category.choices)
     usage_type = models.CharField(max_length=32, blank=True, default="", help_text="Empty covers any.")
+    zone = models.ForeignKey(
+        DestinationZone,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="included_values",
+        help_text="Empty covers any destination.",
+    )
     quantity = models.DecimalField(max_digits=18, decimal_places=4)
     unit = models.CharField(max_length=8, choices=Unit.choices)
 

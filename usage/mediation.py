@@ -105,9 +105,8 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
                     loaded = staging.load(connection, prepared, collector.pk)
                     if loaded:
                         table = staging.table_name(connection, collector.pk)
-                        sql, params = pipeline.intake_sql(collector, mediation_file.pk, table, until)
                         with connection.cursor() as cursor:
-                            cursor.execute(sql, params)
+                            pipeline.intake(cursor, collector, mediation_file.pk, table, until)
                         staging.drop(connection, collector.pk)
                         MediationFile.objects.filter(pk=mediation_file.pk).update(
                             lines_done=F("lines_done") + loaded,

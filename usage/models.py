@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.models import Account, Category, Discount, Rate, Service, SubscriptionPeriod
+from billing.models import Account, Category, Discount, IncludedValue, Rate, Service, SubscriptionPeriod
 
 MICROS = Decimal(1_000_000)
 
@@ -232,6 +232,19 @@ class UsageRecord(models.Model):
         Rate, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
     )
     rated_quantity = models.BigIntegerField(null=True, blank=True, help_text="Base units after increments.")
+    included_quantity = models.BigIntegerField(
+        null=True, blank=True, help_text="Base units of the rated quantity covered by allowances."
+    )
+    allowance = models.ForeignKey(
+        IncludedValue,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+        help_text="The first allowance the record drew from.",
+    )
     discount = models.ForeignKey(
         Discount, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
     )
@@ -289,6 +302,42 @@ class UsageRecord(models.Model):
     @property
     def tax(self):
         return micros_to_money(self.tax_micros)
+
+    @property
+    def charged_quantity(self):
+        if self.rated_quantity is None:
+            return None
+        return self.rated_quantity - (self.included_quantity or 0)
+
+
+class PeriodCounter(models.Model):
+    """What a subscription period has used so far, for rating the next records in time order: an
+    allowance's drawn quantity (kind A: owner = the subscription that brings it, ref = the included
+    value) or a period-cumulative tier's quantity (kind T: owner 0, ref = the rate). Base units.
+
+    Mediation adds each batch's use; rebalance deletes the counters of what it re-rates and counts
+    again from the first record of the period."""
+
+    class Kind(models.TextChoices):
+        ALLOWANCE = "A", "Allowance drawn"
+        TIER = "T", "Tier quantity"
+
+    period = models.ForeignKey(
+        SubscriptionPeriod, on_delete=models.CASCADE, related_name="counters", db_constraint=False, db_index=False
+    )
+    kind = models.CharField(max_length=1, choices=Kind.choices)
+    owner_id = models.BigIntegerField()
+    ref_id = models.BigIntegerField()
+    total = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["period", "kind", "owner_id", "ref_id"], name="usage_counter_unique"),
+            models.CheckConstraint(condition=models.Q(total__gte=0), name="usage_counter_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.ref_id}: {self.total}"
 
 
 class QuarantinedRecord(UsageRecord):

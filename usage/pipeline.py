@@ -8,7 +8,7 @@ passing every gate of a chain that ends before tax waits, PENDING, at the next g
 
 from django.db import connection
 
-from billing.models import RateCard, TaxRule
+from billing.models import Rate, RateCard, TaxRule, TierMode, TierScope
 
 from .gates import bucket, classify, dedup, identify, rate, tax
 from .gates.base import Gate
@@ -38,6 +38,8 @@ RECORD_COLUMNS = (
     "is_late",
     "rate_id",
     "rated_quantity",
+    "included_quantity",
+    "allowance_id",
     "discount_id",
     "charge_micros",
     "tax_micros",
@@ -80,37 +82,64 @@ def gates_for(collector, first: str = "parse", last: str = "tax") -> list[Gate]:
     default_card = RateCard.objects.filter(is_default=True).values_list("pk", flat=True).first()
     default_tax = TaxRule.objects.filter(is_default=True).values_list("pk", flat=True).first()
     built = {
-        "parse": PARSE,
-        "classify": classify.gate(collector),
-        "dedup": dedup.gate(collector),
-        "identify": identify.GATE,
-        "bucket": bucket.gate(collector),
-        "rate": rate.gate(dialect, default_card),
-        "tax": tax.gate(dialect, default_tax, default_card),
+        "parse": lambda: PARSE,
+        "classify": lambda: classify.gate(collector),
+        "dedup": lambda: dedup.gate(collector),
+        "identify": lambda: identify.GATE,
+        "bucket": lambda: bucket.gate(collector),
+        "rate": lambda: rate.gate(
+            dialect, default_card, allowance_passes=allowance_passes(), period_tiers=has_period_tiers()
+        ),
+        "tax": lambda: tax.gate(dialect, default_tax, default_card),
     }
-    return [built[name] for name in STAGES[STAGES.index(first) : STAGES.index(last) + 1]]
+    return [built[name]() for name in STAGES[STAGES.index(first) : STAGES.index(last) + 1]]
+
+
+def allowance_passes() -> int:
+    """The most allowances any service has across its subscriptions: one drawing pass each."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT MAX(n) FROM (SELECT sub.service_id, COUNT(*) AS n FROM billing_subscription sub "
+            "JOIN billing_includedvalue iv ON COALESCE(iv.plan_id, -iv.product_id) = "
+            "COALESCE(sub.plan_id, -sub.product_id) GROUP BY sub.service_id) per_service"
+        )
+        return cursor.fetchone()[0] or 0
+
+
+def has_period_tiers() -> bool:
+    return Rate.objects.filter(tier_scope=TierScope.PERIOD).exclude(tier_mode=TierMode.NONE).exists()
 
 
 def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]:
     """(`WITH g0 AS (source), g1 …`, the outcome SELECT list, params, the last CTE's name).
 
     A gate marked `materialize` is computed once: inlined, its expressions (the exact charge
-    arithmetic) would be evaluated again at every later reference. The first gate a record fails is
-    worked out as `_failed` over the last (materialized) gate's result.
+    arithmetic) would be evaluated again at every later reference; so is a step read twice (by a
+    join over `{prev}` or a side table). The first gate a record fails is worked out as `_failed`
+    over the last (materialized) gate's result.
     """
     params = {"true": True, "false": False}
-    ctes = [f"g0 AS ({source_select})"]
-    n = 0
+    chain = [source_select]  # g0, g1, …
+    materialized: set[int] = set()
+    side_tables: list[tuple[int, str]] = []  # (defined after g<n>, "name AS (…)")
     for gate in gates:
         params.update(gate.params)
         for select, joins in gate.steps:
-            n += 1
+            n = len(chain) - 1
             if "{prev}" in joins:
-                joins = joins.replace("{prev}", f"g{n - 1}")
-                ctes[-1] = ctes[-1].replace(" AS (", " AS MATERIALIZED (", 1)  # read twice: compute once
-            ctes.append(f"g{n} AS (SELECT s.*, {select} FROM g{n - 1} s {joins})")
-        if gate.materialize and " AS MATERIALIZED (" not in ctes[-1]:
-            ctes[-1] = ctes[-1].replace(" AS (", " AS MATERIALIZED (", 1)
+                joins = joins.replace("{prev}", f"g{n}")
+                materialized.add(n)
+            if select.startswith("@"):
+                side_tables.append((n, f"{select[1:]} AS ({joins})"))
+                continue
+            chain.append(f"SELECT s.*, {select} FROM g{n} s {joins}")
+        if gate.materialize:
+            materialized.add(len(chain) - 1)
+    ctes = []
+    for i, body in enumerate(chain):
+        ctes.append(f"g{i} AS {'MATERIALIZED ' if i in materialized else ''}({body})")
+        ctes.extend(side for after, side in side_tables if after == i)
+    n = len(chain) - 1
     first_failure = " ".join(f"WHEN NOT ({g.ok}) THEN '{g.name}'" for g in gates)
     n += 1
     ctes.append(f"g{n} AS (SELECT s.*, CASE {first_failure} END AS _failed FROM g{n - 1} s)")
@@ -140,43 +169,80 @@ def tune_session(connection) -> None:
             cursor.execute("SET LOCAL enable_nestloop = off")
 
 
-def intake_sql(collector, file_id: int, staging_table: str, last: str = "tax") -> tuple[str, dict]:
-    """Mediate a batch of staged rows of one file into usage records, in one statement."""
+OUTCOME_TABLE = "usage_gate_outcome"
+
+
+def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax") -> int:
+    """Mediate a batch of staged rows of one file into usage records; the number written."""
     gates = gates_for(collector, "parse", last)
     produced = {c for g in gates for c in g.produces}
     later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
     defaults = [f"{DEFAULTS.get(c, NULL_BIGINT)} AS {c}" for c in later]
     source = f"SELECT line_no AS _row, {', '.join([*STAGING_SELECT, *defaults])} FROM {staging_table}"
-    with_clause, outcome, params, final = compose(gates, source)
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros")]
-    params.update({"file_id": file_id, "collector_id": collector.pk})
-    sql = (
-        f"{with_clause}\nINSERT INTO usage_usagerecord (file_id, collector_id, {', '.join(stored)}, "
-        f"stage, status, reason, message, charge_micros, tax_micros)\n"
-        f"SELECT %(file_id)s, %(collector_id)s, {', '.join(stored)}, {outcome} FROM {final}"
+    _outcome(cursor, gates, source, stored, {"file_id": file_id, "collector_id": collector.pk})
+    cursor.execute(
+        f"INSERT INTO usage_usagerecord (file_id, collector_id, {', '.join(stored)}, {', '.join(OUTCOME_COLUMNS)}) "
+        f"SELECT %s, %s, {', '.join(stored)}, {', '.join(OUTCOME_COLUMNS)} FROM {OUTCOME_TABLE}",
+        [file_id, collector.pk],
     )
-    return sql, params
+    return _finish(cursor, gates)
 
 
-def advance_sql(collector, first: str, last: str, where: str) -> tuple[str, dict]:
-    """Run gates `first`..`last` again over existing records chosen by `where` (on alias u)."""
+def advance(cursor, collector, first: str, last: str, where: str, params: dict | None = None) -> int:
+    """Run gates `first`..`last` again over existing records chosen by `where` (on alias u), of one
+    collector, or of any collector when `collector` is None (possible from `rate` on: the later
+    gates do not depend on the collector's settings). Returns how many records were updated."""
     gates = gates_for(collector, first, last)
     produced = {c for g in gates for c in g.produces}
     base = [c for c in RECORD_COLUMNS if c not in produced]
+    mine = "u.collector_id = %(collector_id)s AND " if collector is not None else ""
     source = (
         f"SELECT u.id, u.id AS _row, NULL AS parse_error, {', '.join('u.' + c for c in base)} FROM usage_usagerecord u "
-        f"WHERE u.collector_id = %(collector_id)s AND ({where})"
+        f"WHERE {mine}({where})"
     )
-    with_clause, outcome, params, final = compose(gates, source)
-    params["collector_id"] = collector.pk
     assigned = sorted(produced - {"charge_micros", "tax_micros"})
-    sets = ", ".join(
-        [f"{c} = r.{c}" for c in assigned]
-        + [f"{c} = r.{c}" for c in ("stage", "status", "reason", "message", "charge_micros", "tax_micros")]
+    _outcome(cursor, gates, source, ["id", *assigned], {**(params or {}), "collector_id": getattr(collector, "pk", None)})
+    sets = ", ".join(f"{c} = r.{c}" for c in [*assigned, *OUTCOME_COLUMNS])
+    cursor.execute(f"UPDATE usage_usagerecord SET {sets} FROM {OUTCOME_TABLE} r WHERE usage_usagerecord.id = r.id")
+    return _finish(cursor, gates)
+
+
+OUTCOME_COLUMNS = ("stage", "status", "reason", "message", "charge_micros", "tax_micros")
+
+
+def _outcome(cursor, gates, source: str, columns, params: dict) -> None:
+    """The chain's result, with the columns `columns`, the outcome and what counters need, as a
+    temporary table: records and counters are then written from it by plain statements."""
+    with_clause, outcome, gate_params, final = compose(gates, source)
+    kept = sorted({"period_id", *(c for g in gates for counter in g.counters for c in counter[1:] if c != "0")})
+    extra = [c for c in kept if c not in columns]
+    cursor.execute(f"DROP TABLE IF EXISTS {OUTCOME_TABLE}")
+    cursor.execute(
+        f"CREATE TEMP TABLE {OUTCOME_TABLE} AS {with_clause}\n"
+        f"SELECT {', '.join([*columns, *extra])}, {outcome} FROM {final}",
+        {**gate_params, **params},
     )
-    cols = ", ".join(["id", *assigned])
-    sql = (
-        f"{with_clause}, r AS (SELECT {cols}, {outcome} FROM {final})\n"
-        f"UPDATE usage_usagerecord SET {sets} FROM r WHERE usage_usagerecord.id = r.id"
-    )
-    return sql, params
+
+
+def _finish(cursor, gates) -> int:
+    """Add the batch's allowance draws and tier quantities to the period counters, and clean up."""
+    cursor.execute(f"SELECT COUNT(*) FROM {OUTCOME_TABLE}")
+    count = cursor.fetchone()[0]
+    uses = [
+        f"SELECT period_id, '{kind}' AS kind, {owner} AS owner_id, {ref} AS ref_id, {quantity} AS total "
+        f"FROM {OUTCOME_TABLE} WHERE status <> 'quarantined' AND {ref} IS NOT NULL AND {quantity} > 0"
+        for g in gates
+        for kind, owner, ref, quantity in g.counters
+    ]
+    if uses:
+        # `WHERE 1 = 1`: SQLite needs a WHERE before an upsert's ON CONFLICT after INSERT … SELECT.
+        cursor.execute(
+            "INSERT INTO usage_periodcounter (period_id, kind, owner_id, ref_id, total) "
+            f"SELECT period_id, kind, owner_id, ref_id, SUM(total) FROM ({' UNION ALL '.join(uses)}) used "
+            "WHERE 1 = 1 GROUP BY period_id, kind, owner_id, ref_id "
+            "ON CONFLICT (period_id, kind, owner_id, ref_id) DO UPDATE SET total = usage_periodcounter.total + "
+            "excluded.total"
+        )
+    cursor.execute(f"DROP TABLE {OUTCOME_TABLE}")
+    return count

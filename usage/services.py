@@ -144,9 +144,8 @@ def do_reprocess_records(actor, records) -> dict:
         # stage: our own name. Written as EXISTS: for an IN list SQLite guesses a handful of rows and then
         # joins each record's rate choice by a scan (quadratic: 4,000 records took 2 s, 33,000 minutes).
         where = f"EXISTS (SELECT 1 FROM {REPROCESS_SELECTION} x WHERE x.id = u.id AND x.stage = '{stage}')"
-        sql, gate_params = pipeline.advance_sql(collectors[collector_id], first, "tax", where)
         with connection.cursor() as cursor:
-            cursor.execute(sql, gate_params)
+            pipeline.advance(cursor, collectors[collector_id], first, "tax", where)
     refresh_file_counts(file_ids)
     after = dict(selected.values_list("status").annotate(n=Count("id")))
     with connection.cursor() as cursor:
@@ -180,10 +179,8 @@ def do_advance_stage(actor, stage: str, *, collector=None, include_quarantined=F
         file_ids = set(chosen.values_list("file_id", flat=True).distinct())
         subquery, params = named_subquery(chosen)
         the_collector = UsageCollector.objects.get(pk=collector_id)
-        sql, gate_params = pipeline.advance_sql(the_collector, stage, stage, f"u.id IN ({subquery})")
         with connection.cursor() as cursor:
-            cursor.execute(sql, {**gate_params, **params})
-            total += cursor.rowcount
+            total += pipeline.advance(cursor, the_collector, stage, stage, f"u.id IN ({subquery})", params)
         refresh_file_counts(file_ids)
     audit.record(actor, f"mediate.{stage}", object_type="usage.usagerecord", summary=f"{stage}: {total} records")
     return total

@@ -9,6 +9,10 @@ class Gate:
     so a gate only adds columns (names starting with `_` are scratch and never stored). `ok` says,
     over the gate's output, whether the record passed; `reason` and `message` say why it did not.
     `produces` are the record columns the gate sets: a chain that starts at this gate recomputes them.
+    A step whose select list is `@name` defines a side table `name` (its joins are the query, which
+    may read `{prev}`) for later steps to join, without adding columns.
+    `counters` are what the gate's records add to their period's counters (`PeriodCounter`): tuples
+    of (kind, owner column, ref column, quantity column) over the gate's output.
     """
 
     name: str
@@ -20,3 +24,4 @@ class Gate:
     params: dict = field(default_factory=dict)
     # Compute the gate's output once: later references to it would otherwise repeat costly expressions.
     materialize: bool = False
+    counters: tuple[tuple[str, str, str, str], ...] = ()

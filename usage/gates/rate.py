@@ -15,6 +15,13 @@ and then the increment; the exact charge is
 
 and is rounded once, to the card's decimals and mode, in integer micro-units. A pre-priced misc
 record (the file carries an amount) is charged that amount.
+
+Allowances (included value) are drawn before pricing, in passes: pass j takes, in every period of
+the batch, the allowance ranked j-th there (bolt-on before plan, earliest subscription end, then
+the allowance's id) and lets the records it covers draw from it in time order, by a running sum
+over what earlier records still needed, after what the period had already drawn (its counter).
+Tiered rates price the quantity left to charge by its position: within the record, or after the
+period's earlier tiered quantity of the same rate (again a running sum in time order).
 """
 
 from billing.models import UNIT_BASE_SIZE
@@ -28,6 +35,13 @@ QUANTITY_OF_UNIT = (
     "WHEN 'kb' THEN s.volume WHEN 'mb' THEN s.volume WHEN 'gb' THEN s.volume "
     "ELSE COALESCE(s.quantity, 1) END"
 )
+# Rates with a zone become one row per zone prefix, matched like a prefix of that length.
+RATE_PATTERNS = (
+    "(SELECT r.*, COALESCE(zp.prefix, r.destination_prefix) AS match_prefix FROM billing_rate r "
+    "LEFT JOIN billing_zoneprefix zp ON zp.zone_id = r.zone_id WHERE r.zone_id IS NULL OR zp.id IS NOT NULL)"
+)
+# The order records draw allowances and accumulate tiers: time order, then the record key.
+TIME_ORDER = "s.usage_at, COALESCE(s.record_key, ''), s._row"
 RECORD = "k._row, k.category, k.usage_type, k.destination, k.usage_date, k.local_weekday, k.local_seconds"
 # Cards by precedence: 0 = the service's overrides (matched as -service id), 1 = bolt-ons, 2 = plan, 3 = default.
 CARDS_OF_RECORD = (
@@ -44,7 +58,53 @@ CARDS_OF_RECORD = (
 )
 
 
-def gate(dialect, default_card_id) -> Gate:
+def allowance_slots(unit_base: str) -> str:
+    """Every allowance of the batch's periods, ranked within its period in drawing order."""
+    return (
+        "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
+        "sub.starts_on, sub.ends_on, "
+        f"CAST(ROUND(iv.quantity * CASE iv.unit {unit_base} END) AS BIGINT) AS cap, "
+        "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
+        "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
+        "FROM billing_subscriptionperiod p JOIN billing_subscription sub ON sub.service_id = p.service_id "
+        "AND sub.starts_on <= p.end_date AND (sub.ends_on IS NULL OR sub.ends_on >= p.start_date) "
+        "JOIN billing_includedvalue iv ON COALESCE(iv.plan_id, -iv.product_id) = COALESCE(sub.plan_id, -sub.product_id) "
+        "WHERE p.id IN (SELECT period_id FROM {prev})"
+    )
+
+
+def allowance_pass(j: int) -> tuple[tuple[str, str], ...]:
+    """Pass j: the records the period's j-th allowance covers draw what is left of it in time order."""
+    left = f"s._left{j - 1}"
+    in_zone = (
+        "(a.zone_id IS NULL OR EXISTS (SELECT 1 FROM billing_zoneprefix zp WHERE zp.zone_id = a.zone_id "
+        "AND substr(s.destination, 1, length(zp.prefix)) = zp.prefix))"
+    )
+    before = (
+        f"SUM(s._want{j}) OVER (PARTITION BY s.period_id, s._sub{j}, s._iv{j} ORDER BY {TIME_ORDER} "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+    )
+    room = f"(s._avail{j} - COALESCE(s._before{j}, 0))"
+    drawn = f"CASE WHEN s._iv{j} IS NULL OR {room} <= 0 THEN 0 WHEN {room} < {left} THEN {room} ELSE {left} END"
+    return (
+        (
+            f"a.iv_id AS _iv{j}, a.sub_id AS _sub{j}, a.cap - COALESCE(pc.total, 0) AS _avail{j}, "
+            f"CASE WHEN a.iv_id IS NOT NULL THEN {left} END AS _want{j}",
+            f"LEFT JOIN allowance_slots a ON a.period_id = s.period_id AND a.slot = {j} AND {left} > 0 "
+            "AND a.category = s.category AND (a.usage_type = '' OR a.usage_type = s.usage_type) "
+            f"AND a.starts_on <= s.usage_date AND (a.ends_on IS NULL OR a.ends_on >= s.usage_date) AND {in_zone} "
+            "LEFT JOIN usage_periodcounter pc ON pc.period_id = s.period_id AND pc.kind = 'A' "
+            "AND pc.owner_id = a.sub_id AND pc.ref_id = a.iv_id",
+        ),
+        (f"{before} AS _before{j}", ""),
+        (f"{drawn} AS _inc{j}", ""),
+        (f"{left} - s._inc{j} AS _left{j}", ""),
+    )
+
+
+def gate(dialect, default_card_id, *, allowance_passes: int = 0, period_tiers: bool = False) -> Gate:
+    """`allowance_passes`: the most allowances a service can have (one pass each); `period_tiers`:
+    whether any rate counts tiers over the period (else that running sum is left out)."""
     band_start = dialect.seconds_of_day("b.starts")
     band_end = dialect.seconds_of_day("b.ends")
     day = "CASE WHEN h.id IS NULL THEN CAST(c.local_weekday AS CHAR(1)) ELSE 'H' END"
@@ -56,13 +116,13 @@ def gate(dialect, default_card_id) -> Gate:
     )
     best_rate = (
         "LEFT JOIN (SELECT _row, rate_id FROM (SELECT c._row, r.id AS rate_id, ROW_NUMBER() OVER (PARTITION BY c._row "
-        "ORDER BY c.prio, CASE WHEN c.expires IS NULL THEN 1 ELSE 0 END, c.expires, length(r.destination_prefix) DESC, "
+        "ORDER BY c.prio, CASE WHEN c.expires IS NULL THEN 1 ELSE 0 END, c.expires, length(r.match_prefix) DESC, "
         "CASE WHEN r.usage_type = '' THEN 1 ELSE 0 END, CASE WHEN r.time_band_id IS NULL THEN 1 ELSE 0 END, r.id) "
         "AS rank "
         f"FROM ({CARDS_OF_RECORD}) c "
-        "JOIN billing_rate r ON COALESCE(r.rate_card_id, -r.service_id) = c.owner AND r.category = c.category "
+        f"JOIN {RATE_PATTERNS} r ON COALESCE(r.rate_card_id, -r.service_id) = c.owner AND r.category = c.category "
         "AND (r.usage_type = c.usage_type OR r.usage_type = '') "
-        "AND substr(c.destination, 1, length(r.destination_prefix)) = r.destination_prefix "
+        "AND substr(c.destination, 1, length(r.match_prefix)) = r.match_prefix "
         "AND (r.effective_from IS NULL OR r.effective_from <= c.usage_date) "
         "AND (r.effective_to IS NULL OR r.effective_to >= c.usage_date) "
         "LEFT JOIN billing_timeband b ON b.id = r.time_band_id LEFT JOIN billing_holiday h ON h.date = c.usage_date "
@@ -86,7 +146,36 @@ def gate(dialect, default_card_id) -> Gate:
     x = dialect.exact
     unit = x(f"CASE r.unit {UNIT_BASE} END")
     price = x(dialect.micros("r.price_per_unit"))
-    base = f"({x(dialect.micros('r.connect_fee'))} * {unit} + {x('s.rated_quantity')} * {price})"
+    charged = "s._chargeable"
+
+    # Tiers: the chargeable quantity occupies positions [s._tier_at, s._tier_at + chargeable) of the
+    # rate's tier bands [lo, hi) (base units, the rate's own price below its first tier).
+    tier_bands = (
+        "(SELECT rate_id, lo, LEAD(lo) OVER (PARTITION BY rate_id ORDER BY lo) AS hi, price FROM ("
+        f"SELECT r.id AS rate_id, 0 AS lo, {dialect.micros('r.price_per_unit')} AS price FROM billing_rate r "
+        "WHERE r.tier_mode <> 'none' UNION ALL "
+        f"SELECT t.rate_id, CAST(ROUND(t.from_quantity * CASE r.unit {UNIT_BASE} END) AS BIGINT), "
+        f"{dialect.micros('t.price_per_unit')} FROM billing_ratetier t JOIN billing_rate r ON r.id = t.rate_id "
+        "WHERE r.tier_mode <> 'none') bands)"
+    )
+    start, end = "k._tier_at", "(k._tier_at + k._chargeable)"
+    overlap = (
+        f"(CASE WHEN tb.hi IS NOT NULL AND tb.hi < {end} THEN tb.hi ELSE {end} END - "
+        f"CASE WHEN tb.lo > {start} THEN tb.lo ELSE {start} END)"
+    )
+    last_unit = f"{end} - 1"
+    tier_amount = (
+        "CASE WHEN r.tier_mode = 'volume' THEN CASE WHEN k._chargeable > 0 AND tb.lo <= "
+        f"{last_unit} AND (tb.hi IS NULL OR {last_unit} < tb.hi) THEN {x('k._chargeable')} * {x('tb.price')} "
+        f"ELSE 0 END WHEN {overlap} > 0 THEN {x(overlap)} * {x('tb.price')} ELSE 0 END"
+    )
+    tiered = (
+        f"LEFT JOIN (SELECT k._row, SUM({tier_amount}) AS _tiered FROM {{prev}} k "
+        "JOIN billing_rate r ON r.id = k.rate_id AND r.tier_mode <> 'none' "
+        f"JOIN {tier_bands} tb ON tb.rate_id = k.rate_id GROUP BY k._row) tt ON tt._row = s._row"
+    )
+    amount = f"CASE WHEN s._tiered IS NOT NULL THEN s._tiered ELSE {x(charged)} * {price} END"
+    base = f"({x(dialect.micros('r.connect_fee'))} * {unit} + {amount})"
     low = f"{x(dialect.micros('r.minimum_charge'))} * {unit}"
     high = f"{x(dialect.micros('r.maximum_charge'))} * {unit}"
     bounded = (
@@ -94,7 +183,7 @@ def gate(dialect, default_card_id) -> Gate:
         f"WHEN r.maximum_charge IS NOT NULL AND {base} > {high} THEN {high} ELSE {base} END)"
     )
     # Numerator over `unit` (x 10000 for a percentage, whose hundredths of a per cent are exact).
-    less_unit_discount = f"{bounded} - {x('s.rated_quantity')} * {x(dialect.micros('d.amount_per_unit'))}"
+    less_unit_discount = f"{bounded} - {x(charged)} * {x(dialect.micros('d.amount_per_unit'))}"
     percent_hundredths = x(dialect.bigint("ROUND(d.percent * 100)"))
     step = x(decimal_step("COALESCE(c.rounding_decimals, dc.rounding_decimals, 4)"))
     mode = "COALESCE(c.rounding_mode, dc.rounding_mode, 'half_up')"
@@ -105,12 +194,38 @@ def gate(dialect, default_card_id) -> Gate:
     by_percent = rounded(f"{bounded} * (10000 - {percent_hundredths})", f"{unit} * 10000")
     by_unit = f"CASE WHEN {less_unit_discount} <= 0 THEN 0 ELSE {rounded(less_unit_discount, unit)} END"
     charge = (
-        f"CASE WHEN d.kind = 'percent' THEN {by_percent} WHEN d.kind = 'per_unit' THEN {by_unit} "
+        f"CASE WHEN s.included_quantity > 0 AND {charged} = 0 THEN 0 "
+        f"WHEN d.kind = 'percent' THEN {by_percent} WHEN d.kind = 'per_unit' THEN {by_unit} "
         f"ELSE {rounded(bounded, unit)} END"
     )
+
+    passes = tuple(step for j in range(1, allowance_passes + 1) for step in allowance_pass(j))
+    slots = (("@allowance_slots", allowance_slots(UNIT_BASE)),) if allowance_passes else ()
+    last_left = f"s._left{allowance_passes}"
+    first_drawn = " ".join(f"WHEN s._inc{j} > 0 THEN s._iv{j}" for j in range(1, allowance_passes + 1))
+    if period_tiers:
+        tier_key = "CASE WHEN r.tier_scope = 'period' AND r.tier_mode <> 'none' THEN r.id END"
+        tier_at = (
+            "CASE WHEN s._tier_key IS NULL THEN 0 ELSE COALESCE(pt.total, 0) + COALESCE(SUM(s._chargeable) OVER ("
+            f"PARTITION BY s.period_id, s._tier_key ORDER BY {TIME_ORDER} "
+            "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) END"
+        )
+        tier_steps = (
+            (f"{tier_key} AS _tier_key", "LEFT JOIN billing_rate r ON r.id = s.rate_id"),
+            (
+                f"{tier_at} AS _tier_at",
+                "LEFT JOIN usage_periodcounter pt ON pt.period_id = s.period_id AND pt.kind = 'T' "
+                "AND pt.owner_id = 0 AND pt.ref_id = s._tier_key",
+            ),
+        )
+        counters = (("T", "0", "_tier_key", "_chargeable"),)
+    else:
+        tier_steps = (("0 AS _tier_at, CAST(NULL AS BIGINT) AS _tier_key", ""),)
+        counters = ()
+    counters += tuple(("A", f"_sub{j}", f"_iv{j}", f"_inc{j}") for j in range(1, allowance_passes + 1))
     return Gate(
         name="rate",
-        produces=("rate_id", "rated_quantity", "discount_id", "charge_micros"),
+        produces=("rate_id", "rated_quantity", "included_quantity", "allowance_id", "discount_id", "charge_micros"),
         steps=(
             (f"CASE WHEN {pre_priced} THEN NULL ELSE best.rate_id END AS rate_id", best_rate),
             (f"{QUANTITY_OF_UNIT} AS _qty", "LEFT JOIN billing_rate r ON r.id = s.rate_id"),
@@ -119,6 +234,18 @@ def gate(dialect, default_card_id) -> Gate:
                 "disc.discount_id AS discount_id",
                 f"LEFT JOIN billing_rate r ON r.id = s.rate_id {best_discount}",
             ),
+            ("CASE WHEN s.rate_id IS NOT NULL THEN COALESCE(s.rated_quantity, 0) ELSE 0 END AS _left0", ""),
+            *slots,
+            *passes,
+            (
+                f"CASE WHEN s.rate_id IS NOT NULL AND s.rated_quantity IS NOT NULL THEN s.rated_quantity - {last_left} "
+                "END AS included_quantity, "
+                f"{f'CASE {first_drawn} END' if allowance_passes else 'CAST(NULL AS BIGINT)'} AS allowance_id, "
+                f"{last_left} AS _chargeable",
+                "",
+            ),
+            *tier_steps,
+            ("tt._tiered AS _tiered", tiered),
             (
                 f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s.rated_quantity IS NOT NULL THEN {charge} END "
                 "AS charge_micros",
@@ -136,4 +263,5 @@ def gate(dialect, default_card_id) -> Gate:
         ),
         params={"default_card": default_card_id},
         materialize=True,
+        counters=counters,
     )
