@@ -189,10 +189,11 @@ def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax
     return _finish(cursor, gates)
 
 
-def advance(cursor, collector, first: str, last: str, where: str, params: dict | None = None) -> int:
+def advance(cursor, collector, first: str, last: str, where: str, params: dict | None = None, before_write=None) -> int:
     """Run gates `first`..`last` again over existing records chosen by `where` (on alias u), of one
     collector, or of any collector when `collector` is None (possible from `rate` on: the later
-    gates do not depend on the collector's settings). Returns how many records were updated."""
+    gates do not depend on the collector's settings). Returns how many records were updated.
+    `before_write(cursor, outcome_table)` may look at the new outcome before the records change."""
     gates = gates_for(collector, first, last)
     produced = {c for g in gates for c in g.produces}
     base = [c for c in RECORD_COLUMNS if c not in produced]
@@ -202,7 +203,10 @@ def advance(cursor, collector, first: str, last: str, where: str, params: dict |
         f"WHERE {mine}({where})"
     )
     assigned = sorted(produced - {"charge_micros", "tax_micros"})
-    _outcome(cursor, gates, source, ["id", *assigned], {**(params or {}), "collector_id": getattr(collector, "pk", None)})
+    params = {**(params or {}), "collector_id": getattr(collector, "pk", None)}
+    _outcome(cursor, gates, source, ["id", *assigned], params)
+    if before_write is not None:
+        before_write(cursor, OUTCOME_TABLE)
     sets = ", ".join(f"{c} = r.{c}" for c in [*assigned, *OUTCOME_COLUMNS])
     cursor.execute(f"UPDATE usage_usagerecord SET {sets} FROM {OUTCOME_TABLE} r WHERE usage_usagerecord.id = r.id")
     return _finish(cursor, gates)

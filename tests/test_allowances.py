@@ -1,0 +1,260 @@
+"""Golden numbers for included value, tiers, zones and rebalance (docs/rating.md, sections 4-6).
+
+Service 61400000010 is on plan AL (card AL, 4 decimals: voice 0.10/min per second, data 0.02/MB)
+with 10 voice minutes included, and the bolt-on INTL for October (card INTL: voice to the zone
+EU, prefixes 44 and 33, 0.50/min per second) with 5 voice minutes to EU included. Tax 10 %.
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+
+from billing.models import (
+    DestinationZone,
+    IncludedValue,
+    Plan,
+    Product,
+    Rate,
+    RateCard,
+    RateTier,
+    Subscription,
+    SubscriptionPeriod,
+    ZonePrefix,
+)
+from usage.models import PeriodCounter, UsageRecord
+from usage.rebalance import do_rebalance
+
+from .test_mediation import HEADER
+from .test_rating import rate
+
+pytestmark = pytest.mark.django_db
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def allowances(world, make_service):
+    europe = DestinationZone.objects.create(code="EU", name="Europe")
+    ZonePrefix.objects.create(zone=europe, prefix="44")
+    ZonePrefix.objects.create(zone=europe, prefix="33")
+    card = RateCard.objects.create(code="AL", name="Allowance plan card", rounding_decimals=4)
+    rate(card, price="0.10")
+    rate(card, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
+    intl_card = RateCard.objects.create(code="INTL", name="International bolt-on", rounding_decimals=4)
+    rate(intl_card, price="0.50", zone=europe)
+    plan = Plan.objects.create(code="AL", name="Plan AL", rate_card=card)
+    IncludedValue.objects.create(plan=plan, category="telephony", usage_type="voice", quantity=10, unit="minute")
+    intl = Product.objects.create(code="INTL", name="International", kind="bolt_on", rate_card=intl_card)
+    IncludedValue.objects.create(
+        product=intl, category="telephony", usage_type="voice", zone=europe, quantity=5, unit="minute"
+    )
+
+    def customer(identifier):
+        service = make_service(identifier=identifier, plan=False)
+        Subscription.objects.create(service=service, plan=plan, starts_on=dt.date(2025, 1, 1))
+        Subscription.objects.create(
+            service=service, product=intl, starts_on=dt.date(2026, 10, 1), ends_on=dt.date(2026, 10, 31)
+        )
+        SubscriptionPeriod.objects.create(
+            service=service, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 31)
+        )
+        return service
+
+    return {**world, "customer": customer, "card": card, "intl_card": intl_card, "plan": plan, "europe": europe}
+
+
+# record id: (start, seconds, bytes, destination, type) -> included seconds, drawn from, charge, tax
+TIMELINE = {
+    "T1": ("2026-10-05T10:00:00Z", 400, "", "612345", "voice", 400, "plan", "0", "0"),
+    "T2": ("2026-10-05T11:00:00Z", 240, "", "4420", "voice", 240, "INTL", "0", "0"),
+    "T3": ("2026-10-05T12:00:00Z", 120, "", "3312", "voice", 120, "INTL", "0", "0"),  # 60 INTL + 60 plan
+    "T4": ("2026-10-05T13:00:00Z", 300, "", "612345", "voice", 140, "plan", "0.2667", "0.0267"),
+    "T5": ("2026-10-05T14:00:00Z", 60, "", "4420", "voice", 0, None, "0.5", "0.05"),
+    "T6": ("2026-10-05T15:00:00Z", "", MB, "", "data", 0, None, "0.02", "0.002"),
+}
+FILE_ORDER = ["T4", "T6", "T1", "T5", "T3", "T2"]
+
+
+def usage_file(identifier, rows, suffix=""):
+    lines = [
+        f"{rid}{suffix},{identifier},{start},{seconds},{volume},,{dest},{usage_type},"
+        for rid, (start, seconds, volume, dest, usage_type, *_) in rows
+    ]
+    return HEADER + "\n".join(lines) + "\n"
+
+
+def charges(service):
+    return {
+        r.record_id: (r.status, r.included_quantity, str(r.charge.normalize()), str(r.tax.normalize()))
+        for r in UsageRecord.objects.filter(service=service)
+    }
+
+
+def counters(service):
+    return {
+        (c.kind, c.ref_id): c.total for c in PeriodCounter.objects.filter(period__service=service).order_by("ref_id")
+    }
+
+
+def test_allowances_are_drawn_in_time_order_not_file_order(allowances, mediate):
+    service = allowances["customer"]("61400000010")
+    received = mediate(usage_file("61400000010", [(r, TIMELINE[r]) for r in FILE_ORDER]))
+    assert received.mediated == 6
+    records = {r.record_id: r for r in received.records.all()}
+    for rid, (*_, included, drawn, charge, tax) in TIMELINE.items():
+        record = records[rid]
+        assert (record.included_quantity, record.charge, record.tax) == (included, Decimal(charge), Decimal(tax)), rid
+        expected_source = {"plan": "plan", "INTL": "product", None: None}[drawn]
+        source = None if record.allowance is None else ("plan" if record.allowance.plan_id else "product")
+        assert source == expected_source, rid
+        assert record.charged_quantity == record.rated_quantity - included
+    assert records["T4"].charged_quantity == 160  # the plan's 10 minutes ran out 140 s into the call
+    assert records["T5"].rate.rate_card.code == "INTL"  # zone rate on the bolt-on card
+    plan_iv, intl_iv = IncludedValue.objects.order_by("pk")
+    assert counters(service) == {("A", plan_iv.pk): 600, ("A", intl_iv.pk): 300}
+    assert received.charge == Decimal("0.7867")
+
+
+def test_a_later_file_draws_what_is_left_and_rebalance_redistributes_in_time_order(allowances, mediate):
+    service = allowances["customer"]("61400000010")
+    mediate(usage_file("61400000010", [(r, TIMELINE[r]) for r in FILE_ORDER]))
+    early = ("2026-10-05T09:00:00Z", 100, "", "612345", "voice")
+    late_file = mediate(usage_file("61400000010", [("T0", early)]), name="late.csv")
+    (t0,) = late_file.records.all()
+    assert (t0.included_quantity, t0.charge) == (0, Decimal("0.1667"))  # the plan minutes were gone on arrival
+
+    result = do_rebalance("test", service.account, dt.date(2026, 10, 15))
+    assert (result.records, result.changed) == (7, 2)
+    assert (result.old_total, result.new_total) == (Decimal("0.9534"), Decimal("0.9533"))
+    assert [(line.record_id, line.old_charge, line.new_charge) for line in result.lines] == [
+        ("T0", Decimal("0.1667"), Decimal("0")),
+        ("T4", Decimal("0.2667"), Decimal("0.4333")),  # 40 s left of the plan, 260 s charged
+    ]
+    after = charges(service)
+    assert after["T0"][:3] == ("mediated", 100, "0") and after["T4"][:3] == ("mediated", 40, "0.4333")
+
+    # Exactly what rating the whole cycle in time order gives, on an identical customer.
+    twin = allowances["customer"]("61400000011")
+    everything = [("T0", early), *((r, TIMELINE[r]) for r in FILE_ORDER)]
+    mediate(usage_file("61400000011", everything, suffix="b"))
+    assert {k + "b": v for k, v in after.items()} == charges(twin)
+    plan_iv, intl_iv = IncludedValue.objects.order_by("pk")
+    assert counters(service) == {("A", plan_iv.pk): 600, ("A", intl_iv.pk): 300} == counters(twin)
+    late_file.refresh_from_db()
+    assert late_file.charge == Decimal("0")  # file totals follow the rebalance
+
+
+def test_rebalance_after_a_rate_fix_equals_a_fresh_rating(allowances, mediate):
+    service = allowances["customer"]("61400000010")
+    mediate(usage_file("61400000010", [(r, TIMELINE[r]) for r in FILE_ORDER]))
+    Rate.objects.filter(rate_card=allowances["intl_card"]).update(price_per_unit=Decimal("0.40"))
+    assert charges(service)["T5"][2] == "0.5"  # not re-rated by itself
+    result = do_rebalance("test", service.account, dt.date(2026, 10, 1))
+    assert (result.changed, result.old_total, result.new_total) == (1, Decimal("0.7867"), Decimal("0.6867"))
+    twin = allowances["customer"]("61400000011")
+    mediate(usage_file("61400000011", [(r, TIMELINE[r]) for r in FILE_ORDER], suffix="b"))
+    assert {k + "b": v for k, v in charges(service).items()} == charges(twin)
+
+
+def test_dry_run_shows_the_difference_and_writes_nothing(allowances, mediate):
+    service = allowances["customer"]("61400000010")
+    mediate(usage_file("61400000010", [(r, TIMELINE[r]) for r in FILE_ORDER]))
+    mediate(usage_file("61400000010", [("T0", ("2026-10-05T09:00:00Z", 100, "", "612345", "voice"))]), name="l.csv")
+    before, before_counters = charges(service), counters(service)
+    result = do_rebalance("test", service.account, dt.date(2026, 10, 15), dry_run=True)
+    assert not result.applied and result.changed == 2 and result.new_total == Decimal("0.9533")
+    assert charges(service) == before and counters(service) == before_counters
+
+
+def test_rebalance_refuses_an_invoiced_period_and_narrows_by_category(allowances, mediate):
+    service = allowances["customer"]("61400000010")
+    mediate(usage_file("61400000010", [(r, TIMELINE[r]) for r in FILE_ORDER]))
+    Rate.objects.filter(rate_card=allowances["card"]).update(price_per_unit=Decimal("0.30"))
+    result = do_rebalance("test", service.account, dt.date(2026, 10, 15), category="data")
+    assert result.records == 1 and charges(service)["T6"][2] == "0.3" and charges(service)["T4"][2] == "0.2667"
+    SubscriptionPeriod.objects.filter(service=service).update(status="invoiced")
+    with pytest.raises(ValidationError, match="Invoiced periods cannot be rebalanced: TS"):
+        do_rebalance("test", service.account, dt.date(2026, 10, 15))
+    with pytest.raises(ValidationError, match="no subscription period containing 2027-01-01"):
+        do_rebalance("test", service.account, dt.date(2027, 1, 1))
+
+
+def test_rebalance_command_prints_the_dry_run(allowances, mediate, capsys):
+    service = allowances["customer"]("61400000010")
+    mediate(usage_file("61400000010", [(r, TIMELINE[r]) for r in FILE_ORDER]))
+    call_command("rebalance", service.account.number, "2026-10-15", "--dry-run")
+    out = capsys.readouterr().out
+    assert "dry run: 6 records, 0 changed, total 0.7867 -> 0.7867" in out
+
+
+TIERED = [
+    # usage type, mode, scope: records in MB -> charges
+    ("gp", "graduated", "period", [6, 6, 12], ["0.6", "0.5", "0.44"]),  # 4x0.10+2x0.05; 8x0.05+4x0.01
+    ("gr", "graduated", "record", [11, 25], ["1.05", "1.55"]),  # 10x0.10+1x0.05; 1.00+10x0.05+5x0.01
+    ("vr", "volume", "record", [10, 11], ["1", "0.55"]),  # 10 is not beyond 10: all at 0.10; 11x0.05
+    ("vp", "volume", "period", [6, 6, 10], ["0.6", "0.3", "0.1"]),  # cumulative 12 > 10; 22 > 20
+]
+
+
+@pytest.mark.parametrize(("usage_type", "mode", "scope", "sizes", "expected"), TIERED)
+def test_tiers(allowances, mediate, usage_type, mode, scope, sizes, expected):
+    """Tiers from 10 MB at 0.05 and from 20 MB at 0.01, below them 0.10 per MB, whole MB."""
+    collector = allowances["collector"]
+    collector.category_rules = {**collector.category_rules, usage_type: "data"}
+    collector.save()
+    tiered = rate(allowances["card"], category="data", usage_type=usage_type, unit="mb", price="0.10", increment=MB)
+    Rate.objects.filter(pk=tiered.pk).update(tier_mode=mode, tier_scope=scope)
+    RateTier.objects.create(rate=tiered, from_quantity=10, price_per_unit=Decimal("0.05"))
+    RateTier.objects.create(rate=tiered, from_quantity=20, price_per_unit=Decimal("0.01"))
+    service = allowances["customer"]("61400000010")
+    rows = [(f"D{i}", (f"2026-10-05T1{i}:00:00Z", "", size * MB, "", usage_type)) for i, size in enumerate(sizes)]
+    mediate(usage_file("61400000010", list(reversed(rows))))  # file order reversed: tiers follow time
+    got = charges(service)
+    assert [got[f"D{i}"][2] for i in range(len(sizes))] == expected
+    if scope == "period":
+        assert counters(service) == {("T", tiered.pk): sum(sizes) * MB}
+
+
+def test_tier_quantities_across_files_continue_from_the_period_counter(allowances, mediate):
+    tiered = Rate.objects.get(rate_card=allowances["card"], category="data")
+    Rate.objects.filter(pk=tiered.pk).update(tier_mode="graduated", tier_scope="period", increment=MB)
+    RateTier.objects.create(rate=tiered, from_quantity=10, price_per_unit=Decimal("0.01"))
+    service = allowances["customer"]("61400000010")
+    mediate(usage_file("61400000010", [("D1", ("2026-10-05T10:00:00Z", "", 8 * MB, "", "data"))]))
+    mediate(usage_file("61400000010", [("D2", ("2026-10-05T11:00:00Z", "", 4 * MB, "", "data"))]), name="2.csv")
+    assert charges(service)["D2"][2] == "0.06"  # 2 x 0.02 + 2 x 0.01
+
+
+def test_zones_and_prefixes_tie_on_length(allowances, mediate):
+    """A zone prefix counts as long as it is: the card's own 4420 beats the zone's 44."""
+    rate(allowances["intl_card"], prefix="4420", price="0.25")
+    service = allowances["customer"]("61400000010")
+    mediate(
+        usage_file(
+            "61400000010",
+            [
+                # 300 s from the EU allowance, 600 s from the plan's, 300 s charged at 0.25/min
+                ("Z1", ("2026-10-20T10:00:00Z", 1200, "", "4420999", "voice")),
+                ("Z2", ("2026-10-20T11:00:00Z", 60, "", "4499", "voice")),  # zone rate 0.50, allowance gone
+            ],
+        )
+    )
+    got = charges(service)
+    assert got["Z1"][1:3] == (900, "1.25") and got["Z2"][1:3] == (0, "0.5")
+    assert UsageRecord.objects.get(record_id="Z1").rate.destination_prefix == "4420"
+
+
+def test_a_zone_needs_prefixes_and_a_rate_not_both(allowances):
+    both = Rate(
+        rate_card=allowances["card"],
+        category="telephony",
+        usage_type="voice",
+        destination_prefix="44",
+        zone=allowances["europe"],
+        unit="minute",
+        price_per_unit=1,
+    )
+    with pytest.raises(ValidationError, match="prefix or a zone, not both"):
+        both.full_clean()

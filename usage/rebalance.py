@@ -1,0 +1,174 @@
+"""Rebalance (reset lines): re-rate every not-yet-invoiced record of an account's billing cycle in
+time order, so that allowances and period tiers are drawn as if the usage had arrived in order.
+
+The cycle is the subscription period of each of the account's services containing a date. Its
+counters (allowances drawn, tier quantities) are reset and the records re-rated from the `rate` gate
+in one statement, which draws in time order from zero. A dry run computes the same outcome and
+reports old against new per record, then rolls back.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Q
+
+from billing import audit
+from billing.models import Account, Category, IncludedValue, Rate, Service, SubscriptionPeriod
+
+from . import pipeline
+from .models import MICROS, PeriodCounter, UsageRecord
+from .services import refresh_file_counts
+
+CYCLE_TABLE = "usage_rebalance_periods"
+DIFF_LINES = 1000
+
+
+@dataclass
+class RebalanceLine:
+    id: int
+    record_id: str
+    service_id: int
+    usage_at: dt.datetime
+    category: str
+    old_status: str
+    new_status: str
+    old_charge_micros: int | None
+    new_charge_micros: int | None
+    old_included: int | None
+    new_included: int | None
+
+    @property
+    def old_charge(self):
+        return None if self.old_charge_micros is None else self.old_charge_micros / MICROS
+
+    @property
+    def new_charge(self):
+        return None if self.new_charge_micros is None else self.new_charge_micros / MICROS
+
+
+@dataclass
+class RebalanceResult:
+    account: Account
+    on_date: dt.date
+    periods: list
+    categories: list
+    applied: bool
+    records: int = 0
+    changed: int = 0
+    old_total_micros: int = 0
+    new_total_micros: int = 0
+    lines: list = field(default_factory=list)  # the changed records, in time order, at most DIFF_LINES
+
+    @property
+    def old_total(self):
+        return self.old_total_micros / MICROS
+
+    @property
+    def new_total(self):
+        return self.new_total_micros / MICROS
+
+
+def cycle_periods(account: Account, on_date: dt.date, service: Service | None = None):
+    periods = SubscriptionPeriod.objects.filter(
+        service__account=account, start_date__lte=on_date, end_date__gte=on_date
+    ).select_related("service")
+    return periods.filter(service=service) if service is not None else periods
+
+
+@transaction.atomic
+def do_rebalance(
+    actor,
+    account: Account,
+    on_date: dt.date,
+    *,
+    service: Service | None = None,
+    category: str = "",
+    dry_run: bool = False,
+) -> RebalanceResult:
+    if service is not None and service.account_id != account.pk:
+        raise ValidationError(f"Service {service.service_id} does not belong to account {account.number}.")
+    if category and category not in Category.values:
+        raise ValidationError(f"Unknown category {category!r}: use one of {', '.join(Category.values)}.")
+    periods = list(cycle_periods(account, on_date, service).select_for_update(of=("self",)).order_by("service_id"))
+    if not periods:
+        raise ValidationError(f"Account {account.number} has no subscription period containing {on_date}.")
+    invoiced = [p for p in periods if p.status == SubscriptionPeriod.Status.INVOICED]
+    if invoiced:
+        names = ", ".join(f"{p.service.service_id} {p}" for p in invoiced)
+        raise ValidationError(
+            f"Invoiced periods cannot be rebalanced: {names}. Their records are on an invoice; "
+            "correct them with an adjustment on the next cycle."
+        )
+    categories = [category] if category else list(Category.values)
+    result = RebalanceResult(account, on_date, periods, categories, applied=not dry_run)
+    period_ids = [p.pk for p in periods]
+    rollback_to = transaction.savepoint() if dry_run else None
+    allowances = IncludedValue.objects.filter(category__in=categories).values("pk")
+    tiered_rates = Rate.objects.filter(category__in=categories).values("pk")
+    PeriodCounter.objects.filter(period_id__in=period_ids).filter(
+        Q(kind=PeriodCounter.Kind.ALLOWANCE, ref_id__in=allowances)
+        | Q(kind=PeriodCounter.Kind.TIER, ref_id__in=tiered_rates)
+    ).delete()
+    chosen = UsageRecord.objects.filter(
+        service_id__in=[p.service_id for p in periods],
+        period_id__in=period_ids,
+        category__in=categories,
+        stage__in=["rate", "tax", "done"],
+        is_duplicate=False,
+    )
+    file_ids = set(chosen.values_list("file_id", flat=True).distinct())
+    with connection.cursor() as cursor:
+        pipeline.tune_session(connection)
+        cursor.execute(f"DROP TABLE IF EXISTS {CYCLE_TABLE}")
+        cursor.execute(f"CREATE TEMP TABLE {CYCLE_TABLE} (id BIGINT PRIMARY KEY)")
+        cursor.executemany(f"INSERT INTO {CYCLE_TABLE} (id) VALUES (%s)", [(pk,) for pk in period_ids])
+        services = ", ".join(str(int(p.service_id)) for p in periods)
+        quoted = ", ".join(f"'{c}'" for c in categories)  # validated against Category above
+        where = (
+            f"u.service_id IN ({services}) AND EXISTS (SELECT 1 FROM {CYCLE_TABLE} x WHERE x.id = u.period_id) "
+            f"AND u.category IN ({quoted}) AND u.stage IN ('rate', 'tax', 'done') AND u.is_duplicate = %(false)s"
+        )
+        result.records = pipeline.advance(
+            cursor, None, "rate", "tax", where, before_write=lambda c, table: _compare(c, table, result)
+        )
+        cursor.execute(f"DROP TABLE {CYCLE_TABLE}")
+    if dry_run:
+        transaction.savepoint_rollback(rollback_to)
+        return result
+    refresh_file_counts(file_ids)
+    audit.record(
+        actor,
+        "usage.rebalance",
+        account,
+        summary=(
+            f"Rebalanced {result.records} records of {account.number} for the cycle of {on_date}"
+            f"{' (' + category + ')' if category else ''}: {result.changed} changed"
+        ),
+        before={"total": str(result.old_total)},
+        after={"total": str(result.new_total)},
+    )
+    return result
+
+
+def _compare(cursor, table: str, result: RebalanceResult) -> None:
+    """Old against new, from the records and the outcome table, before the records are written."""
+    mediated_old = "CASE WHEN u.status = 'mediated' THEN u.charge_micros ELSE 0 END"
+    mediated_new = "CASE WHEN r.status = 'mediated' THEN r.charge_micros ELSE 0 END"
+    differs = (
+        "(u.status <> r.status OR COALESCE(u.charge_micros, -1) <> COALESCE(r.charge_micros, -1) "
+        "OR COALESCE(u.included_quantity, -1) <> COALESCE(r.included_quantity, -1))"
+    )
+    cursor.execute(
+        f"SELECT COALESCE(SUM({mediated_old}), 0), COALESCE(SUM({mediated_new}), 0), "
+        f"COALESCE(SUM(CASE WHEN {differs} THEN 1 ELSE 0 END), 0) "
+        f"FROM usage_usagerecord u JOIN {table} r ON r.id = u.id"
+    )
+    result.old_total_micros, result.new_total_micros, result.changed = (int(v) for v in cursor.fetchone())
+    cursor.execute(
+        "SELECT u.id, u.record_id, u.service_id, u.usage_at, u.category, u.status, r.status, u.charge_micros, "
+        f"r.charge_micros, u.included_quantity, r.included_quantity FROM usage_usagerecord u JOIN {table} r "
+        f"ON r.id = u.id WHERE {differs} ORDER BY u.usage_at, u.id LIMIT {DIFF_LINES}"
+    )
+    result.lines = [RebalanceLine(*row) for row in cursor.fetchall()]
