@@ -1,0 +1,113 @@
+"""Property tests (hypothesis): for random usage sets, rating in any file order and then rebalancing
+equals rating in time order; charges are never negative; included + charged = rated quantity."""
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from billing.models import IncludedValue, Plan, Product, Rate, RateTier, Subscription, SubscriptionPeriod
+from usage.models import UsageRecord
+from usage.rebalance import do_rebalance
+
+from .test_allowances import MB, allowances  # noqa: F401 - the fixture
+from .test_mediation import HEADER
+
+pytestmark = pytest.mark.django_db
+DESTINATIONS = {"local": ("612345", "voice"), "europe": ("4420", "voice"), "data": ("", "data")}
+usage = st.tuples(
+    st.integers(min_value=0, max_value=86_399),  # second of 5 October
+    st.integers(min_value=0, max_value=900),  # seconds, or hundreds of KB for data
+    st.sampled_from(sorted(DESTINATIONS)),
+)
+examples = itertools.count(1)
+
+
+def records_file(identifier, prefix, rows):
+    lines = []
+    for n, (second, amount, kind) in rows:
+        start = dt.datetime(2026, 10, 5, tzinfo=dt.UTC) + dt.timedelta(seconds=second)
+        destination, usage_type = DESTINATIONS[kind]
+        seconds, volume = ("", amount * 100 * 1024) if kind == "data" else (amount, "")
+        lines.append(
+            f"{prefix}{n:04d},{identifier},{start:%Y-%m-%dT%H:%M:%SZ},{seconds},{volume},,{destination},{usage_type},"
+        )
+    return HEADER + "\n".join(lines) + "\n"
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],  # shrinking a database example is slow
+)
+@given(
+    rows=st.lists(usage, min_size=1, max_size=30),
+    plan_minutes=st.integers(min_value=1, max_value=15),
+    bolt_on_minutes=st.integers(min_value=1, max_value=8),
+    order=st.randoms(use_true_random=False),
+    files=st.integers(min_value=1, max_value=4),
+)
+def test_any_file_order_then_rebalance_equals_time_order(
+    allowances,  # noqa: F811
+    mediate,
+    rows,
+    plan_minutes,
+    bolt_on_minutes,
+    order,
+    files,
+):
+    data_rate = Rate.objects.get(rate_card=allowances["card"], category="data")
+    if not data_rate.tiers.exists():  # period-cumulative graduated data tiers: 0.02, then 0.01 from 1 MB
+        Rate.objects.filter(pk=data_rate.pk).update(tier_mode="graduated", tier_scope="period")
+        RateTier.objects.create(rate=data_rate, from_quantity=1, price_per_unit=Decimal("0.01"))
+    n = next(examples)
+    plan = Plan.objects.create(code=f"H{n}", name="Property plan", rate_card=allowances["card"])
+    IncludedValue.objects.create(plan=plan, category="telephony", quantity=plan_minutes, unit="minute")
+    bolt_on = Product.objects.create(
+        code=f"HB{n}", name="Property bolt-on", kind="bolt_on", rate_card=allowances["intl_card"]
+    )
+    IncludedValue.objects.create(
+        product=bolt_on, category="telephony", zone=allowances["europe"], quantity=bolt_on_minutes, unit="minute"
+    )
+    services = []
+    for twin in ("a", "b"):
+        identifier = f"6149{n:04d}{1 if twin == 'a' else 2}"
+        service = allowances["customer"](identifier)
+        Subscription.objects.filter(service=service).delete()
+        Subscription.objects.create(service=service, plan=plan, starts_on=dt.date(2025, 1, 1))
+        Subscription.objects.create(service=service, product=bolt_on, starts_on=dt.date(2026, 10, 1))
+        services.append((service, identifier))
+    numbered = list(enumerate(rows))
+    (a, a_id), (b, b_id) = services
+
+    shuffled = numbered[:]
+    order.shuffle(shuffled)
+    size = -(-len(shuffled) // files)
+    for k in range(0, len(shuffled), size):
+        mediate(records_file(a_id, f"A{n}-", shuffled[k : k + size]), name=f"a{n}-{k}.csv")
+    in_time = sorted(numbered, key=lambda item: (item[1][0], f"{item[0]:04d}"))
+    mediate(records_file(b_id, f"B{n}-", in_time), name=f"b{n}.csv")
+
+    do_rebalance("test", a.account, dt.date(2026, 10, 5))
+
+    def rated(service):
+        return {
+            r.record_id[1:]: (r.status, r.rated_quantity, r.included_quantity, r.charge_micros, r.tax_micros)
+            for r in UsageRecord.objects.filter(service=service)
+        }
+
+    assert rated(a) == rated(b)
+    for record in UsageRecord.objects.filter(service__in=[a, b]):
+        assert (record.record_id, record.status, record.message) == (record.record_id, "mediated", "")
+        assert record.charge_micros >= 0 and record.tax_micros >= 0
+        assert 0 <= record.included_quantity <= record.rated_quantity
+        assert record.included_quantity + record.charged_quantity == record.rated_quantity
+    for service in (a, b):
+        period = SubscriptionPeriod.objects.get(service=service)
+        drawn = sum(c.total for c in period.counters.filter(kind="A"))
+        assert drawn == sum(r.included_quantity for r in UsageRecord.objects.filter(service=service))
+        assert drawn <= (plan_minutes + bolt_on_minutes) * 60
