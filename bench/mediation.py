@@ -7,6 +7,11 @@ Uses the database BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432
 drops and recreates unless --keep. The last line printed is
 
     mediation records=<n> seconds=<s> records_per_s=<r> copy_ratio=<pipeline s / copy s> peak_rss_mb=<m>
+
+then it mediates --cycle-records more records for one mobile service and rebalances that service's
+account for the period holding them (docs/rating.md, rebalance):
+
+    rebalance records=<n> seconds=<s> records_per_s=<r>
 """
 
 import argparse
@@ -27,6 +32,7 @@ def main():
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--services", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="Reuse the bench database and its demo data.")
+    parser.add_argument("--cycle-records", type=int, default=100_000, help="Records in the rebalanced cycle.")
     args = parser.parse_args()
 
     url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench")
@@ -90,6 +96,60 @@ def main():
         f"records_per_s={received.total_lines / seconds:.0f} copy_ratio={seconds / copy_seconds:.2f} "
         f"peak_rss_mb={rss_mb:.0f}"
     )
+    if args.cycle_records:
+        bench_rebalance(manage, work, args, collector)
+
+
+def bench_rebalance(manage, work: Path, args, collector):
+    from django.db.models import Count
+
+    from billing import demo
+    from usage import services
+    from usage.models import UsageRecord
+    from usage.rebalance import do_rebalance
+
+    number = next(i for i in range(7, args.services + 1) if not demo.is_nbn(i))
+    cycle = work / "cycle.csv"
+    subprocess.run(
+        [
+            *manage,
+            "make_usage_file",
+            "--records",
+            str(args.cycle_records),
+            "--only-service",
+            str(number),
+            "--error-rate",
+            "0",
+            "--out",
+            str(cycle),
+            "--id-prefix",
+            f"cycle-{int(time.time())}-",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    with cycle.open("rb") as handle:
+        received = services.do_receive_file("bench", collector, cycle.name, handle, via="bench")
+    received.refresh_from_db()
+    assert received.status == "completed", received.error
+    busiest = (
+        UsageRecord.objects.filter(file=received, period__isnull=False)
+        .values("period_id", "period__start_date", "service_id")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .first()
+    )
+    from billing.models import Service
+
+    service = Service.objects.select_related("account").get(pk=busiest["service_id"])
+    started = time.monotonic()
+    dry = do_rebalance("bench", service.account, busiest["period__start_date"], dry_run=True)
+    dry_seconds = time.monotonic() - started
+    started = time.monotonic()
+    result = do_rebalance("bench", service.account, busiest["period__start_date"])
+    seconds = time.monotonic() - started
+    print(f"rebalance dry run: records={dry.records} changed={dry.changed} seconds={dry_seconds:.2f}")
+    print(f"rebalance records={result.records} seconds={seconds:.2f} records_per_s={result.records / seconds:.0f}")
 
 
 def bare_copy(connection, path: Path) -> float:

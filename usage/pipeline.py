@@ -87,9 +87,7 @@ def gates_for(collector, first: str = "parse", last: str = "tax") -> list[Gate]:
         "dedup": lambda: dedup.gate(collector),
         "identify": lambda: identify.GATE,
         "bucket": lambda: bucket.gate(collector),
-        "rate": lambda: rate.gate(
-            dialect, default_card, allowance_passes=allowance_passes(), period_tiers=has_period_tiers()
-        ),
+        "rate": lambda: rate.gate(dialect, default_card, allowance_passes=allowance_passes(), **tiers_in_use()),
         "tax": lambda: tax.gate(dialect, default_tax, default_card),
     }
     return [built[name]() for name in STAGES[STAGES.index(first) : STAGES.index(last) + 1]]
@@ -106,8 +104,9 @@ def allowance_passes() -> int:
         return cursor.fetchone()[0] or 0
 
 
-def has_period_tiers() -> bool:
-    return Rate.objects.filter(tier_scope=TierScope.PERIOD).exclude(tier_mode=TierMode.NONE).exists()
+def tiers_in_use() -> dict:
+    tiered = Rate.objects.exclude(tier_mode=TierMode.NONE)
+    return {"tiers": tiered.exists(), "period_tiers": tiered.filter(tier_scope=TierScope.PERIOD).exists()}
 
 
 def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]:
@@ -160,13 +159,25 @@ def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]
 
 def tune_session(connection) -> None:
     """Per-transaction planner settings for gate statements on PostgreSQL: their cost estimates
-    trigger JIT compilation, which costs more than the statement; and a batch is joined best by
-    hashing (a nested loop into the GiST identifier index cost 46 µs a record)."""
+    trigger JIT compilation, which costs more than the statement."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL jit = off")
             cursor.execute("SET LOCAL work_mem = '256MB'")
-            cursor.execute("SET LOCAL enable_nestloop = off")
+
+
+def _gate_statement(cursor, sql: str, params: dict) -> None:
+    """Run the gate chain: on PostgreSQL joined by hashing (a nested loop into the GiST identifier
+    index cost 46 µs a record), while the statements after it, which join the outcome to records
+    by primary key, keep nested loops (hashing them read the whole record table)."""
+    if cursor.db.vendor != "postgresql":
+        cursor.execute(sql, params)
+        return
+    cursor.execute("SET LOCAL enable_nestloop = off")
+    try:
+        cursor.execute(sql, params)
+    finally:
+        cursor.execute("SET LOCAL enable_nestloop = on")
 
 
 OUTCOME_TABLE = "usage_gate_outcome"
@@ -192,23 +203,34 @@ def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax
 def advance(cursor, collector, first: str, last: str, where: str, params: dict | None = None, before_write=None) -> int:
     """Run gates `first`..`last` again over existing records chosen by `where` (on alias u), of one
     collector, or of any collector when `collector` is None (possible from `rate` on: the later
-    gates do not depend on the collector's settings). Returns how many records were updated.
-    `before_write(cursor, outcome_table)` may look at the new outcome before the records change."""
+    gates do not depend on the collector's settings). Returns how many records were run.
+
+    The outcome table keeps each record's previous values as `_old_<column>`: `before_write(cursor,
+    outcome_table)` may compare them before the records change, and only the records whose outcome
+    differs are written (a rebalance mostly confirms what is there, and rewriting a row costs a new
+    row version and an entry in every index)."""
     gates = gates_for(collector, first, last)
     produced = {c for g in gates for c in g.produces}
     base = [c for c in RECORD_COLUMNS if c not in produced]
+    assigned = sorted(produced - {"charge_micros", "tax_micros"})
+    written = [*assigned, *OUTCOME_COLUMNS]
     mine = "u.collector_id = %(collector_id)s AND " if collector is not None else ""
     source = (
-        f"SELECT u.id, u.id AS _row, NULL AS parse_error, {', '.join('u.' + c for c in base)} FROM usage_usagerecord u "
-        f"WHERE {mine}({where})"
+        f"SELECT u.id, u.id AS _row, u.file_id, NULL AS parse_error, {', '.join('u.' + c for c in base)}, "
+        f"{', '.join(f'u.{c} AS _old_{c}' for c in written)} FROM usage_usagerecord u WHERE {mine}({where})"
     )
-    assigned = sorted(produced - {"charge_micros", "tax_micros"})
     params = {**(params or {}), "collector_id": getattr(collector, "pk", None)}
-    _outcome(cursor, gates, source, ["id", *assigned], params)
+    shown = [c for c in ("file_id", "record_id", "service_id", "usage_at", "category") if c not in assigned]
+    _outcome(cursor, gates, source, ["id", *assigned, *shown, *(f"_old_{c}" for c in written)], params)
     if before_write is not None:
         before_write(cursor, OUTCOME_TABLE)
-    sets = ", ".join(f"{c} = r.{c}" for c in [*assigned, *OUTCOME_COLUMNS])
-    cursor.execute(f"UPDATE usage_usagerecord SET {sets} FROM {OUTCOME_TABLE} r WHERE usage_usagerecord.id = r.id")
+    dialect = dialect_for(connection)
+    changed = " OR ".join(dialect.is_distinct(f"_old_{c}", c) for c in written)
+    sets = ", ".join(f"{c} = r.{c}" for c in written)
+    cursor.execute(
+        f"UPDATE usage_usagerecord SET {sets} FROM (SELECT * FROM {OUTCOME_TABLE} WHERE {changed}) r "
+        "WHERE usage_usagerecord.id = r.id"
+    )
     return _finish(cursor, gates)
 
 
@@ -222,7 +244,8 @@ def _outcome(cursor, gates, source: str, columns, params: dict) -> None:
     kept = sorted({"period_id", *(c for g in gates for counter in g.counters for c in counter[1:] if c != "0")})
     extra = [c for c in kept if c not in columns]
     cursor.execute(f"DROP TABLE IF EXISTS {OUTCOME_TABLE}")
-    cursor.execute(
+    _gate_statement(
+        cursor,
         f"CREATE TEMP TABLE {OUTCOME_TABLE} AS {with_clause}\n"
         f"SELECT {', '.join([*columns, *extra])}, {outcome} FROM {final}",
         {**gate_params, **params},

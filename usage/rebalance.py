@@ -18,8 +18,9 @@ from billing import audit
 from billing.models import Account, Category, IncludedValue, Rate, Service, SubscriptionPeriod
 
 from . import pipeline
-from .models import MICROS, PeriodCounter, UsageRecord
+from .models import MICROS, PeriodCounter
 from .services import refresh_file_counts
+from .sql import dialect_for
 
 CYCLE_TABLE = "usage_rebalance_periods"
 DIFF_LINES = 1000
@@ -60,6 +61,7 @@ class RebalanceResult:
     old_total_micros: int = 0
     new_total_micros: int = 0
     lines: list = field(default_factory=list)  # the changed records, in time order, at most DIFF_LINES
+    file_ids: set = field(default_factory=set)  # files with a changed record: their totals are recounted
 
     @property
     def old_total(self):
@@ -111,14 +113,6 @@ def do_rebalance(
         Q(kind=PeriodCounter.Kind.ALLOWANCE, ref_id__in=allowances)
         | Q(kind=PeriodCounter.Kind.TIER, ref_id__in=tiered_rates)
     ).delete()
-    chosen = UsageRecord.objects.filter(
-        service_id__in=[p.service_id for p in periods],
-        period_id__in=period_ids,
-        category__in=categories,
-        stage__in=["rate", "tax", "done"],
-        is_duplicate=False,
-    )
-    file_ids = set(chosen.values_list("file_id", flat=True).distinct())
     with connection.cursor() as cursor:
         pipeline.tune_session(connection)
         cursor.execute(f"DROP TABLE IF EXISTS {CYCLE_TABLE}")
@@ -137,7 +131,7 @@ def do_rebalance(
     if dry_run:
         transaction.savepoint_rollback(rollback_to)
         return result
-    refresh_file_counts(file_ids)
+    refresh_file_counts(result.file_ids)
     audit.record(
         actor,
         "usage.rebalance",
@@ -153,22 +147,22 @@ def do_rebalance(
 
 
 def _compare(cursor, table: str, result: RebalanceResult) -> None:
-    """Old against new, from the records and the outcome table, before the records are written."""
-    mediated_old = "CASE WHEN u.status = 'mediated' THEN u.charge_micros ELSE 0 END"
-    mediated_new = "CASE WHEN r.status = 'mediated' THEN r.charge_micros ELSE 0 END"
-    differs = (
-        "(u.status <> r.status OR COALESCE(u.charge_micros, -1) <> COALESCE(r.charge_micros, -1) "
-        "OR COALESCE(u.included_quantity, -1) <> COALESCE(r.included_quantity, -1))"
-    )
+    """Old against new, from the outcome table (which keeps each record's old values), before the
+    records are written."""
+    old = "CASE WHEN _old_status = 'mediated' THEN _old_charge_micros ELSE 0 END"
+    new = "CASE WHEN status = 'mediated' THEN charge_micros ELSE 0 END"
+    dialect = dialect_for(connection)
+    differs = " OR ".join(dialect.is_distinct(f"_old_{c}", c) for c in ("status", "charge_micros", "included_quantity"))
     cursor.execute(
-        f"SELECT COALESCE(SUM({mediated_old}), 0), COALESCE(SUM({mediated_new}), 0), "
-        f"COALESCE(SUM(CASE WHEN {differs} THEN 1 ELSE 0 END), 0) "
-        f"FROM usage_usagerecord u JOIN {table} r ON r.id = u.id"
+        f"SELECT COALESCE(SUM({old}), 0), COALESCE(SUM({new}), 0), "
+        f"COALESCE(SUM(CASE WHEN {differs} THEN 1 ELSE 0 END), 0) FROM {table}"
     )
     result.old_total_micros, result.new_total_micros, result.changed = (int(v) for v in cursor.fetchone())
     cursor.execute(
-        "SELECT u.id, u.record_id, u.service_id, u.usage_at, u.category, u.status, r.status, u.charge_micros, "
-        f"r.charge_micros, u.included_quantity, r.included_quantity FROM usage_usagerecord u JOIN {table} r "
-        f"ON r.id = u.id WHERE {differs} ORDER BY u.usage_at, u.id LIMIT {DIFF_LINES}"
+        "SELECT id, record_id, service_id, usage_at, category, _old_status, status, _old_charge_micros, "
+        f"charge_micros, _old_included_quantity, included_quantity FROM {table} WHERE {differs} "
+        f"ORDER BY usage_at, id LIMIT {DIFF_LINES}"
     )
     result.lines = [RebalanceLine(*row) for row in cursor.fetchall()]
+    cursor.execute(f"SELECT DISTINCT file_id FROM {table} WHERE {differs}")
+    result.file_ids = {row[0] for row in cursor.fetchall()}

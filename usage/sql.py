@@ -22,6 +22,10 @@ class Dialect:
     def idiv(self, num: str, den: str) -> str:
         return f"div({num}, {den})" if self.pg else f"(({num}) / ({den}))"
 
+    def is_distinct(self, a: str, b: str) -> str:
+        """a differs from b, NULL counting as a value."""
+        return f"{a} IS DISTINCT FROM {b}" if self.pg else f"{a} IS NOT {b}"
+
     def bigint(self, expr: str) -> str:
         return f"CAST({expr} AS BIGINT)" if self.pg else f"CAST({expr} AS INTEGER)"
 

@@ -59,53 +59,73 @@ CARDS_OF_RECORD = (
 
 
 def allowance_slots(unit_base: str) -> str:
-    """Every allowance of the batch's periods, ranked within its period in drawing order."""
+    """Every allowance of the batch's periods, ranked within its period in drawing order (`slot`),
+    with what is left of it (`avail`: its quantity less the period's counter)."""
     return (
         "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
         "sub.starts_on, sub.ends_on, "
-        f"CAST(ROUND(iv.quantity * CASE iv.unit {unit_base} END) AS BIGINT) AS cap, "
+        f"CAST(ROUND(iv.quantity * CASE iv.unit {unit_base} END) AS BIGINT) - COALESCE(pc.total, 0) AS avail, "
         "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
         "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
         "FROM billing_subscriptionperiod p JOIN billing_subscription sub ON sub.service_id = p.service_id "
         "AND sub.starts_on <= p.end_date AND (sub.ends_on IS NULL OR sub.ends_on >= p.start_date) "
         "JOIN billing_includedvalue iv "
         "ON COALESCE(iv.plan_id, -iv.product_id) = COALESCE(sub.plan_id, -sub.product_id) "
+        "LEFT JOIN usage_periodcounter pc ON pc.period_id = p.id AND pc.kind = 'A' AND pc.owner_id = sub.id "
+        "AND pc.ref_id = iv.id "
         "WHERE p.id IN (SELECT period_id FROM {prev})"
     )
 
 
-def allowance_pass(j: int) -> tuple[tuple[str, str], ...]:
-    """Pass j: the records the period's j-th allowance covers draw what is left of it in time order."""
-    left = f"s._left{j - 1}"
-    in_zone = (
-        "(a.zone_id IS NULL OR EXISTS (SELECT 1 FROM billing_zoneprefix zp WHERE zp.zone_id = a.zone_id "
-        "AND substr(s.destination, 1, length(zp.prefix)) = zp.prefix))"
+# What the allowance passes read of a record: narrow rows, so that the passes sort and carry little.
+DRAW_COLUMNS = ("_row", "period_id", "category", "usage_type", "destination", "usage_date", "usage_at", "record_key")
+
+
+def allowance_candidates(passes: int) -> str:
+    """Side table draws0: the records that may draw, each with the allowance of every slot of its
+    period that covers it (category, usage type, zone, the subscription active on the usage date)."""
+    columns = [f"s.{c}" for c in DRAW_COLUMNS] + ["s.rated_quantity AS _left0"]
+    joins = []
+    for j in range(1, passes + 1):
+        a = f"a{j}"
+        columns += [f"{a}.iv_id AS _iv{j}", f"{a}.sub_id AS _sub{j}", f"{a}.avail AS _avail{j}"]
+        joins.append(
+            f"LEFT JOIN allowance_slots {a} ON {a}.period_id = s.period_id AND {a}.slot = {j} "
+            f"AND {a}.category = s.category AND ({a}.usage_type = '' OR {a}.usage_type = s.usage_type) "
+            f"AND {a}.starts_on <= s.usage_date AND ({a}.ends_on IS NULL OR {a}.ends_on >= s.usage_date) "
+            f"AND ({a}.zone_id IS NULL OR EXISTS (SELECT 1 FROM billing_zoneprefix zp WHERE zp.zone_id = {a}.zone_id "
+            "AND substr(s.destination, 1, length(zp.prefix)) = zp.prefix))"
+        )
+    return (
+        f"SELECT {', '.join(columns)} FROM {{prev}} s {' '.join(joins)} WHERE s.rate_id IS NOT NULL "
+        "AND s.rated_quantity > 0 AND s.period_id IN (SELECT period_id FROM allowance_slots)"
     )
+
+
+def allowance_draws(j: int) -> tuple[str, str]:
+    """Side table draws<j>: pass j over draws<j-1>. The records covered by their period's j-th
+    allowance draw what is left of it in time order: a running sum of what earlier records still
+    wanted, after what the period had already drawn. Within a period slot j is one allowance, so
+    every pass runs over the same order (partition by period): one sort serves all passes."""
+    left = f"s._left{j - 1}"
     before = (
-        f"SUM(s._want{j}) OVER (PARTITION BY s.period_id, s._sub{j}, s._iv{j} ORDER BY {TIME_ORDER} "
-        "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+        f"SUM(CASE WHEN s._iv{j} IS NOT NULL THEN {left} END) OVER (PARTITION BY s.period_id "
+        f"ORDER BY {TIME_ORDER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
     )
     room = f"(s._avail{j} - COALESCE(s._before{j}, 0))"
     drawn = f"CASE WHEN s._iv{j} IS NULL OR {room} <= 0 THEN 0 WHEN {room} < {left} THEN {room} ELSE {left} END"
     return (
-        (
-            f"a.iv_id AS _iv{j}, a.sub_id AS _sub{j}, a.cap - COALESCE(pc.total, 0) AS _avail{j}, "
-            f"CASE WHEN a.iv_id IS NOT NULL THEN {left} END AS _want{j}",
-            f"LEFT JOIN allowance_slots a ON a.period_id = s.period_id AND a.slot = {j} AND {left} > 0 "
-            "AND a.category = s.category AND (a.usage_type = '' OR a.usage_type = s.usage_type) "
-            f"AND a.starts_on <= s.usage_date AND (a.ends_on IS NULL OR a.ends_on >= s.usage_date) AND {in_zone} "
-            "LEFT JOIN usage_periodcounter pc ON pc.period_id = s.period_id AND pc.kind = 'A' "
-            "AND pc.owner_id = a.sub_id AND pc.ref_id = a.iv_id",
-        ),
-        (f"{before} AS _before{j}", ""),
-        (f"{drawn} AS _inc{j}", ""),
-        (f"{left} - s._inc{j} AS _left{j}", ""),
+        f"@draws{j}",
+        f"SELECT s.*, {left} - s._inc{j} AS _left{j} FROM (SELECT s.*, {drawn} AS _inc{j} FROM ("
+        f"SELECT s.*, {before} AS _before{j} FROM draws{j - 1} s) s) s",
     )
 
 
-def gate(dialect, default_card_id, *, allowance_passes: int = 0, period_tiers: bool = False) -> Gate:
-    """`allowance_passes`: the most allowances a service can have (one pass each); `period_tiers`:
-    whether any rate counts tiers over the period (else that running sum is left out)."""
+def gate(
+    dialect, default_card_id, *, allowance_passes: int = 0, tiers: bool = False, period_tiers: bool = False
+) -> Gate:
+    """`allowance_passes`: the most allowances a service can have (one pass each); `tiers`, `period_tiers`:
+    whether any rate has tiers, and counts them over the period (else those steps are left out)."""
     band_start = dialect.seconds_of_day("b.starts")
     band_end = dialect.seconds_of_day("b.ends")
     day = "CASE WHEN h.id IS NULL THEN CAST(c.local_weekday AS CHAR(1)) ELSE 'H' END"
@@ -200,10 +220,21 @@ def gate(dialect, default_card_id, *, allowance_passes: int = 0, period_tiers: b
         f"ELSE {rounded(bounded, unit)} END"
     )
 
-    passes = tuple(step for j in range(1, allowance_passes + 1) for step in allowance_pass(j))
-    slots = (("@allowance_slots", allowance_slots(UNIT_BASE)),) if allowance_passes else ()
-    last_left = f"s._left{allowance_passes}"
-    first_drawn = " ".join(f"WHEN s._inc{j} > 0 THEN s._iv{j}" for j in range(1, allowance_passes + 1))
+    passes = range(1, allowance_passes + 1)
+    if allowance_passes:
+        drawing = (
+            ("@allowance_slots", allowance_slots(UNIT_BASE)),
+            ("@draws0", allowance_candidates(allowance_passes)),
+            *(allowance_draws(j) for j in passes),
+            (
+                ", ".join(f"dr._iv{j} AS _iv{j}, dr._sub{j} AS _sub{j}, dr._inc{j} AS _inc{j}" for j in passes)
+                + f", COALESCE(dr._left{allowance_passes}, s._left0) AS _left",
+                f"LEFT JOIN draws{allowance_passes} dr ON dr._row = s._row",
+            ),
+        )
+    else:
+        drawing = (("s._left0 AS _left", ""),)
+    first_drawn = " ".join(f"WHEN s._inc{j} > 0 THEN s._iv{j}" for j in passes)
     if period_tiers:
         tier_key = "CASE WHEN r.tier_scope = 'period' AND r.tier_mode <> 'none' THEN r.id END"
         tier_at = (
@@ -236,17 +267,16 @@ def gate(dialect, default_card_id, *, allowance_passes: int = 0, period_tiers: b
                 f"LEFT JOIN billing_rate r ON r.id = s.rate_id {best_discount}",
             ),
             ("CASE WHEN s.rate_id IS NOT NULL THEN COALESCE(s.rated_quantity, 0) ELSE 0 END AS _left0", ""),
-            *slots,
-            *passes,
+            *drawing,
             (
-                f"CASE WHEN s.rate_id IS NOT NULL AND s.rated_quantity IS NOT NULL THEN s.rated_quantity - {last_left} "
+                "CASE WHEN s.rate_id IS NOT NULL AND s.rated_quantity IS NOT NULL THEN s.rated_quantity - s._left "
                 "END AS included_quantity, "
                 f"{f'CASE {first_drawn} END' if allowance_passes else 'CAST(NULL AS BIGINT)'} AS allowance_id, "
-                f"{last_left} AS _chargeable",
+                "s._left AS _chargeable",
                 "",
             ),
             *tier_steps,
-            ("tt._tiered AS _tiered", tiered),
+            ("tt._tiered AS _tiered", tiered) if tiers else ("CAST(NULL AS BIGINT) AS _tiered", ""),
             (
                 f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s.rated_quantity IS NOT NULL THEN {charge} END "
                 "AS charge_micros",

@@ -34,8 +34,9 @@ class Command(BaseCommand):
         parser.add_argument("--month", help="YYYY-MM the usage falls in (default: last month).")
         parser.add_argument("--error-rate", type=float, default=0.04, help="Share of problem records (default 0.04).")
         parser.add_argument("--id-prefix", default="", help="Prefix for record ids (to make files that differ).")
+        parser.add_argument("--only-service", type=int, help="All records for demo service number N (a big cycle).")
 
-    def handle(self, *args, records, out, services, seed, month, error_rate, id_prefix, **options):
+    def handle(self, *args, records, out, services, seed, month, error_rate, id_prefix, only_service, **options):
         if records < 0 or services < 1:
             raise CommandError("--records must be >= 0 and --services >= 1.")
         if month:
@@ -48,7 +49,7 @@ class Command(BaseCommand):
             first, last = demo.previous_month(timezone.localdate())
         stream = self.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115
         try:
-            counts = write_usage(stream, records, services, seed, first, last, error_rate, id_prefix)
+            counts = write_usage(stream, records, services, seed, first, last, error_rate, id_prefix, only_service)
         finally:
             if stream is not self.stdout:
                 stream.close()
@@ -57,7 +58,7 @@ class Command(BaseCommand):
             self.stderr.write(f"make_usage_file: wrote {records} records to {out} ({summary})")
 
 
-def write_usage(stream, records, services, seed, first, last, error_rate, id_prefix="") -> dict:
+def write_usage(stream, records, services, seed, first, last, error_rate, id_prefix="", only_service=None) -> dict:
     rng = random.Random(seed)
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(HEADER)
@@ -67,7 +68,7 @@ def write_usage(stream, records, services, seed, first, last, error_rate, id_pre
     counts = {"ok": 0, "unknown_identifier": 0, "out_of_period": 0, "unrated_destination": 0, "malformed": 0}
     share = error_rate / 4
     for n in range(1, records + 1):
-        i = rng.randint(1, services)
+        i = only_service or rng.randint(1, services)
         when = start + dt.timedelta(seconds=rng.randrange(span))
         problem = rng.random()
         ident = demo.identifier(i)
