@@ -1,10 +1,11 @@
 import datetime as dt
 
 from django import forms
-from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import overlaps, selectors, services
@@ -17,6 +18,8 @@ from .admin_tools import (
 from .models import (
     Account,
     AuditEvent,
+    Category,
+    DestinationZone,
     Discount,
     Holiday,
     IncludedValue,
@@ -24,12 +27,14 @@ from .models import (
     Product,
     Rate,
     RateCard,
+    RateTier,
     Service,
     ServiceIdentifier,
     Subscription,
     SubscriptionPeriod,
     TaxRule,
     TimeBand,
+    ZonePrefix,
 )
 
 
@@ -100,12 +105,79 @@ class AccountServiceInline(admin.TabularInline):
         return format_html('<a href="{}">{}</a>', reverse("admin:billing_service_change", args=[obj.pk]), obj)
 
 
+class RebalanceForm(forms.Form):
+    on_date = forms.DateField(label="A date in the cycle", help_text="YYYY-MM-DD: the periods containing it.")
+    service = forms.ModelChoiceField(queryset=Service.objects.none(), required=False, empty_label="All services")
+    category = forms.ChoiceField(choices=[("", "All categories"), *Category.choices], required=False)
+
+    def __init__(self, *args, account, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["service"].queryset = account.services.order_by("service_id")
+
+
 @admin.register(Account)
 class AccountAdmin(BigTableAdmin):
     list_display = ("number", "name", "status", "bill_day", "currency")
     list_filter = ("status",)
     search_fields = ("number__exact", "name__icontains")
     inlines = [AccountServiceInline]
+    change_form_template = "admin/billing/account/change_form.html"
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/rebalance/", self.admin_site.admin_view(self.rebalance_view), name="billing_account_rebalance"
+            ),
+            *super().get_urls(),
+        ]
+
+    def rebalance_view(self, request, pk):
+        """Rebalance a cycle: the dry run first (old against new per record), then apply."""
+        from usage.rebalance import do_rebalance
+
+        account = get_object_or_404(Account, pk=pk)
+        if not self.has_view_permission(request, account):
+            return redirect("admin:index")
+        form = RebalanceForm(request.POST or None, account=account)
+        result = None
+        if request.method == "POST" and form.is_valid():
+            apply = "apply" in request.POST
+            if apply and not self.has_change_permission(request, account):
+                raise PermissionDenied
+            data = form.cleaned_data
+            try:
+                result = do_rebalance(
+                    request.user,
+                    account,
+                    data["on_date"],
+                    service=data["service"],
+                    category=data["category"],
+                    dry_run=not apply,
+                )
+            except ValidationError as exc:
+                message_user_validation_error(self, request, exc)
+            else:
+                if apply:
+                    self.message_user(
+                        request,
+                        f"Rebalanced {result.records} records: {result.changed} changed, total "
+                        f"{result.old_total.normalize():f} -> {result.new_total.normalize():f}.",
+                        level=messages.SUCCESS,
+                    )
+                    return redirect("admin:billing_account_change", account.pk)
+        return TemplateResponse(
+            request,
+            "admin/billing/account/rebalance.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Rebalance a cycle of {account}",
+                "form": form,
+                "result": result,
+                "account": account,
+                "opts": self.model._meta,
+                "can_apply": self.has_change_permission(request, account),
+            },
+        )
 
 
 class IdentifierFormSet(NonOverlappingInlineFormSet):
@@ -146,6 +218,7 @@ RATE_FIELDS = (
     "category",
     "usage_type",
     "destination_prefix",
+    "zone",
     "destination_name",
     "time_band",
     "effective_from",
@@ -157,6 +230,8 @@ RATE_FIELDS = (
     "increment",
     "minimum_charge",
     "maximum_charge",
+    "tier_mode",
+    "tier_scope",
 )
 
 
@@ -256,6 +331,11 @@ class SubscriptionAdmin(BigTableAdmin):
     list_filter = ("plan", "product")
 
 
+class RateTierInline(admin.TabularInline):
+    model = RateTier
+    extra = 0
+
+
 class RateInline(admin.TabularInline):
     model = Rate
     fk_name = "rate_card"
@@ -272,8 +352,18 @@ class RateCardAdmin(TollgateModelAdmin):
 
 @admin.register(Rate)
 class RateAdmin(TollgateModelAdmin):
-    list_display = ("__str__", "rate_card", "service", "time_band", "effective_from", "effective_to", "connect_fee")
-    list_filter = ("rate_card", "category", "time_band")
+    list_display = (
+        "__str__",
+        "rate_card",
+        "service",
+        "time_band",
+        "effective_from",
+        "effective_to",
+        "connect_fee",
+        "tier_mode",
+    )
+    list_filter = ("rate_card", "category", "time_band", "tier_mode")
+    inlines = [RateTierInline]
     list_select_related = ("rate_card", "time_band", "service")
     raw_id_fields = ("service",)
     search_fields = ("destination_prefix", "destination_name", "usage_type")
@@ -281,8 +371,27 @@ class RateAdmin(TollgateModelAdmin):
 
 class IncludedValueInline(admin.TabularInline):
     model = IncludedValue
-    fields = ("category", "usage_type", "quantity", "unit")
+    fields = ("category", "usage_type", "zone", "quantity", "unit")
     extra = 0
+
+
+class ZonePrefixInline(admin.TabularInline):
+    model = ZonePrefix
+    extra = 3
+
+
+@admin.register(DestinationZone)
+class DestinationZoneAdmin(TollgateModelAdmin):
+    list_display = ("code", "name", "prefix_list")
+    search_fields = ("code", "name", "prefixes__prefix")
+    inlines = [ZonePrefixInline]
+
+    @admin.display(description="Prefixes")
+    def prefix_list(self, obj):
+        return ", ".join(p.prefix for p in obj.prefixes.all())
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("prefixes")
 
 
 @admin.register(Plan)

@@ -61,4 +61,5 @@ DESTINATIONS = [
     ("86", "China", 0.04),
     ("91", "India", 0.04),
 ]
+INTERNATIONAL_PREFIXES = ("44", "1", "64", "86", "91")  # the INTL-100 bolt-on's minutes cover these
 UNRATED_PREFIX = "99"  # no card has a rate for it: usage to it is quarantined NO_RATE

@@ -6,6 +6,7 @@ EU, prefixes 44 and 33, 0.50/min per second) with 5 voice minutes to EU included
 """
 
 import datetime as dt
+import re
 from decimal import Decimal
 
 import pytest
@@ -258,3 +259,30 @@ def test_a_zone_needs_prefixes_and_a_rate_not_both(allowances):
     )
     with pytest.raises(ValidationError, match="prefix or a zone, not both"):
         both.full_clean()
+
+
+def test_admin_rebalance_previews_then_applies(allowances, mediate, client, operator, viewer):
+    service = allowances["customer"]("61400000010")
+    mediate(usage_file("61400000010", [(r, TIMELINE[r]) for r in FILE_ORDER]))
+    mediate(usage_file("61400000010", [("T0", ("2026-10-05T09:00:00Z", 100, "", "612345", "voice"))]), name="l.csv")
+    url = f"/admin/billing/account/{service.account.pk}/rebalance/"
+    client.force_login(viewer)
+    page = client.post(url, {"on_date": "2026-10-15", "preview": "1"})
+    assert page.status_code == 200 and b'id="new-total">0.9533<' in page.content
+    assert b'name="apply"' not in page.content  # a viewer may look, not apply
+    assert client.post(url, {"on_date": "2026-10-15", "apply": "1"}).status_code == 403
+    assert charges(service)["T0"][2] == "0.1667"
+
+    client.force_login(operator)
+    assert b"Rebalance a cycle" in client.get(f"/admin/billing/account/{service.account.pk}/change/").content
+    page = client.post(url, {"on_date": "2026-10-15", "preview": "1"})
+    assert b"Dry run: 7 records, 2 change" in page.content and b'name="apply"' in page.content
+    html = re.sub(r">\s+<", "><", page.content.decode())
+    assert "<td>T4</td><td>telephony</td><td>mediated</td><td>0.2667</td><td>140</td>" in html
+    assert "<td>mediated</td><td>0.4333</td><td>40</td></tr>" in html
+    done = client.post(url, {"on_date": "2026-10-15", "apply": "1"}, follow=True)
+    assert b"Rebalanced 7 records: 2 changed, total 0.9534 -&gt; 0.9533." in done.content
+    assert charges(service)["T0"][2] == "0" and charges(service)["T4"][2] == "0.4333"
+    SubscriptionPeriod.objects.filter(service=service).update(status="invoiced")
+    refused = client.post(url, {"on_date": "2026-10-15", "preview": "1"})
+    assert refused.status_code == 200 and b"Invoiced periods cannot be rebalanced" in refused.content

@@ -130,3 +130,26 @@ def test_deploy_check_is_clean_with_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_demo_usage_shows_allowances_bolt_ons_and_discounts(sync_tasks, django_capture_on_commit_callbacks):
+    from usage.models import UsageCollector, UsageRecord
+
+    from .conftest import receive
+
+    call_command("seed_demo", "--services", "30")
+    first, _ = demo.previous_month(timezone.localdate())
+    content = make_file("--records", "3000", "--services", "30", "--error-rate", "0", "--month", f"{first:%Y-%m}")
+    with django_capture_on_commit_callbacks(execute=True):
+        received = receive(UsageCollector.objects.get(code="DEMO"), content)
+    received.refresh_from_db()
+    assert received.mediated == 3000
+    mediated = UsageRecord.objects.filter(status="mediated")
+    covered = mediated.filter(included_quantity__gt=0)
+    assert covered.filter(allowance__plan__code="MOB-S").exists()
+    international = covered.filter(allowance__product__code="INTL-100")
+    assert international.exists()  # the bolt-on's minutes, drawn before the plan's
+    assert all(r.destination.startswith(demo.INTERNATIONAL_PREFIXES) for r in international)
+    assert covered.filter(charge_micros__gt=0).exists()  # an allowance ran out during a call
+    assert mediated.filter(included_quantity=0, category="telephony", charge_micros__gt=0).exists()
+    assert mediated.filter(discount__isnull=False).exists()

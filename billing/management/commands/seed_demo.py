@@ -11,6 +11,7 @@ from django.utils import timezone
 from billing import demo, roles, services
 from billing.models import (
     Account,
+    DestinationZone,
     Discount,
     IncludedValue,
     Plan,
@@ -21,6 +22,7 @@ from billing.models import (
     ServiceIdentifier,
     Subscription,
     TaxRule,
+    ZonePrefix,
 )
 from usage.demo import ensure_demo_collector
 
@@ -155,11 +157,16 @@ class Command(BaseCommand):
                 code=code,
                 defaults={"name": name, "kind": kind, "charge_type": charge_type, "price": D(price), "rate_card": card},
             )
+        international, _ = DestinationZone.objects.update_or_create(
+            code="INTL", defaults={"name": "International (UK, North America, NZ, China, India)"}
+        )
+        for prefix in demo.INTERNATIONAL_PREFIXES:
+            ZonePrefix.objects.get_or_create(zone=international, prefix=prefix)
         IncludedValue.objects.update_or_create(
             product=products["INTL-100"],
             category="telephony",
             usage_type="voice",
-            defaults={"quantity": D("100"), "unit": "minute"},
+            defaults={"quantity": D("100"), "unit": "minute", "zone": international},
         )
         IncludedValue.objects.update_or_create(
             product=products["DATA-10"],
