@@ -18,7 +18,7 @@ from billing import audit
 from billing.models import Account, Category, IncludedValue, Rate, Service, SubscriptionPeriod
 
 from . import pipeline
-from .models import MICROS, PeriodCounter
+from .models import PeriodCounter, micros_to_money
 from .services import refresh_file_counts
 from .sql import dialect_for
 
@@ -42,11 +42,11 @@ class RebalanceLine:
 
     @property
     def old_charge(self):
-        return None if self.old_charge_micros is None else self.old_charge_micros / MICROS
+        return micros_to_money(self.old_charge_micros)
 
     @property
     def new_charge(self):
-        return None if self.new_charge_micros is None else self.new_charge_micros / MICROS
+        return micros_to_money(self.new_charge_micros)
 
 
 @dataclass
@@ -65,11 +65,11 @@ class RebalanceResult:
 
     @property
     def old_total(self):
-        return self.old_total_micros / MICROS
+        return micros_to_money(self.old_total_micros)
 
     @property
     def new_total(self):
-        return self.new_total_micros / MICROS
+        return micros_to_money(self.new_total_micros)
 
 
 def cycle_periods(account: Account, on_date: dt.date, service: Service | None = None):
