@@ -549,9 +549,15 @@ class SubscriptionPeriod(models.Model):
         self.ends_at = billing_day_start(self.end_date + dt.timedelta(days=1))
 
 
+ALLOWANCE_UNITS = [*Unit.choices, ("money", "money (card currency)")]
+
+
 class IncludedValue(models.Model):
-    """An allowance included in a plan or bolt-on, renewed every subscription period, drawn in rated
-    quantity in time order (docs/rating.md, section 4)."""
+    """An allowance included in a plan or bolt-on, renewed every subscription period, drawn in time
+    order: in rated quantity, or, in unit `money`, in charge after quantity allowances and discounts
+    (docs/rating.md, section 5)."""
+
+    MONEY = "money"
 
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, null=True, blank=True, related_name="included_values")
     product = models.ForeignKey(
@@ -567,8 +573,10 @@ class IncludedValue(models.Model):
         related_name="included_values",
         help_text="Empty covers any destination.",
     )
-    quantity = models.DecimalField(max_digits=18, decimal_places=4)
-    unit = models.CharField(max_length=8, choices=Unit.choices)
+    quantity = models.DecimalField(
+        max_digits=18, decimal_places=4, help_text="In the unit; a money allowance is an amount in the card's currency."
+    )
+    unit = models.CharField(max_length=8, choices=ALLOWANCE_UNITS)
 
     class Meta:
         constraints = [

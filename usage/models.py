@@ -235,6 +235,9 @@ class UsageRecord(models.Model):
     included_quantity = models.BigIntegerField(
         null=True, blank=True, help_text="Base units of the rated quantity covered by allowances."
     )
+    included_micros = models.BigIntegerField(
+        null=True, blank=True, help_text="Micro-units of the charge covered by money allowances."
+    )
     allowance = models.ForeignKey(
         IncludedValue,
         on_delete=models.PROTECT,
@@ -302,6 +305,11 @@ class UsageRecord(models.Model):
     @property
     def tax(self):
         return micros_to_money(self.tax_micros)
+
+    @property
+    def included_amount(self):
+        """The part of the charge a money allowance covered (`charge` is what is left to bill)."""
+        return micros_to_money(self.included_micros or 0)
 
     @property
     def charged_quantity(self):

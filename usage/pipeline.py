@@ -39,6 +39,7 @@ RECORD_COLUMNS = (
     "rate_id",
     "rated_quantity",
     "included_quantity",
+    "included_micros",
     "allowance_id",
     "discount_id",
     "charge_micros",
@@ -87,21 +88,25 @@ def gates_for(collector, first: str = "parse", last: str = "tax") -> list[Gate]:
         "dedup": lambda: dedup.gate(collector),
         "identify": lambda: identify.GATE,
         "bucket": lambda: bucket.gate(collector),
-        "rate": lambda: rate.gate(dialect, default_card, allowance_passes=allowance_passes(), **tiers_in_use()),
+        "rate": lambda: rate.gate(dialect, default_card, **allowance_passes(), **tiers_in_use()),
         "tax": lambda: tax.gate(dialect, default_tax, default_card),
     }
     return [built[name]() for name in STAGES[STAGES.index(first) : STAGES.index(last) + 1]]
 
 
-def allowance_passes() -> int:
-    """The most allowances any service has across its subscriptions: one drawing pass each."""
+def allowance_passes() -> dict:
+    """The most quantity and money allowances any service has across its subscriptions: one drawing
+    pass each."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT MAX(n) FROM (SELECT sub.service_id, COUNT(*) AS n FROM billing_subscription sub "
+            "SELECT MAX(q), MAX(m) FROM (SELECT sub.service_id, "
+            "SUM(CASE WHEN iv.unit = 'money' THEN 0 ELSE 1 END) AS q, "
+            "SUM(CASE WHEN iv.unit = 'money' THEN 1 ELSE 0 END) AS m FROM billing_subscription sub "
             "JOIN billing_includedvalue iv ON COALESCE(iv.plan_id, -iv.product_id) = "
             "COALESCE(sub.plan_id, -sub.product_id) GROUP BY sub.service_id) per_service"
         )
-        return cursor.fetchone()[0] or 0
+        quantity, money = cursor.fetchone()
+        return {"allowance_passes": quantity or 0, "money_passes": money or 0}
 
 
 def tiers_in_use() -> dict:

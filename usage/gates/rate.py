@@ -24,6 +24,8 @@ Tiered rates price the quantity left to charge by its position: within the recor
 period's earlier tiered quantity of the same rate (again a running sum in time order).
 """
 
+from dataclasses import dataclass
+
 from billing.models import UNIT_BASE_SIZE
 
 from ..sql import decimal_step
@@ -42,6 +44,7 @@ RATE_PATTERNS = (
 )
 # The order records draw allowances and accumulate tiers: time order, then the record key.
 TIME_ORDER = "s.usage_at, COALESCE(s.record_key, ''), s._row"
+NO_ID = "CAST(NULL AS BIGINT)"
 RECORD = "k._row, k.category, k.usage_type, k.destination, k.usage_date, k.local_weekday, k.local_seconds"
 # Cards by precedence: 0 = the service's overrides (matched as -service id), 1 = bolt-ons, 2 = plan, 3 = default.
 CARDS_OF_RECORD = (
@@ -58,19 +61,41 @@ CARDS_OF_RECORD = (
 )
 
 
-def allowance_slots(unit_base: str) -> str:
+@dataclass(frozen=True)
+class Drawing:
+    """What allowances are drawn in: the rated quantity (base units) or, for money allowances, the
+    rounded charge (micro-units). Both draw alike; `p` prefixes the side tables' and columns' names."""
+
+    p: str
+    money: bool
+
+    @property
+    def slots(self) -> str:
+        return f"{self.p}allowance_slots"
+
+    def col(self, name: str, j) -> str:
+        return f"_{self.p}{name}{j}"
+
+
+QUANTITY = Drawing("", money=False)
+MONEY = Drawing("m", money=True)
+
+
+def allowance_slots(kind: Drawing) -> str:
     """Every allowance of the batch's periods, ranked within its period in drawing order (`slot`),
     with what is left of it (`avail`: its quantity less the period's counter)."""
+    size = "1000000" if kind.money else f"CASE iv.unit {UNIT_BASE} END"
     return (
         "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
         "sub.starts_on, sub.ends_on, "
-        f"CAST(ROUND(iv.quantity * CASE iv.unit {unit_base} END) AS BIGINT) - COALESCE(pc.total, 0) AS avail, "
+        f"CAST(ROUND(iv.quantity * {size}) AS BIGINT) - COALESCE(pc.total, 0) AS avail, "
         "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
         "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
         "FROM billing_subscriptionperiod p JOIN billing_subscription sub ON sub.service_id = p.service_id "
         "AND sub.starts_on <= p.end_date AND (sub.ends_on IS NULL OR sub.ends_on >= p.start_date) "
         "JOIN billing_includedvalue iv "
         "ON COALESCE(iv.plan_id, -iv.product_id) = COALESCE(sub.plan_id, -sub.product_id) "
+        f"AND iv.unit {'=' if kind.money else '<>'} 'money' "
         "LEFT JOIN usage_periodcounter pc ON pc.period_id = p.id AND pc.kind = 'A' AND pc.owner_id = sub.id "
         "AND pc.ref_id = iv.id "
         "WHERE p.id IN (SELECT period_id FROM {prev})"
@@ -81,50 +106,83 @@ def allowance_slots(unit_base: str) -> str:
 DRAW_COLUMNS = ("_row", "period_id", "category", "usage_type", "destination", "usage_date", "usage_at", "record_key")
 
 
-def allowance_candidates(passes: int) -> str:
+def allowance_candidates(kind: Drawing, passes: int) -> str:
     """Side table draws0: the records that may draw, each with the allowance of every slot of its
     period that covers it (category, usage type, zone, the subscription active on the usage date)."""
-    columns = [f"s.{c}" for c in DRAW_COLUMNS] + ["s.rated_quantity AS _left0"]
+    wanted = "s._priced" if kind.money else "s.rated_quantity"
+    columns = [f"s.{c}" for c in DRAW_COLUMNS] + [f"{wanted} AS {kind.col('left', 0)}"]
     joins = []
     for j in range(1, passes + 1):
         a = f"a{j}"
-        columns += [f"{a}.iv_id AS _iv{j}", f"{a}.sub_id AS _sub{j}", f"{a}.avail AS _avail{j}"]
+        columns += [f"{a}.iv_id AS {kind.col('iv', j)}", f"{a}.sub_id AS {kind.col('sub', j)}"]
+        columns.append(f"{a}.avail AS {kind.col('avail', j)}")
         joins.append(
-            f"LEFT JOIN allowance_slots {a} ON {a}.period_id = s.period_id AND {a}.slot = {j} "
+            f"LEFT JOIN {kind.slots} {a} ON {a}.period_id = s.period_id AND {a}.slot = {j} "
             f"AND {a}.category = s.category AND ({a}.usage_type = '' OR {a}.usage_type = s.usage_type) "
             f"AND {a}.starts_on <= s.usage_date AND ({a}.ends_on IS NULL OR {a}.ends_on >= s.usage_date) "
             f"AND ({a}.zone_id IS NULL OR EXISTS (SELECT 1 FROM billing_zoneprefix zp WHERE zp.zone_id = {a}.zone_id "
             "AND substr(s.destination, 1, length(zp.prefix)) = zp.prefix))"
         )
+    priced = "" if kind.money else "s.rate_id IS NOT NULL AND "
     return (
-        f"SELECT {', '.join(columns)} FROM {{prev}} s {' '.join(joins)} WHERE s.rate_id IS NOT NULL "
-        "AND s.rated_quantity > 0 AND s.period_id IN (SELECT period_id FROM allowance_slots)"
+        f"SELECT {', '.join(columns)} FROM {{prev}} s {' '.join(joins)} WHERE {priced}"
+        f"{wanted} > 0 AND s.period_id IN (SELECT period_id FROM {kind.slots})"
     )
 
 
-def allowance_draws(j: int) -> tuple[str, str]:
+def allowance_draws(kind: Drawing, j: int) -> tuple[str, str]:
     """Side table draws<j>: pass j over draws<j-1>. The records covered by their period's j-th
     allowance draw what is left of it in time order: a running sum of what earlier records still
     wanted, after what the period had already drawn. Within a period slot j is one allowance, so
     every pass runs over the same order (partition by period): one sort serves all passes."""
-    left = f"s._left{j - 1}"
-    before = (
-        f"SUM(CASE WHEN s._iv{j} IS NOT NULL THEN {left} END) OVER (PARTITION BY s.period_id "
+    left, iv, inc, before = f"s.{kind.col('left', j - 1)}", f"s.{kind.col('iv', j)}", kind.col("inc", j), kind.col("before", j)
+    running = (
+        f"SUM(CASE WHEN {iv} IS NOT NULL THEN {left} END) OVER (PARTITION BY s.period_id "
         f"ORDER BY {TIME_ORDER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
     )
-    room = f"(s._avail{j} - COALESCE(s._before{j}, 0))"
-    drawn = f"CASE WHEN s._iv{j} IS NULL OR {room} <= 0 THEN 0 WHEN {room} < {left} THEN {room} ELSE {left} END"
+    room = f"(s.{kind.col('avail', j)} - COALESCE(s.{before}, 0))"
+    drawn = f"CASE WHEN {iv} IS NULL OR {room} <= 0 THEN 0 WHEN {room} < {left} THEN {room} ELSE {left} END"
     return (
-        f"@draws{j}",
-        f"SELECT s.*, {left} - s._inc{j} AS _left{j} FROM (SELECT s.*, {drawn} AS _inc{j} FROM ("
-        f"SELECT s.*, {before} AS _before{j} FROM draws{j - 1} s) s) s",
+        f"@{kind.p}draws{j}",
+        f"SELECT s.*, {left} - s.{inc} AS {kind.col('left', j)} FROM (SELECT s.*, {drawn} AS {inc} FROM ("
+        f"SELECT s.*, {running} AS {before} FROM {kind.p}draws{j - 1} s) s) s",
     )
+
+
+def drawing_steps(kind: Drawing, passes: int, wanted: str) -> tuple:
+    """The steps that draw `passes` allowances of a kind: side tables, then one join adding, per pass,
+    the allowance, its subscription and what was drawn, and `_<p>left`, what is left to charge."""
+    left = f"_{kind.p}left"
+    if not passes:
+        return ((f"{wanted} AS {left}", ""),)
+    cols = ("iv", "sub", "inc")
+    return (
+        (f"@{kind.slots}", allowance_slots(kind)),
+        (f"@{kind.p}draws0", allowance_candidates(kind, passes)),
+        *(allowance_draws(kind, j) for j in range(1, passes + 1)),
+        (
+            ", ".join(f"dr.{kind.col(c, j)} AS {kind.col(c, j)}" for j in range(1, passes + 1) for c in cols)
+            + f", COALESCE(dr.{kind.col('left', passes)}, {wanted}) AS {left}",
+            f"LEFT JOIN {kind.p}draws{passes} dr ON dr._row = s._row",
+        ),
+    )
+
+
+def first_drawn(kind: Drawing, passes: int) -> str:
+    return " ".join(f"WHEN s.{kind.col('inc', j)} > 0 THEN s.{kind.col('iv', j)}" for j in range(1, passes + 1))
 
 
 def gate(
-    dialect, default_card_id, *, allowance_passes: int = 0, tiers: bool = False, period_tiers: bool = False
+    dialect,
+    default_card_id,
+    *,
+    allowance_passes: int = 0,
+    money_passes: int = 0,
+    tiers: bool = False,
+    period_tiers: bool = False,
 ) -> Gate:
-    """`allowance_passes`: the most allowances a service can have (one pass each); `tiers`, `period_tiers`:
+    """`allowance_passes`, `money_passes`: the most quantity and money allowances a service can have
+    (one drawing pass each); `tiers`, `period_tiers`:
     whether any rate has tiers, and counts them over the period (else those steps are left out)."""
     band_start = dialect.seconds_of_day("b.starts")
     band_end = dialect.seconds_of_day("b.ends")
@@ -220,21 +278,6 @@ def gate(
         f"ELSE {rounded(bounded, unit)} END"
     )
 
-    passes = range(1, allowance_passes + 1)
-    if allowance_passes:
-        drawing = (
-            ("@allowance_slots", allowance_slots(UNIT_BASE)),
-            ("@draws0", allowance_candidates(allowance_passes)),
-            *(allowance_draws(j) for j in passes),
-            (
-                ", ".join(f"dr._iv{j} AS _iv{j}, dr._sub{j} AS _sub{j}, dr._inc{j} AS _inc{j}" for j in passes)
-                + f", COALESCE(dr._left{allowance_passes}, s._left0) AS _left",
-                f"LEFT JOIN draws{allowance_passes} dr ON dr._row = s._row",
-            ),
-        )
-    else:
-        drawing = (("s._left0 AS _left", ""),)
-    first_drawn = " ".join(f"WHEN s._inc{j} > 0 THEN s._iv{j}" for j in passes)
     if period_tiers:
         tier_key = "CASE WHEN r.tier_scope = 'period' AND r.tier_mode <> 'none' THEN r.id END"
         tier_at = (
@@ -254,10 +297,22 @@ def gate(
     else:
         tier_steps = (("0 AS _tier_at, CAST(NULL AS BIGINT) AS _tier_key", ""),)
         counters = ()
-    counters += tuple(("A", f"_sub{j}", f"_iv{j}", f"_inc{j}") for j in range(1, allowance_passes + 1))
+    counters += tuple(
+        ("A", kind.col("sub", j), kind.col("iv", j), kind.col("inc", j))
+        for kind, passes in ((QUANTITY, allowance_passes), (MONEY, money_passes))
+        for j in range(1, passes + 1)
+    )
     return Gate(
         name="rate",
-        produces=("rate_id", "rated_quantity", "included_quantity", "allowance_id", "discount_id", "charge_micros"),
+        produces=(
+            "rate_id",
+            "rated_quantity",
+            "included_quantity",
+            "allowance_id",
+            "discount_id",
+            "charge_micros",
+            "included_micros",
+        ),
         steps=(
             (f"CASE WHEN {pre_priced} THEN NULL ELSE best.rate_id END AS rate_id", best_rate),
             (f"{QUANTITY_OF_UNIT} AS _qty", "LEFT JOIN billing_rate r ON r.id = s.rate_id"),
@@ -267,11 +322,12 @@ def gate(
                 f"LEFT JOIN billing_rate r ON r.id = s.rate_id {best_discount}",
             ),
             ("CASE WHEN s.rate_id IS NOT NULL THEN COALESCE(s.rated_quantity, 0) ELSE 0 END AS _left0", ""),
-            *drawing,
+            *drawing_steps(QUANTITY, allowance_passes, "s._left0"),
             (
                 "CASE WHEN s.rate_id IS NOT NULL AND s.rated_quantity IS NOT NULL THEN s.rated_quantity - s._left "
                 "END AS included_quantity, "
-                f"{f'CASE {first_drawn} END' if allowance_passes else 'CAST(NULL AS BIGINT)'} AS allowance_id, "
+                f"{f'CASE {first_drawn(QUANTITY, allowance_passes)} END' if allowance_passes else NO_ID} "
+                "AS _qallowance, "
                 "s._left AS _chargeable",
                 "",
             ),
@@ -279,10 +335,17 @@ def gate(
             ("tt._tiered AS _tiered", tiered) if tiers else ("CAST(NULL AS BIGINT) AS _tiered", ""),
             (
                 f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s.rated_quantity IS NOT NULL THEN {charge} END "
-                "AS charge_micros",
+                "AS _priced",
                 "LEFT JOIN billing_rate r ON r.id = s.rate_id LEFT JOIN billing_ratecard c ON c.id = r.rate_card_id "
                 "LEFT JOIN billing_ratecard dc ON dc.id = %(default_card)s "
                 "LEFT JOIN billing_discount d ON d.id = s.discount_id",
+            ),
+            *drawing_steps(MONEY, money_passes, "s._priced"),
+            (
+                "s._priced - s._mleft AS included_micros, s._mleft AS charge_micros, "
+                f"CASE WHEN s._qallowance IS NOT NULL THEN s._qallowance {first_drawn(MONEY, money_passes)} END "
+                "AS allowance_id",
+                "",
             ),
         ),
         ok="charge_micros IS NOT NULL",
