@@ -4,20 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0004_zones_tiers_allowance_zone'),
+        ("billing", "0004_zones_tiers_allowance_zone"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='includedvalue',
-            name='quantity',
-            field=models.DecimalField(decimal_places=4, help_text="In the unit; a money allowance is an amount in the card's currency.", max_digits=18),
+            model_name="includedvalue",
+            name="quantity",
+            field=models.DecimalField(
+                decimal_places=4,
+                help_text="In the unit; a money allowance is an amount in the card's currency.",
+                max_digits=18,
+            ),
         ),
         migrations.AlterField(
-            model_name='includedvalue',
-            name='unit',
-            field=models.CharField(choices=[('second', 'second'), ('minute', 'minute'), ('hour', 'hour'), ('kb', 'KB'), ('mb', 'MB'), ('gb', 'GB'), ('message', 'message'), ('each', 'each'), ('money', 'money (card currency)')], max_length=8),
+            model_name="includedvalue",
+            name="unit",
+            field=models.CharField(
+                choices=[
+                    ("second", "second"),
+                    ("minute", "minute"),
+                    ("hour", "hour"),
+                    ("kb", "KB"),
+                    ("mb", "MB"),
+                    ("gb", "GB"),
+                    ("message", "message"),
+                    ("each", "each"),
+                    ("money", "money (card currency)"),
+                ],
+                max_length=8,
+            ),
         ),
     ]

@@ -135,7 +135,8 @@ def allowance_draws(kind: Drawing, j: int) -> tuple[str, str]:
     allowance draw what is left of it in time order: a running sum of what earlier records still
     wanted, after what the period had already drawn. Within a period slot j is one allowance, so
     every pass runs over the same order (partition by period): one sort serves all passes."""
-    left, iv, inc, before = f"s.{kind.col('left', j - 1)}", f"s.{kind.col('iv', j)}", kind.col("inc", j), kind.col("before", j)
+    left, iv = f"s.{kind.col('left', j - 1)}", f"s.{kind.col('iv', j)}"
+    inc, before = kind.col("inc", j), kind.col("before", j)
     running = (
         f"SUM(CASE WHEN {iv} IS NOT NULL THEN {left} END) OVER (PARTITION BY s.period_id "
         f"ORDER BY {TIME_ORDER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"

@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0008_allowances_and_counters'),
+        ("usage", "0008_allowances_and_counters"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='usagerecord',
-            name='included_micros',
-            field=models.BigIntegerField(blank=True, help_text='Micro-units of the charge covered by money allowances.', null=True),
+            model_name="usagerecord",
+            name="included_micros",
+            field=models.BigIntegerField(
+                blank=True, help_text="Micro-units of the charge covered by money allowances.", null=True
+            ),
         ),
     ]
