@@ -345,7 +345,7 @@ class RateInline(admin.TabularInline):
 
 @admin.register(RateCard)
 class RateCardAdmin(TollgateModelAdmin):
-    list_display = ("code", "name", "currency", "rounding_decimals", "rounding_mode", "is_default")
+    list_display = ("code", "name", "currency", "rounding_decimals", "rounding_mode", "split_time_bands", "is_default")
     search_fields = ("code", "name")
     inlines = [RateInline]
 

@@ -187,6 +187,11 @@ class RateCard(models.Model):
     )
     rounding_mode = models.CharField(max_length=8, choices=RoundingMode.choices, default=RoundingMode.HALF_UP)
     is_default = models.BooleanField(default=False, help_text="Used when no plan or product card prices a record.")
+    split_time_bands = models.BooleanField(
+        default=False,
+        help_text="Price a call crossing a time band edge per part, each at its band's rate; "
+        "otherwise the band at the start of the call prices all of it.",
+    )
 
     class Meta:
         ordering = ["code"]

@@ -88,7 +88,7 @@ def gates_for(collector, first: str = "parse", last: str = "tax") -> list[Gate]:
         "dedup": lambda: dedup.gate(collector),
         "identify": lambda: identify.GATE,
         "bucket": lambda: bucket.gate(collector),
-        "rate": lambda: rate.gate(dialect, default_card, **allowance_passes(), **tiers_in_use()),
+        "rate": lambda: rate.gate(dialect, default_card, **allowance_passes(), **rating_features()),
         "tax": lambda: tax.gate(dialect, default_tax, default_card),
     }
     return [built[name]() for name in STAGES[STAGES.index(first) : STAGES.index(last) + 1]]
@@ -109,9 +109,14 @@ def allowance_passes() -> dict:
         return {"allowance_passes": quantity or 0, "money_passes": money or 0}
 
 
-def tiers_in_use() -> dict:
+def rating_features() -> dict:
+    """Which optional steps of the rate gate any price needs (the others are left out of the SQL)."""
     tiered = Rate.objects.exclude(tier_mode=TierMode.NONE)
-    return {"tiers": tiered.exists(), "period_tiers": tiered.filter(tier_scope=TierScope.PERIOD).exists()}
+    return {
+        "tiers": tiered.exists(),
+        "period_tiers": tiered.filter(tier_scope=TierScope.PERIOD).exists(),
+        "split_bands": RateCard.objects.filter(split_time_bands=True).exists(),
+    }
 
 
 def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]:

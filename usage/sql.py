@@ -45,6 +45,10 @@ class Dialect:
             f"+ CAST(substr({time_column}, 7, 2) AS INTEGER))"
         )
 
+    def add_days(self, date: str, days: str) -> str:
+        """A DATE plus a whole number of days (SQLite stores dates as 'YYYY-MM-DD' text)."""
+        return f"({date} + {days})" if self.pg else f"date({date}, '+' || ({days}) || ' days')"
+
     def round_div(self, num: str, den: str, mode: str) -> str:
         """num / den rounded to an integer by `mode` (an SQL expression: 'half_up', 'up', 'down'),
         away from zero for 'up' and half-way cases; num may be negative, den is positive.

@@ -173,18 +173,12 @@ def first_drawn(kind: Drawing, passes: int) -> str:
     return " ".join(f"WHEN s.{kind.col('inc', j)} > 0 THEN s.{kind.col('iv', j)}" for j in range(1, passes + 1))
 
 
-def gate(
-    dialect,
-    default_card_id,
-    *,
-    allowance_passes: int = 0,
-    money_passes: int = 0,
-    tiers: bool = False,
-    period_tiers: bool = False,
-) -> Gate:
-    """`allowance_passes`, `money_passes`: the most quantity and money allowances a service can have
-    (one drawing pass each); `tiers`, `period_tiers`:
-    whether any rate has tiers, and counts them over the period (else those steps are left out)."""
+def best_rates(dialect, candidates: str, key: tuple[str, ...], same_unit: bool = False) -> str:
+    """The best rate (`rate_id`) per `key` among `candidates`: rows of a record (or part of one) with
+    the card that may price it (owner, in precedence order prio then expires), its category, usage
+    type, destination, date, local weekday and seconds. Within the first card with a match: longest
+    prefix, exact usage type, banded over unbanded, lowest id. `same_unit`: only rates quoted in the
+    candidate's `unit` (parts of a split call)."""
     band_start = dialect.seconds_of_day("b.starts")
     band_end = dialect.seconds_of_day("b.ends")
     day = "CASE WHEN h.id IS NULL THEN CAST(c.local_weekday AS CHAR(1)) ELSE 'H' END"
@@ -194,20 +188,108 @@ def gate(
         f"WHEN {band_start} < {band_end} THEN {at} >= {band_start} AND {at} < {band_end} "
         f"WHEN {band_start} > {band_end} THEN {at} >= {band_start} OR {at} < {band_end} ELSE 1 = 1 END)"
     )
-    best_rate = (
-        "LEFT JOIN (SELECT _row, rate_id FROM (SELECT c._row, r.id AS rate_id, ROW_NUMBER() OVER (PARTITION BY c._row "
+    keys = ", ".join(f"c.{k}" for k in key)
+    return (
+        f"SELECT {', '.join(key)}, rate_id FROM (SELECT {keys}, r.id AS rate_id, ROW_NUMBER() OVER (PARTITION BY {keys} "
         "ORDER BY c.prio, CASE WHEN c.expires IS NULL THEN 1 ELSE 0 END, c.expires, length(r.match_prefix) DESC, "
         "CASE WHEN r.usage_type = '' THEN 1 ELSE 0 END, CASE WHEN r.time_band_id IS NULL THEN 1 ELSE 0 END, r.id) "
         "AS rank "
-        f"FROM ({CARDS_OF_RECORD}) c "
+        f"FROM ({candidates}) c "
         f"JOIN {RATE_PATTERNS} r ON COALESCE(r.rate_card_id, -r.service_id) = c.owner AND r.category = c.category "
         "AND (r.usage_type = c.usage_type OR r.usage_type = '') "
         "AND substr(c.destination, 1, length(r.match_prefix)) = r.match_prefix "
         "AND (r.effective_from IS NULL OR r.effective_from <= c.usage_date) "
-        "AND (r.effective_to IS NULL OR r.effective_to >= c.usage_date) "
+        f"AND (r.effective_to IS NULL OR r.effective_to >= c.usage_date) {'AND r.unit = c.unit ' if same_unit else ''}"
         "LEFT JOIN billing_timeband b ON b.id = r.time_band_id LEFT JOIN billing_holiday h ON h.date = c.usage_date "
-        f"WHERE b.id IS NULL OR {in_band}) ranked WHERE rank = 1) best ON best._row = s._row"
+        f"WHERE b.id IS NULL OR {in_band}) ranked WHERE rank = 1"
     )
+
+
+TIME_UNITS = "('second', 'minute', 'hour')"
+
+
+def band_split_steps(dialect) -> tuple:
+    """A call on a card that splits at time bands is cut at the card's band edges (and midnight)
+    within the day it starts and the next; each part is priced at the rate its start matches, in the
+    unit of the call's own rate. The rated quantity's rounding (increments) falls in the last part,
+    and allowances cover the call from its start, so the charged quantity is the tail of the call.
+    Adds `_split`: the sum of charged part quantity x part price (micro-units over the unit)."""
+    edges = " UNION ".join(
+        f"SELECT r.rate_card_id AS card_id, {dialect.seconds_of_day(f'b.{end}')} AS edge FROM billing_rate r "
+        "JOIN billing_timeband b ON b.id = r.time_band_id JOIN billing_ratecard c ON c.id = r.rate_card_id "
+        "WHERE c.split_time_bands = %(true)s"
+        for end in ("starts", "ends")
+    )
+    edge = "(e.edge + d.day * 86400)"
+    parts_in_order = "PARTITION BY c._row ORDER BY c._part"
+    part_rates = best_rates(
+        dialect,
+        "SELECT p._row, p._part, p.category, p.usage_type, p.destination, p.unit, "
+        f"{dialect.add_days('p.usage_date', 'p._day')} AS usage_date, "
+        "((p.local_weekday + p._day - 1) %% 7) + 1 AS local_weekday, p._part - p._day * 86400 AS local_seconds, "
+        "0 AS prio, CAST(NULL AS DATE) AS expires, p.card_id AS owner FROM band_parts p",
+        ("_row", "_part"),
+        same_unit=True,
+    )
+    price = dialect.exact(dialect.micros("r.price_per_unit"))
+    return (
+        ("@band_edges", f"{edges} UNION SELECT c.id, 0 FROM billing_ratecard c WHERE c.split_time_bands = %(true)s"),
+        (
+            "@split_calls",
+            "SELECT k._row, r.id AS start_rate, r.rate_card_id AS card_id, r.unit, k.category, k.usage_type, "
+            "k.destination, k.usage_date, k.local_weekday, k.local_seconds, k.duration, k.rated_quantity, "
+            "k._chargeable FROM {prev} k JOIN billing_rate r ON r.id = k.rate_id "
+            "JOIN billing_ratecard c ON c.id = r.rate_card_id AND c.split_time_bands = %(true)s "
+            f"WHERE r.unit IN {TIME_UNITS} AND r.tier_mode = 'none' AND k._chargeable > 0 AND k.duration > 0",
+        ),
+        (
+            "@band_cuts",
+            "SELECT k._row, k.local_seconds AS _part FROM split_calls k "
+            f"UNION SELECT k._row, {edge} FROM split_calls k JOIN band_edges e ON e.card_id = k.card_id "
+            "CROSS JOIN (SELECT 0 AS day UNION ALL SELECT 1 AS day) d "
+            f"WHERE {edge} > k.local_seconds AND {edge} < k.local_seconds + k.duration",
+        ),
+        (
+            "@band_parts",
+            "SELECT p.*, CASE WHEN p._part >= 86400 THEN 1 ELSE 0 END AS _day FROM (SELECT k.*, c._part, "
+            f"COALESCE(LEAD(c._part) OVER ({parts_in_order}), k.local_seconds + k.duration) - c._part "
+            f"+ CASE WHEN LEAD(c._part) OVER ({parts_in_order}) IS NULL THEN k.rated_quantity - k.duration ELSE 0 END "
+            "AS _qty FROM band_cuts c JOIN split_calls k ON k._row = c._row) p",
+        ),
+        ("@part_rates", part_rates),
+        (
+            "@part_charges",
+            # Covered from the start: a part is charged for what of it lies after the covered quantity.
+            "SELECT p._row, p._part, p.start_rate, CASE WHEN p._after < p._qty THEN p._after ELSE p._qty END "
+            "AS _charged FROM (SELECT p.*, p._before + p._qty - (p.rated_quantity - p._chargeable) AS _after FROM ("
+            "SELECT p.*, COALESCE(SUM(p._qty) OVER (PARTITION BY p._row ORDER BY p._part "
+            "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS _before FROM band_parts p) p) p "
+            "WHERE p._after > 0",
+        ),
+        (
+            "sp._split AS _split",
+            f"LEFT JOIN (SELECT pc._row, SUM({dialect.exact('pc._charged')} * {price}) AS _split "
+            "FROM part_charges pc LEFT JOIN part_rates pr ON pr._row = pc._row AND pr._part = pc._part "
+            "JOIN billing_rate r ON r.id = COALESCE(pr.rate_id, pc.start_rate) GROUP BY pc._row) sp "
+            "ON sp._row = s._row",
+        ),
+    )
+
+
+def gate(
+    dialect,
+    default_card_id,
+    *,
+    allowance_passes: int = 0,
+    money_passes: int = 0,
+    tiers: bool = False,
+    period_tiers: bool = False,
+    split_bands: bool = False,
+) -> Gate:
+    """`allowance_passes`, `money_passes`: the most quantity and money allowances a service can have
+    (one drawing pass each); `split_bands`: whether a card splits calls at time bands; `tiers`, `period_tiers`:
+    whether any rate has tiers, and counts them over the period (else those steps are left out)."""
+    best_rate = f"LEFT JOIN ({best_rates(dialect, CARDS_OF_RECORD, ('_row',))}) best ON best._row = s._row"
     best_discount = (
         "LEFT JOIN (SELECT _row, discount_id FROM (SELECT k._row, d.id AS discount_id, ROW_NUMBER() OVER ("
         "PARTITION BY k._row ORDER BY CASE WHEN d.service_id IS NULL THEN 1 ELSE 0 END, "
@@ -254,7 +336,10 @@ def gate(
         "JOIN billing_rate r ON r.id = k.rate_id AND r.tier_mode <> 'none' "
         f"JOIN {tier_bands} tb ON tb.rate_id = k.rate_id GROUP BY k._row) tt ON tt._row = s._row"
     )
-    amount = f"CASE WHEN s._tiered IS NOT NULL THEN s._tiered ELSE {x(charged)} * {price} END"
+    amount = (
+        f"CASE WHEN s._tiered IS NOT NULL THEN s._tiered WHEN s._split IS NOT NULL THEN s._split "
+        f"ELSE {x(charged)} * {price} END"
+    )
     base = f"({x(dialect.micros('r.connect_fee'))} * {unit} + {amount})"
     low = f"{x(dialect.micros('r.minimum_charge'))} * {unit}"
     high = f"{x(dialect.micros('r.maximum_charge'))} * {unit}"
@@ -333,6 +418,7 @@ def gate(
                 "",
             ),
             *tier_steps,
+            *(band_split_steps(dialect) if split_bands else (("CAST(NULL AS BIGINT) AS _split", ""),)),
             ("tt._tiered AS _tiered", tiered) if tiers else ("CAST(NULL AS BIGINT) AS _tiered", ""),
             (
                 f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s.rated_quantity IS NOT NULL THEN {charge} END "
