@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0005_alter_includedvalue_quantity_and_more'),
+        ("billing", "0005_alter_includedvalue_quantity_and_more"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='ratecard',
-            name='split_time_bands',
-            field=models.BooleanField(default=False, help_text="Price a call crossing a time band edge per part, each at its band's rate; otherwise the band at the start of the call prices all of it."),
+            model_name="ratecard",
+            name="split_time_bands",
+            field=models.BooleanField(
+                default=False,
+                help_text="Price a call crossing a time band edge per part, each at its band's rate; otherwise the band at the start of the call prices all of it.",
+            ),
         ),
     ]

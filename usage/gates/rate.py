@@ -190,7 +190,8 @@ def best_rates(dialect, candidates: str, key: tuple[str, ...], same_unit: bool =
     )
     keys = ", ".join(f"c.{k}" for k in key)
     return (
-        f"SELECT {', '.join(key)}, rate_id FROM (SELECT {keys}, r.id AS rate_id, ROW_NUMBER() OVER (PARTITION BY {keys} "
+        f"SELECT {', '.join(key)}, rate_id FROM (SELECT {keys}, r.id AS rate_id, "
+        f"ROW_NUMBER() OVER (PARTITION BY {keys} "
         "ORDER BY c.prio, CASE WHEN c.expires IS NULL THEN 1 ELSE 0 END, c.expires, length(r.match_prefix) DESC, "
         "CASE WHEN r.usage_type = '' THEN 1 ELSE 0 END, CASE WHEN r.time_band_id IS NULL THEN 1 ELSE 0 END, r.id) "
         "AS rank "
