@@ -191,10 +191,14 @@ def _gate_statement(cursor, sql: str, params: dict) -> None:
 
 
 OUTCOME_TABLE = "usage_gate_outcome"
+USAGE_WRITE_LOCK = 73_010_001
 
 
 def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax") -> int:
     """Mediate a batch of staged rows of one file into usage records; the number written."""
+    if cursor.db.vendor == "postgresql":
+        # Metering reads the highest record id under this lock (exclusive): see metering.services.
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [USAGE_WRITE_LOCK])
     gates = gates_for(collector, "parse", last)
     produced = {c for g in gates for c in g.produces}
     later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
