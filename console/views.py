@@ -98,3 +98,38 @@ def service_usage(request, service_id, kind="usage"):
             "kind": kind,
         },
     )
+
+
+@staff_member_required
+@permission_required("metering.view_meter", raise_exception=True)
+def stream_meters(request, stream_id):
+    """Inspect: the meters of a stream's processor with key, period, value, last update and flush,
+    filterable by meter type and key, newest update first, a page at a time."""
+    from django.core.paginator import Paginator
+
+    from metering.models import MeterType, Stream
+    from metering.services import schedule_warnings
+
+    stream = get_object_or_404(Stream, pk=stream_id)
+    meters = stream.meters.select_related("meter_type").order_by("meter_type__code", "key")
+    meter_type = request.GET.get("type", "")
+    if meter_type:
+        meters = meters.filter(meter_type__code=meter_type)
+    key = request.GET.get("key", "").strip()
+    if key:
+        meters = meters.filter(key=key)
+    page_obj = Paginator(meters, 100).get_page(request.GET.get("page"))
+    return page(
+        request,
+        "console/stream_meters.html",
+        {
+            "stream": stream,
+            "page_obj": page_obj,
+            "meter_types": MeterType.objects.filter(rules__stream=stream).distinct(),
+            "selected_type": meter_type,
+            "key": key,
+            "executions": stream.executions.all()[:10],
+            "warnings": schedule_warnings(stream),
+            "title": f"Inspect meters: {stream}",
+        },
+    )

@@ -230,6 +230,9 @@ class MeterValue(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["meter", "value"], name="metering_metervalue_once")]
 
+    def __str__(self):
+        return self.value
+
 
 class StreamExecution(models.Model):
     """One run of a stream: Tollgate's own history (django-q2 keeps only a short task history)."""

@@ -26,6 +26,7 @@ from .schedules import period_containing
 INPUT_TABLE = "metering_input"
 DELTA_TABLE = "metering_delta"
 PERIOD_TABLE = "metering_periods"
+OF_METER = "p.meter_type_id = metering_meter.meter_type_id"
 
 
 class StreamBusy(Exception):
@@ -218,8 +219,8 @@ def flush_due(stream, execution, meter_types: dict, now: dt.datetime, *, due_onl
         _period_table(cursor, meter_types, now)
         cursor.execute(
             "UPDATE metering_meter SET value = 0, records = 0, latest_at = NULL, last_flush_at = %s, "
-            f"period_start = (SELECT period_start FROM {PERIOD_TABLE} p WHERE p.meter_type_id = metering_meter.meter_type_id), "
-            f"period_end = (SELECT period_end FROM {PERIOD_TABLE} p WHERE p.meter_type_id = metering_meter.meter_type_id) "
+            f"period_start = (SELECT period_start FROM {PERIOD_TABLE} p WHERE {OF_METER}), "
+            f"period_end = (SELECT period_end FROM {PERIOD_TABLE} p WHERE {OF_METER}) "
             f"WHERE {due}",
             [_db(now), *due_params],
         )
@@ -251,3 +252,81 @@ def emit_readings(stream, execution) -> None:
         content,
         via="metering",
     )
+
+
+def sync_schedule(stream: Stream) -> None:
+    """Keep the stream's django-q2 schedule in step with its configuration: saved streams are
+    rescheduled at once (the seed asks operators to reschedule by hand); inactive ones are not run."""
+    from django_q.models import Schedule
+
+    if not stream.is_active:
+        Schedule.objects.filter(name=stream.schedule_name).delete()
+        return
+    minutes = 1 if stream.mode == Stream.Mode.REALTIME else stream.every_minutes
+    Schedule.objects.update_or_create(
+        name=stream.schedule_name,
+        defaults={
+            "func": "metering.tasks.execute_stream",
+            "args": str(stream.pk),
+            "schedule_type": Schedule.MINUTES,
+            "minutes": minutes,
+            "repeats": -1,
+            "next_run": timezone.now() + dt.timedelta(minutes=minutes),
+        },
+    )
+
+
+def schedule_warnings(stream: Stream) -> list[str]:
+    """Meter types of the stream that reset more often than the stream runs (their periods would
+    be counted late and flushed late)."""
+    from .schedules import shortest_period_minutes
+
+    runs_every = 1 if stream.mode == Stream.Mode.REALTIME else stream.every_minutes
+    warnings = []
+    for meter_type in MeterType.objects.filter(rules__stream=stream).distinct():
+        shortest = shortest_period_minutes(meter_type)
+        if runs_every > shortest:
+            warnings.append(
+                f"Stream {stream.code} runs every {runs_every} minutes but meter type {meter_type.code} resets "
+                f"every {shortest:g} minutes: run the stream at least as often as its meters reset."
+            )
+    return warnings
+
+
+def preview_rules(stream: Stream, *, last: int = 100, now: dt.datetime | None = None) -> list[dict]:
+    """What the stream's guiding rules would do with the last `last` mediated records: the meters
+    that would change, before and after. Nothing is written (savepoint rolled back)."""
+    now = now or timezone.now()
+    rules = list(stream.rules.select_related("meter_type"))
+    meter_types = {rule.meter_type_id: rule.meter_type for rule in rules}
+
+    def current():
+        return {
+            (m.meter_type.code, m.key): m.value
+            for m in Meter.objects.filter(stream=stream).select_related("meter_type")
+        }
+
+    with transaction.atomic():
+        savepoint = transaction.savepoint()
+        try:
+            before = current()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT COALESCE(MIN(id), 1) - 1, COALESCE(MAX(id), 0) FROM (SELECT id FROM usage_usagerecord "
+                    "WHERE status = 'mediated' ORDER BY id DESC LIMIT %s) recent",
+                    [last],
+                )
+                low, high = cursor.fetchone()
+                if rules and high > low:
+                    guide(cursor, stream, rules, meter_types, low, high, now)
+            after = current()
+        finally:
+            transaction.savepoint_rollback(savepoint)
+    changes = []
+    for (code, key), value in sorted(after.items()):
+        old = before.get((code, key))
+        if old != value:
+            changes.append(
+                {"meter_type": code, "key": key, "before": old, "after": value, "change": value - (old or 0)}
+            )
+    return changes

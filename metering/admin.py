@@ -1,0 +1,136 @@
+"""Design objects of metering in the admin: meter types, streams with their guiding rules, and
+read-only meters, readings and executions. Preview and Inspect pages hang off the stream."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from billing.admin import BigTableAdmin, TollgateModelAdmin
+
+from . import services
+from .models import GuidingRule, Meter, MeterReading, MeterType, Stream, StreamExecution
+
+
+@admin.register(MeterType)
+class MeterTypeAdmin(TollgateModelAdmin):
+    list_display = ("code", "name", "aggregation", "field", "unit", "reset", "cron", "time_zone")
+    search_fields = ("code", "name")
+
+
+class GuidingRuleInline(admin.TabularInline):
+    model = GuidingRule
+    extra = 1
+
+
+class PreviewForm(forms.Form):
+    last = forms.IntegerField(
+        label="Last mediated records", min_value=1, max_value=100_000, initial=100, help_text="Sample size."
+    )
+
+
+@admin.register(Stream)
+class StreamAdmin(TollgateModelAdmin):
+    list_display = ("code", "name", "mode", "flush", "every_minutes", "is_active", "watermark", "links")
+    search_fields = ("code", "name")
+    readonly_fields = ("watermark",)
+    inlines = [GuidingRuleInline]
+    actions = ["execute_now"]
+
+    @admin.display(description="")
+    def links(self, obj):
+        return format_html(
+            '<a href="{}">Inspect</a> · <a href="{}">Preview</a>',
+            reverse("console:stream_meters", args=[obj.pk]),
+            reverse("admin:metering_stream_preview", args=[obj.pk]),
+        )
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        for warning in services.schedule_warnings(form.instance):
+            messages.warning(request, warning)
+
+    @admin.action(description="Execute the selected streams now", permissions=["change"])
+    def execute_now(self, request, queryset):
+        for stream in queryset:
+            try:
+                execution = services.do_execute_stream(request.user, stream, trigger="admin")
+            except services.StreamBusy as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(
+                    request,
+                    f"{stream.code}: {execution.records} records, {execution.meter_updates} meters updated, "
+                    f"{execution.flushed} flushed.",
+                )
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/preview/", self.admin_site.admin_view(self.preview_view), name="metering_stream_preview"),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request, pk):
+        """Run the guiding rules on a sample and show which meters would change; writes nothing."""
+        stream = get_object_or_404(Stream, pk=pk)
+        if not self.has_view_permission(request, stream):
+            raise PermissionDenied
+        form = PreviewForm(request.POST or None)
+        changes = None
+        if request.method == "POST" and form.is_valid():
+            changes = services.preview_rules(stream, last=form.cleaned_data["last"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Preview guiding rules: {stream}",
+            "opts": self.model._meta,
+            "original": stream,
+            "form": form,
+            "changes": changes,
+        }
+        return TemplateResponse(request, "admin/metering/stream/preview.html", context)
+
+    def response_change(self, request, obj):
+        if "_inspect" in request.POST:
+            return redirect("console:stream_meters", obj.pk)
+        return super().response_change(request, obj)
+
+
+class ReadOnlyAdmin(BigTableAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Meter)
+class MeterAdmin(ReadOnlyAdmin):
+    list_display = ("meter_type", "key", "stream", "period_start", "period_end", "value", "records", "updated_at")
+    list_filter = ("stream", "meter_type")
+    search_fields = ("key__exact",)
+
+
+@admin.register(MeterReading)
+class MeterReadingAdmin(ReadOnlyAdmin):
+    list_display = ("meter_type", "key", "stream", "period_start", "period_end", "value", "records", "flushed_at")
+    list_filter = ("stream", "meter_type")
+    search_fields = ("key__exact",)
+
+
+@admin.register(StreamExecution)
+class StreamExecutionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "stream",
+        "status",
+        "trigger",
+        "started_at",
+        "finished_at",
+        "records",
+        "records_per_second",
+        "meter_updates",
+        "flushed",
+    )
+    list_filter = ("stream", "status")
