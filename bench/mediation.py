@@ -12,6 +12,11 @@ then it mediates --cycle-records more records for one mobile service and rebalan
 account for the period holding them (docs/rating.md, rebalance):
 
     rebalance records=<n> seconds=<s> records_per_s=<r>
+
+and, between the two, one execution of a metering stream summing every mediated record into a meter
+per service (docs/metering.md):
+
+    metering records=<n> meters=<m> seconds=<s> records_per_s=<r>
 """
 
 import argparse
@@ -96,8 +101,28 @@ def main():
         f"records_per_s={received.total_lines / seconds:.0f} copy_ratio={seconds / copy_seconds:.2f} "
         f"peak_rss_mb={rss_mb:.0f}"
     )
+    bench_metering()
     if args.cycle_records:
         bench_rebalance(manage, work, args, collector)
+
+
+def bench_metering():
+    """One batch execution of a stream over the mediated file: the rated quantity summed per service
+    (one meter per service, about 100k)."""
+    from metering.models import GuidingRule, MeterType, Stream
+    from metering.services import do_execute_stream
+
+    quantity = MeterType.objects.create(code="BENCH", name="Rated quantity", aggregation="sum", field="rated_quantity")
+    stream = Stream.objects.create(code="BENCH", name="Bench", is_active=False)
+    GuidingRule.objects.create(stream=stream, conditions=[], meter_type=quantity, key_fields="service_id")
+    started = time.monotonic()
+    execution = do_execute_stream("bench", stream)
+    seconds = time.monotonic() - started
+    print(
+        f"metering records={execution.records} meters={stream.meters.count()} seconds={seconds:.2f} "
+        f"records_per_s={execution.records / seconds:.0f}",
+        flush=True,
+    )
 
 
 def bench_rebalance(manage, work: Path, args, collector):
