@@ -204,3 +204,30 @@ def test_inspect_view_in_a_browser(live_server, page, operator, world, mediate):
     assert page.locator("#meters tbody tr").count() == 1
     assert "completed" in page.locator("#executions").inner_text()
     page.screenshot(path=str(ARTIFACTS / "metering-inspect.png"), full_page=True)
+
+
+@pytest.mark.django_db
+def test_next_processor_sends_flushed_values_as_usage_to_a_collector(
+    world, mediate, django_capture_on_commit_callbacks
+):
+    from usage.models import MediationFile, UsageRecord
+
+    minutes = MeterType.objects.create(code="DAYSEC", name="Seconds a day", aggregation="sum", field="duration")
+    stream = Stream.objects.create(
+        code="DAILY",
+        name="Daily voice total",
+        flush=Stream.Flush.EXECUTION,
+        emit_collector=world["collector"],
+        emit_usage_type="voice",
+    )
+    GuidingRule.objects.create(
+        stream=stream, conditions=[["category", "=", "telephony"]], meter_type=minutes, key_fields="identifier"
+    )
+    mediate(lines(USAGE))
+    with django_capture_on_commit_callbacks(execute=True):
+        execution = do_execute_stream("test", stream, now=dt.datetime(2026, 10, 5, 12, tzinfo=UTC))
+    assert execution.flushed == 2
+    emitted = MediationFile.objects.get(name=f"DAILY-execution-{execution.pk}.csv")
+    assert (emitted.status, emitted.mediated) == ("completed", 2)
+    totals = dict(UsageRecord.objects.filter(file=emitted).values_list("identifier", "duration"))
+    assert totals == {"61400000001": 210, "61400000002": 300}
