@@ -150,15 +150,13 @@ def guide(cursor, stream, rules, meter_types, low: int, high: int, now: dt.datet
         "WHEN 'latest' THEN d.latest ELSE 0 END"
     )
     old = "metering_meter"
+    aggregation = f"(SELECT aggregation FROM {PERIOD_TABLE} p WHERE {OF_METER})"
     combined = (
         f"CASE WHEN {old}.records = 0 THEN excluded.value "
-        f"WHEN mt.aggregation IN ('sum', 'count') THEN {old}.value + excluded.value "
-        f"WHEN mt.aggregation = 'max' THEN CASE WHEN excluded.value > {old}.value THEN excluded.value ELSE {old}.value "
-        f"END WHEN mt.aggregation = 'latest' THEN CASE WHEN excluded.latest_at >= {old}.latest_at THEN excluded.value "
-        f"ELSE {old}.value END ELSE {old}.value END"
-    )
-    combined = combined.replace(
-        "mt.aggregation", f"(SELECT aggregation FROM {PERIOD_TABLE} WHERE meter_type_id = {old}.meter_type_id)"
+        f"WHEN {aggregation} IN ('sum', 'count') THEN {old}.value + excluded.value "
+        f"WHEN {aggregation} = 'max' THEN CASE WHEN excluded.value > {old}.value THEN excluded.value "
+        f"ELSE {old}.value END WHEN {aggregation} = 'latest' THEN CASE WHEN excluded.latest_at >= {old}.latest_at "
+        f"THEN excluded.value ELSE {old}.value END ELSE {old}.value END"
     )
     cursor.execute(
         "INSERT INTO metering_meter (stream_id, meter_type_id, key, period_start, period_end, value, latest_at, "
@@ -196,10 +194,8 @@ def guide(cursor, stream, rules, meter_types, low: int, high: int, now: dt.datet
 
 def flush_due(stream, execution, meter_types: dict, now: dt.datetime, *, due_only: bool) -> int:
     """Flush the meters whose period has ended (or all, `due_only` False) to the next processor
-    and start their new period; the number of readings."""
-    meters = Meter.objects.filter(stream=stream)
-    if due_only:
-        meters = meters.filter(period_end__lte=now)
+    and start their new period; the number of readings. `meter_types` holds the type of every
+    meter of the stream (the caller adds the types of meters whose rule is gone)."""
     with connection.cursor() as cursor:
         due = f"stream_id = %s{' AND period_end <= %s' if due_only else ''}"
         due_params = [stream.pk, _db(now)] if due_only else [stream.pk]
@@ -214,8 +210,6 @@ def flush_due(stream, execution, meter_types: dict, now: dt.datetime, *, due_onl
         cursor.execute(
             f"DELETE FROM metering_metervalue WHERE meter_id IN (SELECT id FROM metering_meter WHERE {due})", due_params
         )
-        missing = {pk for pk in meters.values_list("meter_type_id", flat=True).distinct()} - set(meter_types)
-        meter_types = {**meter_types, **{m.pk: m for m in MeterType.objects.filter(pk__in=missing)}}
         _period_table(cursor, meter_types, now)
         cursor.execute(
             "UPDATE metering_meter SET value = 0, records = 0, latest_at = NULL, last_flush_at = %s, "
