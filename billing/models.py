@@ -693,3 +693,115 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_type} {self.object_id}"
+
+
+class Invoice(models.Model):
+    """An account's bill for one cycle (the periods of its services that start on `cycle_start`).
+
+    Amounts are integer micro-units like usage records, so the invoice reconciles exactly to the
+    rated records it sums. A draft is rebuilt by every Main Billing run of its cycle; finalizing
+    gives it a number and marks its periods invoiced, after which it never changes.
+    """
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        FINAL = "final", "Final"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="invoices")
+    cycle_start = models.DateField()
+    cycle_end = models.DateField()
+    number = models.CharField(max_length=32, null=True, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT)
+    currency = models.CharField(max_length=3, default="AUD")
+    usage_records = models.BigIntegerField(default=0)
+    subtotal_micros = models.BigIntegerField(default=0)
+    tax_micros = models.BigIntegerField(default=0)
+    total_micros = models.BigIntegerField(default=0)
+    prepared_at = models.DateTimeField(null=True, blank=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-cycle_start", "account"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "cycle_start"], name="billing_invoice_one_per_cycle"),
+            models.UniqueConstraint(fields=["number"], name="billing_invoice_number_unique"),
+            models.CheckConstraint(
+                condition=Q(status="draft", number__isnull=True) | Q(status="final", number__isnull=False),
+                name="billing_invoice_final_has_number",
+            ),
+            models.CheckConstraint(
+                condition=Q(total_micros=models.F("subtotal_micros") + models.F("tax_micros")),
+                name="billing_invoice_total_is_sum",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.number or 'Draft'} {self.account.number} {self.cycle_start}"
+
+    @property
+    def subtotal(self):
+        return Decimal(self.subtotal_micros) / 1_000_000
+
+    @property
+    def tax(self):
+        return Decimal(self.tax_micros) / 1_000_000
+
+    @property
+    def total(self):
+        return Decimal(self.total_micros) / 1_000_000
+
+
+class Charge(models.Model):
+    """An invoiceable charge: mediated usage mapped per service and category (and usage type),
+    a recurring plan or product price for the cycle (prorated), or a one-time charge."""
+
+    class Kind(models.TextChoices):
+        USAGE = "usage", "Usage"
+        RECURRING = "recurring", "Recurring"
+        ONE_TIME = "otc", "One-time"
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="charges")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="charges")
+    period = models.ForeignKey(SubscriptionPeriod, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.PROTECT, null=True, blank=True, related_name="charges"
+    )
+    category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
+    usage_type = models.CharField(max_length=32, blank=True, default="")
+    description = models.CharField(max_length=300)
+    records = models.BigIntegerField(default=0, help_text="Usage records summed into the charge.")
+    rated_quantity = models.BigIntegerField(null=True, blank=True)
+    included_quantity = models.BigIntegerField(null=True, blank=True)
+    days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Days charged of the cycle (proration).")
+    amount_micros = models.BigIntegerField()
+    tax_micros = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["invoice", "service", "kind", "category", "usage_type"]
+        constraints = [
+            # Never twice: a subscription's recurring charge once per invoice, a one-time charge once ever.
+            models.UniqueConstraint(
+                fields=["invoice", "subscription"], condition=Q(kind="recurring"), name="billing_charge_recurring_once"
+            ),
+            models.UniqueConstraint(fields=["subscription"], condition=Q(kind="otc"), name="billing_charge_otc_once"),
+            models.UniqueConstraint(
+                fields=["invoice", "period", "category", "usage_type"],
+                condition=Q(kind="usage"),
+                name="billing_charge_usage_once",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="usage") | Q(subscription__isnull=False), name="billing_charge_subscription_needed"
+            ),
+        ]
+
+    def __str__(self):
+        return self.description
+
+    @property
+    def amount(self):
+        return Decimal(self.amount_micros) / 1_000_000
+
+    @property
+    def tax(self):
+        return Decimal(self.tax_micros) / 1_000_000

@@ -188,11 +188,7 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Queue selected failed files again", permissions=["change"])
     def retry_files(self, request, queryset):
-        retried = queryset.filter(status=MediationFile.Status.FAILED).update(
-            status=MediationFile.Status.QUEUED, error=""
-        )
-        for collector_id in set(queryset.values_list("collector_id", flat=True)):
-            services.enqueue_collector(collector_id)
+        retried = len(services.do_requeue_files(request.user, queryset))
         self.message_user(request, f"{retried} failed file(s) queued again; they resume after their last batch.")
 
 

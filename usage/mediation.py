@@ -21,10 +21,13 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from console import tracking
+from console.models import RunStatus
+
 from . import pipeline, staging
 from .gates.parse import FileRejected, Parser
 from .models import MediationFile, UsageCollector
-from .services import refresh_file_counts
+from .services import queue_mediation_run, refresh_file_counts
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     collector = mediation_file.collector
     MediationFile.objects.filter(pk=mediation_file.pk, started_at__isnull=True).update(started_at=timezone.now())
     MediationFile.objects.filter(pk=mediation_file.pk).update(status=MediationFile.Status.PROCESSING)
+    # The collector's lease makes this worker the file's only one: it takes over the file's run.
+    run = tracking.start_run(queue_mediation_run("mediation worker", mediation_file).pk, take_over=True)
     parser = None
     try:
         parser = Parser(collector, settings.TIME_ZONE)
@@ -112,20 +117,22 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
                             lines_done=F("lines_done") + loaded,
                             processing_seconds=_plus("processing_seconds", time.monotonic() - started),
                         )
+                        if run is not None:
+                            tracking.add_progress(run, loaded)
                     else:
                         staging.drop(connection, collector.pk)
     except FileRejected as exc:
-        _finish(mediation_file, MediationFile.Status.REJECTED, str(exc))
+        _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
         return
     except LeaseLost:
         raise
     except Exception as exc:
         log.exception("mediation of file %s failed", mediation_file.pk)
-        _finish(mediation_file, MediationFile.Status.FAILED, f"{type(exc).__name__}: {exc}")
+        _finish(mediation_file, MediationFile.Status.FAILED, f"{type(exc).__name__}: {exc}", run)
         return
     MediationFile.objects.filter(pk=mediation_file.pk).update(blank_lines=parser.blank_lines)
     refresh_file_counts([mediation_file.pk])
-    _finish(mediation_file, MediationFile.Status.COMPLETED, "")
+    _finish(mediation_file, MediationFile.Status.COMPLETED, "", run)
 
 
 def parsed_ahead(rows, vendor: str, size: int):
@@ -174,7 +181,12 @@ def _plus(field, seconds):
     return Coalesce(F(field), 0.0) + seconds
 
 
-def _finish(mediation_file, status, error):
+def _finish(mediation_file, status, error, run):
     MediationFile.objects.filter(pk=mediation_file.pk).update(
         status=status, error=error[:4000], finished_at=timezone.now()
     )
+    if run is not None:
+        done = MediationFile.objects.values_list("lines_done", flat=True).get(pk=mediation_file.pk)
+        completed = status == MediationFile.Status.COMPLETED
+        tracking.progress(run, done, expected=done if completed else None)
+        tracking.finish(run, RunStatus.COMPLETED if completed else RunStatus.FAILED, error)

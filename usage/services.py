@@ -10,6 +10,8 @@ from django.db.models import Count, Q, Sum
 from django.db.models.expressions import RawSQL
 
 from billing import audit
+from console import tracking
+from console.models import ProcessKind, ProcessRun
 
 from . import pipeline
 from .models import MediationFile, Reason, UsageCollector, UsageRecord
@@ -36,11 +38,14 @@ def do_receive_file(actor, collector: UsageCollector, name: str, content, *, via
     if not collector.is_active:
         raise ValidationError(f"Collector {collector.code} is not active.")
     digest = hashlib.sha256()
-    size = 0
+    size = lines = 0
+    last = b"\n"
     spool = tempfile.TemporaryFile()
     for chunk in iter(lambda: content.read(CHUNK), b""):
         digest.update(chunk)
         size += len(chunk)
+        lines += chunk.count(b"\n")
+        last = chunk[-1:]
         spool.write(chunk)
     spool.seek(0)
     sha = digest.hexdigest()
@@ -62,9 +67,54 @@ def do_receive_file(actor, collector: UsageCollector, name: str, content, *, via
         )
         mediation_file.raw.save(name[-100:], File(spool), save=False)
         mediation_file.save()
+        queue_mediation_run(actor, mediation_file, expected=lines + (last != b"\n"))
         audit.record(actor, "file.receive", mediation_file, after={"name": name, "size": size, "sha256": sha})
         transaction.on_commit(lambda: enqueue_collector(locked.pk))
     return mediation_file
+
+
+def queue_mediation_run(actor, mediation_file: MediationFile, *, expected=None, retry_of=None):
+    """The file's Mediation File Processing run, queued behind the collector's earlier files.
+    `expected` is the file's line count (counted as it was received; an earlier run's otherwise)."""
+    subject = f"file:{mediation_file.pk}"
+    if expected is None:
+        expected = (
+            ProcessRun.objects.filter(kind=ProcessKind.MEDIATION, subject=subject)
+            .values_list("records_expected", flat=True)
+            .first()
+        )
+    return tracking.queue_run(
+        actor,
+        ProcessKind.MEDIATION,
+        subject,
+        f"{mediation_file.collector.code} #{mediation_file.sequence} {mediation_file.name}",
+        queue=f"collector:{mediation_file.collector_id}",
+        params={"file": mediation_file.pk, "collector": mediation_file.collector_id},
+        expected=expected,
+        retry_of=retry_of,
+    )[0]
+
+
+def retry_mediation_run(actor, run):
+    """Queue a failed file again: it resumes after its last committed batch."""
+    mediation_file = MediationFile.objects.select_related("collector").get(pk=run.params["file"])
+    if mediation_file.status == MediationFile.Status.REJECTED:
+        raise ValidationError(
+            f"{mediation_file.name} was rejected as a whole ({mediation_file.error}); send a corrected file instead."
+        )
+    return do_requeue_files(actor, MediationFile.objects.filter(pk=mediation_file.pk), retry_of=run)[0]
+
+
+@transaction.atomic
+def do_requeue_files(actor, files, *, retry_of=None) -> list:
+    """Queue failed files again and start their collectors' workers; their new runs."""
+    runs = []
+    for mediation_file in files.filter(status=MediationFile.Status.FAILED).select_related("collector"):
+        MediationFile.objects.filter(pk=mediation_file.pk).update(status=MediationFile.Status.QUEUED, error="")
+        runs.append(queue_mediation_run(actor, mediation_file, retry_of=retry_of))
+        audit.record(actor, "file.requeue", mediation_file, summary=f"Queued {mediation_file} again")
+        transaction.on_commit(lambda cid=mediation_file.collector_id: enqueue_collector(cid))
+    return runs
 
 
 def enqueue_collector(collector_id: int):

@@ -1,0 +1,402 @@
+"""Main Billing Processing: turns a cycle's mediated usage and subscriptions into draft invoices.
+
+A cycle is every subscription period starting on one date (`cycle_start`): accounts billed on the
+same day are billed together. The run's activities, each shown in the Process Console:
+
+1. Reprocess — quarantined records of the cycle's time range go through the gates again.
+2. Mapping — mediated records become usage charges per service, category and usage type (one
+   INSERT … SELECT … GROUP BY).
+3. Subscription Generation — plan fees and recurring product prices, prorated by days.
+4. Generation OTC — one-time products (activation, equipment) starting in the cycle, once ever.
+5. Invoice preparation — each draft's totals from its charges.
+
+Before each activity the run waits while any Reprocess run is running, whoever started it. Every
+activity first removes what an earlier run of the cycle wrote to the still-draft invoices, so a
+re-run never doubles a charge; final invoices are never touched. The one rounding point of
+recurring charges is `prorate` (half-up to cents); usage charges are summed exactly as rated.
+"""
+
+import datetime as dt
+import logging
+import time
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, Q, Sum
+from django.utils import timezone
+
+from console import tracking
+from console.models import ProcessKind, ProcessRun, RunStatus
+
+from . import audit
+from .models import Charge, Invoice, Product, Subscription, SubscriptionPeriod, TaxRule, billing_day_start
+from .services import do_set_period_status
+
+log = logging.getLogger(__name__)
+
+ACTIVITIES = ["Reprocess", "Mapping", "Subscription Generation", "Generation OTC", "Invoice preparation"]
+CENT = Decimal("0.01")
+MICROS = Decimal(1_000_000)
+
+
+def subject_for(cycle_start: dt.date) -> str:
+    return f"cycle:{cycle_start.isoformat()}"
+
+
+def cycle_periods(cycle_start: dt.date):
+    return SubscriptionPeriod.objects.filter(start_date=cycle_start)
+
+
+def cycle_usage(cycle_start: dt.date):
+    from usage.models import UsageRecord
+
+    return UsageRecord.objects.filter(period__start_date=cycle_start)
+
+
+def request_main_billing(actor, cycle_start: dt.date, *, run_at=None, retry_of=None) -> ProcessRun:
+    """Queue Main Billing for a cycle (or schedule it at `run_at`); the run already active for the
+    cycle if there is one, so it never runs twice at once."""
+    if not cycle_periods(cycle_start).exists():
+        raise ValidationError(f"No subscription period starts on {cycle_start}: there is no cycle to bill.")
+    run, created = tracking.queue_run(
+        actor,
+        ProcessKind.MAIN_BILLING,
+        subject_for(cycle_start),
+        f"Cycle starting {cycle_start}",
+        params={"cycle_start": cycle_start.isoformat()},
+        scheduled_for=run_at,
+        retry_of=retry_of,
+    )
+    if created:
+        tracking.plan_activities(run, ACTIVITIES)
+        audit.record(actor, "billing.request", run, summary=f"Main Billing requested for the cycle of {cycle_start}")
+        transaction.on_commit(lambda: enqueue(run))
+    return run
+
+
+def enqueue(run: ProcessRun) -> None:
+    from django_q.models import Schedule
+    from django_q.tasks import async_task
+
+    if run.status == RunStatus.SCHEDULED and run.scheduled_for:
+        Schedule.objects.update_or_create(
+            name=f"Main Billing run {run.pk}",
+            defaults={
+                "func": "billing.tasks.run_main_billing",
+                "args": repr((run.pk,)),
+                "schedule_type": Schedule.ONCE,
+                "next_run": run.scheduled_for,
+                "repeats": 1,
+            },
+        )
+    else:
+        async_task("billing.tasks.run_main_billing", run.pk, task_name=f"main-billing-{run.pk}", group="billing")
+
+
+def retry_main_billing_run(actor, run: ProcessRun) -> ProcessRun:
+    return request_main_billing(actor, dt.date.fromisoformat(run.params["cycle_start"]), retry_of=run)
+
+
+def execute_main_billing(run_id: int) -> ProcessRun | None:
+    """Work a queued Main Billing run; None when it is finished or another worker holds it."""
+    run = tracking.start_run(run_id)
+    if run is None:
+        return None
+    cycle_start = dt.date.fromisoformat(run.params["cycle_start"])
+    try:
+        run.records_expected = cycle_usage(cycle_start).count()
+        tracking.progress(run, 0, run.records_expected)
+        steps = [reprocess, mapping, subscription_generation, generation_otc, prepare_invoices]
+        for position, (name, step) in enumerate(zip(ACTIVITIES, steps, strict=True), start=1):
+            wait_for_reprocess(run)
+            with tracking.activity(run, position, name) as activity:
+                tracking.test_pause(f"billing:{name}")
+                activity.records, activity.detail = step(cycle_start)
+    except Exception as exc:
+        log.exception("Main Billing run %s failed", run.pk)
+        tracking.finish(run, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        return run
+    tracking.finish(run, RunStatus.COMPLETED)
+    audit.record(f"main billing run {run.pk}", "billing.run", run, summary=f"Billed the cycle of {cycle_start}")
+    return run
+
+
+def wait_for_reprocess(run: ProcessRun) -> None:
+    """Hold the run, shown as waiting, while a Reprocess run is running (anyone's)."""
+    poll = float(getattr(settings, "TOLLGATE_BILLING_WAIT_POLL", 1.0))
+    while True:
+        tracking.reap_lost_runs()
+        blocking = (
+            ProcessRun.objects.filter(kind=ProcessKind.REPROCESS, status=RunStatus.RUNNING)
+            .order_by("started_at")
+            .first()
+        )
+        if blocking is None:
+            if run.status != RunStatus.RUNNING:
+                tracking.renew(run)
+            return
+        reason = f"Reprocess run {blocking.pk} started by {blocking.requested_label or 'someone'}"
+        if run.status != RunStatus.WAITING or run.waiting_for != reason:
+            log.info("Main Billing run %s waits for %s", run.pk, reason)
+        tracking.renew(run, status=RunStatus.WAITING, waiting_for=reason)
+        time.sleep(poll)
+
+
+def draft_invoices(cycle_start: dt.date):
+    return Invoice.objects.filter(cycle_start=cycle_start, status=Invoice.Status.DRAFT)
+
+
+@transaction.atomic
+def reprocess(cycle_start: dt.date) -> tuple[int, str]:
+    from usage.models import UsageRecord
+    from usage.services import do_reprocess_records
+
+    span = cycle_periods(cycle_start).aggregate(first=Min("starts_at"), last=Max("ends_at"))
+    waiting = UsageRecord.objects.filter(
+        status=UsageRecord.Status.QUARANTINED, usage_at__gte=span["first"], usage_at__lt=span["last"]
+    )
+    if not waiting.exists():
+        return 0, "No quarantined records in the cycle."
+    outcome = do_reprocess_records("main billing", waiting)
+    return outcome["records"], f"{outcome['mediated']} mediated, {outcome['quarantined']} still quarantined"
+
+
+@transaction.atomic
+def mapping(cycle_start: dt.date) -> tuple[int, str]:
+    """Draft invoices for every account with a period in the cycle; usage charges from the
+    mediated records, per service period, category and usage type, in one statement."""
+    accounts = (
+        cycle_periods(cycle_start)
+        .values("service__account_id", "service__account__currency")
+        .annotate(cycle_end=Max("end_date"))
+    )
+    existing = set(Invoice.objects.filter(cycle_start=cycle_start).values_list("account_id", flat=True))
+    Invoice.objects.bulk_create(
+        [
+            Invoice(
+                account_id=row["service__account_id"],
+                cycle_start=cycle_start,
+                cycle_end=row["cycle_end"],
+                currency=row["service__account__currency"],
+            )
+            for row in accounts
+            if row["service__account_id"] not in existing
+        ]
+    )
+    Charge.objects.filter(invoice__in=draft_invoices(cycle_start), kind=Charge.Kind.USAGE).delete()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO billing_charge (invoice_id, kind, service_id, period_id, category, usage_type, description,
+                                        records, rated_quantity, included_quantity, amount_micros, tax_micros)
+            SELECT i.id, 'usage', p.service_id, p.id, u.category, u.usage_type,
+                   'Usage: ' || u.category || CASE WHEN u.usage_type <> '' THEN ' / ' || u.usage_type ELSE '' END,
+                   COUNT(*), SUM(u.rated_quantity), SUM(COALESCE(u.included_quantity, 0)),
+                   SUM(u.charge_micros), SUM(u.tax_micros)
+            FROM usage_usagerecord u
+            JOIN billing_subscriptionperiod p ON p.id = u.period_id
+            JOIN billing_service s ON s.id = p.service_id
+            JOIN billing_invoice i ON i.account_id = s.account_id AND i.cycle_start = p.start_date
+            WHERE p.start_date = %s AND i.status = 'draft' AND u.status = 'mediated'
+            GROUP BY i.id, p.service_id, p.id, u.category, u.usage_type
+            """,
+            [cycle_start],
+        )
+    mapped = Charge.objects.filter(invoice__in=draft_invoices(cycle_start), kind=Charge.Kind.USAGE).aggregate(
+        records=Sum("records"), charges=Count("id")
+    )
+    return mapped["records"] or 0, f"{mapped['charges']} usage charges"
+
+
+def prorate(price: Decimal, days: int, period_days: int) -> Decimal:
+    """The rounding point of recurring charges: price × days / days of the period, half-up to cents."""
+    if days >= period_days:
+        return price
+    return (price * days / period_days).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def tax_on(amount: Decimal, rule: TaxRule) -> Decimal:
+    return (amount * rule.percent / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def charges_tax_rule() -> TaxRule:
+    """Recurring and one-time charges are taxed by the misc category's rule, else the default."""
+    rule = TaxRule.objects.filter(category="misc").first() or TaxRule.objects.filter(is_default=True).first()
+    if rule is None:
+        raise ValidationError("No tax rule for service and equipment charges and no default tax rule.")
+    return rule
+
+
+def _to_micros(amount: Decimal) -> int:
+    return int(amount * MICROS)
+
+
+def _cycle_subscriptions(cycle_start: dt.date, drafts):
+    """(period, invoice id, subscription) for subscriptions overlapping a period of a draft."""
+    invoice_of = dict(drafts.values_list("account_id", "id"))
+    periods = cycle_periods(cycle_start).filter(service__account_id__in=invoice_of).select_related("service")
+    by_service = {p.service_id: p for p in periods}
+    subscriptions = (
+        Subscription.objects.filter(service_id__in=by_service)
+        .filter(Q(ends_on__isnull=True) | Q(ends_on__gte=cycle_start))
+        .select_related("plan", "product", "service")
+        .order_by("service_id", "starts_on", "pk")
+    )
+    for subscription in subscriptions.iterator(chunk_size=2000):
+        period = by_service[subscription.service_id]
+        if subscription.starts_on > period.end_date or (
+            subscription.ends_on is not None and subscription.ends_on < period.start_date
+        ):
+            continue
+        yield period, invoice_of[subscription.service.account_id], subscription
+
+
+@transaction.atomic
+def subscription_generation(cycle_start: dt.date) -> tuple[int, str]:
+    drafts = draft_invoices(cycle_start)
+    Charge.objects.filter(invoice__in=drafts, kind=Charge.Kind.RECURRING).delete()
+    rule = charges_tax_rule()
+    charges = []
+    prorated = 0
+    for period, invoice_id, subscription in _cycle_subscriptions(cycle_start, drafts):
+        if subscription.plan_id:
+            what, price = subscription.plan, subscription.plan.monthly_fee
+        elif subscription.product.charge_type == Product.ChargeType.RECURRING:
+            what, price = subscription.product, subscription.product.price
+        else:
+            continue
+        first = max(subscription.starts_on, period.start_date)
+        last = min(subscription.ends_on or period.end_date, period.end_date)
+        days = (last - first).days + 1
+        period_days = (period.end_date - period.start_date).days + 1
+        amount = prorate(price, days, period_days)
+        prorated += days < period_days
+        note = f" ({days}/{period_days} days)" if days < period_days else ""
+        charges.append(
+            Charge(
+                invoice_id=invoice_id,
+                kind=Charge.Kind.RECURRING,
+                service_id=period.service_id,
+                period=period,
+                subscription=subscription,
+                category="misc",
+                description=f"{what.name} {first} to {last}{note}"[:300],
+                days=days,
+                amount_micros=_to_micros(amount),
+                tax_micros=_to_micros(tax_on(amount, rule)),
+            )
+        )
+    Charge.objects.bulk_create(charges, batch_size=2000)
+    return len(charges), f"{len(charges)} recurring charges, {prorated} prorated"
+
+
+@transaction.atomic
+def generation_otc(cycle_start: dt.date) -> tuple[int, str]:
+    drafts = draft_invoices(cycle_start)
+    Charge.objects.filter(invoice__in=drafts, kind=Charge.Kind.ONE_TIME).delete()
+    rule = charges_tax_rule()
+    already = set(Charge.objects.filter(kind=Charge.Kind.ONE_TIME).values_list("subscription_id", flat=True))
+    charges = []
+    for period, invoice_id, subscription in _cycle_subscriptions(cycle_start, drafts):
+        product = subscription.product
+        if product is None or product.charge_type != Product.ChargeType.ONE_TIME or subscription.pk in already:
+            continue
+        if not period.start_date <= subscription.starts_on <= period.end_date:
+            continue  # charged in the cycle it starts in
+        charges.append(
+            Charge(
+                invoice_id=invoice_id,
+                kind=Charge.Kind.ONE_TIME,
+                service_id=period.service_id,
+                period=period,
+                subscription=subscription,
+                category="misc",
+                description=f"{product.name} ({product.get_kind_display()}) {subscription.starts_on}"[:300],
+                amount_micros=_to_micros(product.price),
+                tax_micros=_to_micros(tax_on(product.price, rule)),
+            )
+        )
+    Charge.objects.bulk_create(charges, batch_size=2000)
+    return len(charges), f"{len(charges)} one-time charges"
+
+
+@transaction.atomic
+def prepare_invoices(cycle_start: dt.date) -> tuple[int, str]:
+    """Each draft's totals are the sums of its charges: they reconcile to the rated records."""
+    drafts = draft_invoices(cycle_start)
+    totals = {
+        row["invoice_id"]: row
+        for row in Charge.objects.filter(invoice__in=drafts)
+        .values("invoice_id")
+        .annotate(
+            amount=Sum("amount_micros"),
+            tax=Sum("tax_micros"),
+            records=Sum("records", filter=Q(kind=Charge.Kind.USAGE)),
+        )
+    }
+    now = timezone.now()
+    invoices = list(drafts)
+    for invoice in invoices:
+        row = totals.get(invoice.pk, {})
+        invoice.subtotal_micros = row.get("amount") or 0
+        invoice.tax_micros = row.get("tax") or 0
+        invoice.total_micros = invoice.subtotal_micros + invoice.tax_micros
+        invoice.usage_records = row.get("records") or 0
+        invoice.prepared_at = now
+    Invoice.objects.bulk_update(
+        invoices, ["subtotal_micros", "tax_micros", "total_micros", "usage_records", "prepared_at"], batch_size=2000
+    )
+    total = sum(i.total_micros for i in invoices)
+    return len(invoices), f"{len(invoices)} draft invoices, total {Decimal(total) / MICROS:f}"
+
+
+@transaction.atomic
+def do_finalize_invoice(actor, invoice: Invoice) -> Invoice:
+    """Give a prepared draft its number and mark its periods invoiced: later usage for them follows
+    the collector's late-usage policy, and a rebalance leaves them alone."""
+    invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
+    if invoice.status != Invoice.Status.DRAFT:
+        raise ValidationError(f"Invoice {invoice.number} is already final.")
+    if invoice.prepared_at is None:
+        raise ValidationError("The draft has not been prepared yet: run Main Billing for its cycle first.")
+    active = tracking.active_run(ProcessKind.MAIN_BILLING, subject_for(invoice.cycle_start))
+    if active is not None:
+        raise ValidationError(f"Main Billing is {active.status} for this cycle (run {active.pk}); finalize after it.")
+    invoice.status = Invoice.Status.FINAL
+    invoice.number = f"INV-{invoice.pk:08d}"
+    invoice.finalized_at = timezone.now()
+    invoice.save(update_fields=["status", "number", "finalized_at"])
+    periods = SubscriptionPeriod.objects.filter(service__account=invoice.account_id, start_date=invoice.cycle_start)
+    do_set_period_status(actor, periods, SubscriptionPeriod.Status.INVOICED)
+    audit.record(actor, "invoice.finalize", invoice, after={"number": invoice.number, "total": str(invoice.total)})
+    return invoice
+
+
+def ended_cycles(today: dt.date, days_back: int = 7):
+    """(cycle start, last period end) of cycles whose periods ended in the last `days_back` days
+    and are not yet invoiced."""
+    return list(
+        SubscriptionPeriod.objects.filter(end_date__lt=today, end_date__gte=today - dt.timedelta(days=days_back))
+        .exclude(status=SubscriptionPeriod.Status.INVOICED)
+        .values_list("start_date")
+        .annotate(last_end=Max("end_date"))
+        .order_by("start_date")
+    )
+
+
+def bill_ended_cycles(actor, today: dt.date | None = None) -> list[ProcessRun]:
+    """The daily schedule: Main Billing for each cycle that ended, unless it was billed since."""
+    today = today or timezone.localdate()
+    runs = []
+    for cycle_start, last_end in ended_cycles(today):
+        billed_since = ProcessRun.objects.filter(
+            kind=ProcessKind.MAIN_BILLING,
+            subject=subject_for(cycle_start),
+            status=RunStatus.COMPLETED,
+            created_at__gte=billing_day_start(last_end + dt.timedelta(days=1)),
+        )
+        if not billed_since.exists():
+            runs.append(request_main_billing(actor, cycle_start))
+    return runs
