@@ -1,4 +1,5 @@
 import datetime as dt
+from functools import partial
 
 from django import forms
 from django.contrib import admin, messages
@@ -19,10 +20,12 @@ from .models import (
     Account,
     AuditEvent,
     Category,
+    Charge,
     DestinationZone,
     Discount,
     Holiday,
     IncludedValue,
+    Invoice,
     Plan,
     Product,
     Rate,
@@ -133,7 +136,8 @@ class AccountAdmin(BigTableAdmin):
 
     def rebalance_view(self, request, pk):
         """Rebalance a cycle: the dry run first (old against new per record), then apply."""
-        from usage.rebalance import do_rebalance
+        from console.tracking import RunBusy
+        from usage.rebalance import do_rebalance, do_run_rebalance
 
         account = get_object_or_404(Account, pk=pk)
         if not self.has_view_permission(request, account):
@@ -145,17 +149,15 @@ class AccountAdmin(BigTableAdmin):
             if apply and not self.has_change_permission(request, account):
                 raise PermissionDenied
             data = form.cleaned_data
+            rebalance = do_run_rebalance if apply else partial(do_rebalance, dry_run=True)
             try:
-                result = do_rebalance(
-                    request.user,
-                    account,
-                    data["on_date"],
-                    service=data["service"],
-                    category=data["category"],
-                    dry_run=not apply,
+                result = rebalance(
+                    request.user, account, data["on_date"], service=data["service"], category=data["category"]
                 )
             except ValidationError as exc:
                 message_user_validation_error(self, request, exc)
+            except RunBusy as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
             else:
                 if apply:
                     self.message_user(
@@ -263,9 +265,11 @@ class ServiceAdmin(BigTableAdmin):
         if not obj.pk:
             return "-"
         return format_html(
-            '<a href="{}" id="view-usage">View Usage</a> · <a href="{}">View Service &amp; Equipment Usage</a>',
+            '<a href="{}" id="view-usage">View Usage</a> · <a href="{}" id="view-equipment-usage">View Service '
+            '&amp; Equipment Usage</a> · <a href="{}" id="bolt-ons">Bolt-ons</a>',
             reverse("console:service_usage", args=[obj.pk]),
             reverse("console:service_equipment_usage", args=[obj.pk]),
+            reverse("console:service_bolt_ons", args=[obj.pk]),
         )
 
     actions = ["generate_periods"]
@@ -450,3 +454,81 @@ class AuditEventAdmin(BigTableAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ChargeInline(admin.TabularInline):
+    model = Charge
+    fields = ("kind", "service", "description", "records", "rated_quantity", "included_quantity", "amount", "tax")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("service")
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(BigTableAdminMixin, admin.ModelAdmin):
+    """Invoices are prepared by Main Billing and finalized here; their figures are never edited."""
+
+    list_display = (
+        "__str__",
+        "account",
+        "cycle_start",
+        "cycle_end",
+        "status",
+        "usage_records",
+        "subtotal",
+        "tax",
+        "total",
+    )
+    list_filter = ("status", "cycle_start")
+    list_select_related = ("account",)
+    search_fields = ("number__exact", "account__number__exact")
+    search_help_text = "Exact invoice number or account number."
+    readonly_fields = (
+        "account",
+        "cycle_start",
+        "cycle_end",
+        "number",
+        "status",
+        "currency",
+        "usage_records",
+        "subtotal",
+        "tax",
+        "total",
+        "prepared_at",
+        "finalized_at",
+    )
+    fields = readonly_fields
+    inlines = [ChargeInline]
+    actions = ["finalize"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.has_perm("billing.change_invoice") and (obj is None or obj.status == Invoice.Status.DRAFT)
+
+    @admin.action(description="Finalize selected draft invoices (marks their periods invoiced)", permissions=["change"])
+    def finalize(self, request, queryset):
+        from .invoicing import do_finalize_invoice
+
+        done = []
+        for invoice in queryset.filter(status=Invoice.Status.DRAFT):
+            try:
+                done.append(do_finalize_invoice(request.user, invoice).number)
+            except ValidationError as exc:
+                message_user_validation_error(self, request, exc)
+        if done:
+            self.message_user(request, f"Finalized {', '.join(done)}.", level=messages.SUCCESS)

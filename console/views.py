@@ -1,18 +1,30 @@
-"""Operator pages beside the admin: Collector Activity History, response files, View Usage."""
+"""Operator pages beside the admin: the Process Console, Collector Activity History, response
+files, and the service usage views."""
 
 import csv
+import datetime as dt
+from decimal import Decimal
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
-from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_POST
 
-from billing.models import Category, Service
+from billing.models import UNIT_BASE_SIZE, Category, IncludedValue, Product, Service, Subscription, SubscriptionPeriod
 from usage import selectors
-from usage.models import MediationFile, UsageCollector
+from usage.models import MICROS, MediationFile, UsageCollector
+
+from . import selectors as console_selectors
+from . import tracking
+from .models import ProcessKind, ProcessRun, RunStatus
 
 
 def page(request, template, context):
@@ -66,26 +78,74 @@ def response_file(request, file_id):
 USAGE_VIEWS = {
     "usage": ("View Usage", [Category.TELEPHONY, Category.DATA]),
     "equipment": ("View Service & Equipment Usage", [Category.MISC]),
+    "bolt_on": ("Bolt-on usage", list(Category.values)),
 }
+
+
+def _chosen_period(request, service):
+    """The period asked for; by default the one containing today, else the latest. None: all."""
+    periods = list(service.periods.order_by("-start_date")[:48])
+    wanted = request.GET.get("period", "")
+    if wanted == "all":
+        return periods, None
+    if wanted.isdigit():
+        chosen = next((p for p in periods if p.pk == int(wanted)), None)
+        if chosen is None:
+            chosen = get_object_or_404(SubscriptionPeriod, pk=int(wanted), service=service)
+        return periods, chosen
+    today = timezone.localdate()
+    current = next((p for p in periods if p.start_date <= today <= p.end_date), None)
+    return periods, current or (periods[0] if periods else None)
 
 
 @staff_member_required
 @permission_required("usage.view_usagerecord", raise_exception=True)
-def service_usage(request, service_id, kind="usage"):
+def service_usage(request, service_id, kind="usage", subscription_id=None):
+    """Cumulus-like usage under a service: a period at a time (totals, included against charged),
+    filterable by category, newest first by keyset, CSV of the whole selection."""
     service = get_object_or_404(Service.objects.select_related("account"), pk=service_id)
     title, categories = USAGE_VIEWS[kind]
+    bolt_on, allowance_ids = None, None
+    if kind == "bolt_on":
+        bolt_on = get_object_or_404(
+            Subscription.objects.select_related("product"),
+            pk=subscription_id,
+            service=service,
+            product__kind=Product.Kind.BOLT_ON,
+        )
+        allowance_ids = list(bolt_on.product.included_values.values_list("pk", flat=True))
+        title = f"Bolt-on {bolt_on.product.name}: View Usage"
+    periods, period = _chosen_period(request, service)
+    category = request.GET.get("category", "")
+    chosen_categories = [category] if category in categories else categories
+    records = selectors.service_usage_records(
+        service, categories=chosen_categories, period=period, allowance_ids=allowance_ids
+    )
+    if request.GET.get("format") == "csv":
+        writer = csv.writer(Echo())
+        response = StreamingHttpResponse(
+            (writer.writerow(row) for row in selectors.usage_csv_rows(records)), content_type="text/csv"
+        )
+        suffix = period.start_date.isoformat() if period else "all"
+        response["Content-Disposition"] = f'attachment; filename="{service.service_id}-{kind}-{suffix}.csv"'
+        return response
     before = None
     if request.GET.get("before_at") and request.GET.get("before_id", "").isdigit():
         at = parse_datetime(request.GET["before_at"])
         if at is not None:
             before = (at, int(request.GET["before_id"]))
-    rows = selectors.service_usage(service, categories=categories, before=before)
+    rows = selectors.service_usage(
+        service, categories=chosen_categories, period=period, allowance_ids=allowance_ids, before=before
+    )
     more = len(rows) > 50
     rows = rows[:50]
+    filters = {"period": period.pk if period else "all", "category": category if category in categories else ""}
     next_params = None
     if more:
         last = rows[-1]
-        next_params = {"before_at": last.usage_at.isoformat(), "before_id": last.pk}
+        next_params = {**filters, "before_at": last.usage_at.isoformat(), "before_id": last.pk}
+    # Totals of one period: bounded by the period's records. Over all time they would scan everything.
+    totals = selectors.service_usage_totals(records) if period is not None else None
     return page(
         request,
         "console/service_usage.html",
@@ -93,9 +153,60 @@ def service_usage(request, service_id, kind="usage"):
             "service": service,
             "rows": rows,
             "next_params": next_params,
+            "filters": filters,
+            "periods": periods,
+            "period": period,
+            "categories": [(c, Category(c).label) for c in categories],
+            "category": filters["category"],
+            "totals": totals,
+            "bolt_on": bolt_on,
             "title": f"{title}: {service}",
             "heading": title,
             "kind": kind,
+        },
+    )
+
+
+@staff_member_required
+@permission_required("usage.view_usagerecord", raise_exception=True)
+def service_bolt_ons(request, service_id):
+    """Manage Bolt-Ons: the service's bolt-ons, what each includes and how much of it the period
+    has drawn, with View Usage per bolt-on."""
+    from usage.models import PeriodCounter
+
+    service = get_object_or_404(Service.objects.select_related("account"), pk=service_id)
+    periods, period = _chosen_period(request, service)
+    subscriptions = (
+        service.subscriptions.filter(product__kind=Product.Kind.BOLT_ON)
+        .select_related("product")
+        .prefetch_related("product__included_values")
+        .order_by("-starts_on")
+    )
+    drawn = {}
+    if period is not None:
+        drawn = {
+            (owner, ref): total
+            for owner, ref, total in PeriodCounter.objects.filter(
+                period=period, kind=PeriodCounter.Kind.ALLOWANCE, owner_id__in=[s.pk for s in subscriptions]
+            ).values_list("owner_id", "ref_id", "total")
+        }
+    bolt_ons = []
+    for subscription in subscriptions:
+        allowances = []
+        for value in subscription.product.included_values.all():
+            used = drawn.get((subscription.pk, value.pk), 0)
+            size = MICROS if value.unit == IncludedValue.MONEY else UNIT_BASE_SIZE[value.unit]
+            allowances.append({"value": value, "drawn": Decimal(used) / Decimal(size)})
+        bolt_ons.append({"subscription": subscription, "allowances": allowances})
+    return page(
+        request,
+        "console/service_bolt_ons.html",
+        {
+            "service": service,
+            "bolt_ons": bolt_ons,
+            "periods": periods,
+            "period": period,
+            "title": f"Bolt-ons: {service}",
         },
     )
 
@@ -133,3 +244,151 @@ def stream_meters(request, stream_id):
             "title": f"Inspect meters: {stream}",
         },
     )
+
+
+class MainBillingForm(forms.Form):
+    cycle_start = forms.DateField(
+        label="Cycle starting", widget=forms.DateInput(attrs={"type": "date"}), help_text="The periods' first day."
+    )
+    run_at = forms.DateTimeField(
+        label="Run at",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Empty: now.",
+    )
+
+
+def _fragment(request) -> bool:
+    return request.GET.get("fragment") == "1"
+
+
+@staff_member_required
+@permission_required("console.view_processrun", raise_exception=True)
+def overview(request):
+    """The real-time view of every asynchronous process: status, queue rows, scheduled start, ETA."""
+    tracking.reap_lost_runs()
+    context = {
+        "summaries": console_selectors.process_overview(),
+        "now": timezone.now(),
+        "title": "Process Console",
+        "billing_form": MainBillingForm(),
+        "can_operate": request.user.has_perm("console.change_processrun"),
+    }
+    if _fragment(request):
+        return render(request, "console/_processes.html", context)
+    return page(request, "console/overview.html", context)
+
+
+@staff_member_required
+@permission_required("console.view_processrun", raise_exception=True)
+def process_history(request, kind):
+    """A process's runs, newest first, with records/second, totals and a throughput chart."""
+    if kind not in ProcessKind.values:
+        raise Http404("No such process.")
+    runs = ProcessRun.objects.filter(kind=kind).select_related("requested_by")
+    status = request.GET.get("status", "")
+    if status in RunStatus.values:
+        runs = runs.filter(status=status)
+    page_obj = Paginator(runs, 50).get_page(request.GET.get("page"))
+    rows = console_selectors.with_estimates(page_obj.object_list)
+    finished = ProcessRun.objects.filter(kind=kind, finished_at__isnull=False).order_by("-finished_at")[:60]
+    totals = ProcessRun.objects.filter(kind=kind, status=RunStatus.COMPLETED).aggregate(
+        runs=Count("id"), records=Sum("records_done")
+    )
+    return page(
+        request,
+        "console/process_history.html",
+        {
+            "kind": kind,
+            "kind_label": ProcessKind(kind).label,
+            "page_obj": page_obj,
+            "rows": rows,
+            "chart": console_selectors.throughput_chart(list(finished)),
+            "totals": totals,
+            "pace": console_selectors.recent_pace(kind),
+            "statuses": RunStatus.choices,
+            "selected_status": status,
+            "title": f"Process Console: {ProcessKind(kind).label}",
+            "billing_form": MainBillingForm() if kind == ProcessKind.MAIN_BILLING else None,
+            "can_operate": request.user.has_perm("console.change_processrun"),
+        },
+    )
+
+
+@staff_member_required
+@permission_required("console.view_processrun", raise_exception=True)
+def run_detail(request, run_id):
+    """One run: status, progress, ETA, its activities, its error; retry or cancel."""
+    tracking.reap_lost_runs()
+    run = get_object_or_404(ProcessRun.objects.select_related("requested_by", "retry_of"), pk=run_id)
+    console_selectors.with_estimates([run])
+    context = {
+        "run": run,
+        "activities": run.activities.all(),
+        "retries": run.retries.all(),
+        "can_operate": request.user.has_perm("console.change_processrun"),
+        "title": str(run),
+        "invoices": _run_invoices(run),
+    }
+    if _fragment(request):
+        return render(request, "console/_run.html", context)
+    return page(request, "console/run_detail.html", context)
+
+
+def _run_invoices(run):
+    if run.kind != ProcessKind.MAIN_BILLING or run.status != RunStatus.COMPLETED:
+        return []
+    from billing.models import Invoice
+
+    cycle = dt.date.fromisoformat(run.params["cycle_start"])
+    return Invoice.objects.filter(cycle_start=cycle).select_related("account").order_by("account__number")[:200]
+
+
+@require_POST
+@staff_member_required
+@permission_required("console.change_processrun", raise_exception=True)
+def run_retry(request, run_id):
+    run = get_object_or_404(ProcessRun, pk=run_id)
+    try:
+        new_run = tracking.retry_run(request.user, run)
+    except (ValidationError, tracking.RunBusy) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+        return redirect("console:run", run.pk)
+    messages.success(request, f"Retried as run {new_run.pk}.")
+    return redirect("console:run", new_run.pk)
+
+
+@require_POST
+@staff_member_required
+@permission_required("console.change_processrun", raise_exception=True)
+def run_cancel(request, run_id):
+    run = get_object_or_404(ProcessRun, pk=run_id)
+    try:
+        tracking.cancel_run(request.user, run)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Run {run.pk} cancelled.")
+    return redirect("console:run", run.pk)
+
+
+@require_POST
+@staff_member_required
+@permission_required("console.change_processrun", raise_exception=True)
+def start_main_billing(request):
+    from billing.invoicing import request_main_billing
+
+    form = MainBillingForm(request.POST)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(
+                request, f"{form.fields[field].label if field in form.fields else field}: {' '.join(errors)}"
+            )
+        return redirect("console:process", ProcessKind.MAIN_BILLING)
+    try:
+        run = request_main_billing(request.user, form.cleaned_data["cycle_start"], run_at=form.cleaned_data["run_at"])
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("console:process", ProcessKind.MAIN_BILLING)
+    messages.success(request, f"Main Billing for the cycle starting {form.cleaned_data['cycle_start']}: run {run.pk}.")
+    return redirect("console:run", run.pk)

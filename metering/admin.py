@@ -57,7 +57,7 @@ class StreamAdmin(TollgateModelAdmin):
     def execute_now(self, request, queryset):
         for stream in queryset:
             try:
-                execution = services.do_execute_stream(request.user, stream, trigger="admin")
+                execution = services.do_run_stream(request.user, stream, trigger="admin")
             except services.StreamBusy as exc:
                 messages.error(request, str(exc))
             else:

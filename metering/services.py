@@ -17,6 +17,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing import audit
+from console import tracking
+from console.models import ProcessKind
 from usage.pipeline import USAGE_WRITE_LOCK
 
 from .guiding import guided_input
@@ -49,6 +51,31 @@ def high_mark(cursor) -> int:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [USAGE_WRITE_LOCK])
     cursor.execute("SELECT COALESCE(MAX(id), 0) FROM usage_usagerecord")
     return cursor.fetchone()[0]
+
+
+def do_run_stream(actor, stream: Stream, *, trigger: str = "manual", now: dt.datetime | None = None, retry_of=None):
+    """Execute the stream as a process run (seen in the Process Console); its execution row, with
+    `.run`. Raises StreamBusy while another execution of the stream is running."""
+    try:
+        with tracking.tracked(
+            actor,
+            ProcessKind.METERING,
+            f"stream:{stream.pk}",
+            f"{stream.code} {stream.name}",
+            params={"stream": stream.pk, "trigger": trigger},
+            retry_of=retry_of,
+        ) as run:
+            execution = do_execute_stream(actor, stream, now=now, trigger=trigger)
+            tracking.progress(run, execution.records, expected=execution.records)
+    except tracking.RunBusy as exc:
+        raise StreamBusy(f"Stream {stream.code} is already executing (run {exc.run.pk}).") from exc
+    execution.run = run
+    return execution
+
+
+def retry_stream_run(actor, run):
+    stream = Stream.objects.get(pk=run.params["stream"])
+    return do_run_stream(actor, stream, trigger="retry", retry_of=run).run
 
 
 def do_execute_stream(actor, stream: Stream, *, now: dt.datetime | None = None, trigger: str = "manual"):

@@ -1,7 +1,7 @@
 """django-q2 entry points for metering: ids in, services do the work; safe to run twice."""
 
 from .models import Stream
-from .services import StreamBusy, do_execute_stream
+from .services import StreamBusy, do_run_stream
 
 
 def execute_stream(stream_id: int) -> int:
@@ -10,6 +10,6 @@ def execute_stream(stream_id: int) -> int:
     if stream is None:
         return 0
     try:
-        return do_execute_stream(f"schedule {stream.code}", stream, trigger="schedule").records
+        return do_run_stream(f"schedule {stream.code}", stream, trigger="schedule").records
     except StreamBusy:
         return 0

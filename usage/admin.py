@@ -10,6 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from billing.admin_tools import AuditedAdminMixin, BigTableAdminMixin
+from console.tracking import RunBusy
 
 from . import services
 from .gates.parse import FileRejected, Parser
@@ -235,6 +236,19 @@ class UsageRecordAdminBase(BigTableAdminMixin, admin.ModelAdmin):
 class QuarantinedRecordAdmin(UsageRecordAdminBase):
     list_filter = ("reason", "stage", "collector", FileFilter)
     actions = ["reprocess"]
+    # Up to this many selected records are reprocessed while the operator waits; "select all" over
+    # more is queued for a worker with the changelist's filters as its selection.
+    REPROCESS_LIMIT = 10_000
+
+    @staticmethod
+    def selection_params(request) -> dict:
+        get = request.GET
+        return {
+            "reason": get.get("reason__exact"),
+            "stage": get.get("stage__exact"),
+            "collector": get.get("collector__id__exact"),
+            "file": get.get("file"),
+        }
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=UsageRecord.Status.QUARANTINED)
@@ -245,11 +259,34 @@ class QuarantinedRecordAdmin(UsageRecordAdminBase):
     @admin.action(description="Reprocess selected records", permissions=["change"])
     def reprocess(self, request, queryset):
         final = queryset.filter(reason__in=[Reason.DUPLICATE, Reason.PARSE_ERROR]).count()
-        outcome = services.do_reprocess_records(request.user, UsageRecord.objects.filter(pk__in=queryset.values("pk")))
+        ids = list(queryset.values_list("pk", flat=True)[: self.REPROCESS_LIMIT + 1])
+        if len(ids) > self.REPROCESS_LIMIT:
+            run = services.queue_reprocess(request.user, self.selection_params(request))
+            self.message_user(
+                request,
+                format_html(
+                    'Reprocess of more than {} records queued as <a href="{}">run {}</a>.',
+                    self.REPROCESS_LIMIT,
+                    reverse("console:run", args=[run.pk]),
+                    run.pk,
+                ),
+            )
+            return
+        try:
+            run, outcome = services.do_reprocess_now(request.user, {"ids": ids})
+        except RunBusy as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
+            return
         self.message_user(
             request,
-            f"Reprocessed {outcome['records']} record(s): {outcome['mediated']} mediated, "
-            f"{outcome['quarantined']} still quarantined.",
+            format_html(
+                'Reprocessed {} record(s): {} mediated, {} still quarantined (<a href="{}">run {}</a>).',
+                outcome["records"],
+                outcome["mediated"],
+                outcome["quarantined"],
+                reverse("console:run", args=[run.pk]),
+                run.pk,
+            ),
         )
         if final:
             self.message_user(

@@ -16,6 +16,8 @@ from django.db.models import Q
 
 from billing import audit
 from billing.models import Account, Category, IncludedValue, Rate, Service, SubscriptionPeriod
+from console import tracking
+from console.models import ProcessKind
 
 from . import pipeline
 from .models import PeriodCounter, micros_to_money
@@ -62,6 +64,7 @@ class RebalanceResult:
     new_total_micros: int = 0
     lines: list = field(default_factory=list)  # the changed records, in time order, at most DIFF_LINES
     file_ids: set = field(default_factory=set)  # files with a changed record: their totals are recounted
+    run: object = None  # the process run, when applied as one
 
     @property
     def old_total(self):
@@ -144,6 +147,43 @@ def do_rebalance(
         after={"total": str(result.new_total)},
     )
     return result
+
+
+def do_run_rebalance(
+    actor, account: Account, on_date: dt.date, *, service: Service | None = None, category: str = "", retry_of=None
+) -> RebalanceResult:
+    """Apply a rebalance as a process run: seen in the Process Console, one at a time per account."""
+    params = {
+        "account": account.pk,
+        "on_date": on_date.isoformat(),
+        "service": service.pk if service else None,
+        "category": category,
+    }
+    label = f"{account.number}, cycle of {on_date}" + (f" ({category})" if category else "")
+    with tracking.tracked(
+        actor, ProcessKind.REBALANCE, f"account:{account.pk}", label, params=params, retry_of=retry_of
+    ) as run:
+        with tracking.activity(run, 1, "Rebalance") as step:
+            result = do_rebalance(actor, account, on_date, service=service, category=category)
+            step.records = result.records
+            step.detail = f"{result.changed} changed, total {result.old_total:f} -> {result.new_total:f}"
+    result.run = run
+    return result
+
+
+def retry_rebalance_run(actor, run):
+    params = run.params
+    account = Account.objects.get(pk=params["account"])
+    service = Service.objects.filter(pk=params.get("service")).first() if params.get("service") else None
+    result = do_run_rebalance(
+        actor,
+        account,
+        dt.date.fromisoformat(params["on_date"]),
+        service=service,
+        category=params.get("category", ""),
+        retry_of=run,
+    )
+    return result.run
 
 
 def _compare(cursor, table: str, result: RebalanceResult) -> None:

@@ -1,6 +1,8 @@
 """Reads of mediation results shared by pages, commands and (later) the API."""
 
-from .models import MediationFile, UsageRecord
+from django.db.models import Count, Q, Sum
+
+from .models import MediationFile, UsageRecord, micros_to_money
 
 RESPONSE_HEADER = ["line", "record_id", "status", "reason", "message"]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -43,14 +45,102 @@ def response_rows(mediation_file: MediationFile):
         yield ["", "", "summary", key, csv_safe(value)]
 
 
-def service_usage(service, *, categories=None, period=None, before=None, limit=50):
-    """Mediated records of a service, newest first, a page at a time by keyset (no COUNT)."""
-    qs = UsageRecord.objects.filter(service=service, status=UsageRecord.Status.MEDIATED).select_related("period")
+def service_usage_records(service, *, categories=None, period=None, allowance_ids=None):
+    """Mediated records of a service, optionally of one period, some categories, or drawn against
+    some allowances. Filtered by time within the period, so the (service, usage_at) index serves it."""
+    qs = UsageRecord.objects.filter(service=service, status=UsageRecord.Status.MEDIATED)
     if categories:
         qs = qs.filter(category__in=categories)
-    if period is not None:  # by time, so the (service, usage_at) index serves it
+    if period is not None:
         qs = qs.filter(usage_at__gte=period.starts_at, usage_at__lt=period.ends_at, period=period)
+    if allowance_ids is not None:
+        qs = qs.filter(allowance_id__in=allowance_ids)
+    return qs
+
+
+def service_usage(service, *, categories=None, period=None, allowance_ids=None, before=None, limit=50):
+    """A page of the service's records, newest first, by keyset (no COUNT): limit + 1 rows, so the
+    caller knows whether there are older ones."""
+    qs = service_usage_records(service, categories=categories, period=period, allowance_ids=allowance_ids)
     if before is not None:
         usage_at, record_id = before
-        qs = qs.filter(usage_at__lt=usage_at) | qs.filter(usage_at=usage_at, id__lt=record_id)
-    return list(qs.order_by("-usage_at", "-id")[: limit + 1])
+        qs = qs.filter(Q(usage_at__lt=usage_at) | Q(usage_at=usage_at, id__lt=record_id))
+    return list(qs.select_related("period").order_by("-usage_at", "-id")[: limit + 1])
+
+
+def service_usage_totals(records):
+    """Totals per category and usage type: records, duration, volume, rated, included and charged
+    quantity, money allowance used, charge and tax."""
+    rows = list(
+        records.values("category", "usage_type")
+        .annotate(
+            records=Count("id"),
+            duration=Sum("duration"),
+            volume=Sum("volume"),
+            rated=Sum("rated_quantity"),
+            included=Sum("included_quantity"),
+            included_micros=Sum("included_micros"),
+            charge_micros=Sum("charge_micros"),
+            tax_micros=Sum("tax_micros"),
+        )
+        .order_by("category", "usage_type")
+    )
+    for row in rows:
+        row["included"] = row["included"] or 0
+        row["charged"] = (row["rated"] or 0) - row["included"]
+        row["included_amount"] = micros_to_money(row["included_micros"] or 0)
+        row["charge"] = micros_to_money(row["charge_micros"] or 0)
+        row["tax"] = micros_to_money(row["tax_micros"] or 0)
+    keys = ("records", "duration", "volume", "rated", "included", "charged", "included_micros", "charge_micros")
+    overall = {key: sum(r[key] or 0 for r in rows) for key in (*keys, "tax_micros")}
+    overall["included_amount"] = micros_to_money(overall["included_micros"])
+    overall["charge"] = micros_to_money(overall["charge_micros"])
+    overall["tax"] = micros_to_money(overall["tax_micros"])
+    return rows, overall
+
+
+USAGE_CSV_HEADER = [
+    "usage_at",
+    "record_id",
+    "identifier",
+    "category",
+    "usage_type",
+    "destination",
+    "duration_s",
+    "volume_bytes",
+    "quantity",
+    "rated_quantity",
+    "included_quantity",
+    "charged_quantity",
+    "included_amount",
+    "charge",
+    "tax",
+    "period_start",
+    "late",
+]
+
+
+def usage_csv_rows(records):
+    """The records as CSV rows, oldest first, streamed from the database in chunks."""
+    yield USAGE_CSV_HEADER
+    rows = records.select_related("period").order_by("usage_at", "id")
+    for r in rows.iterator(chunk_size=5000):
+        yield [
+            r.usage_at.isoformat() if r.usage_at else "",
+            csv_safe(r.record_id),
+            csv_safe(r.identifier),
+            r.category,
+            csv_safe(r.usage_type),
+            csv_safe(r.destination),
+            r.duration if r.duration is not None else "",
+            r.volume if r.volume is not None else "",
+            r.quantity if r.quantity is not None else "",
+            r.rated_quantity if r.rated_quantity is not None else "",
+            r.included_quantity or 0,
+            r.charged_quantity if r.charged_quantity is not None else "",
+            r.included_amount,
+            r.charge,
+            r.tax,
+            r.period.start_date.isoformat() if r.period_id else "",
+            "yes" if r.is_late else "",
+        ]

@@ -2,6 +2,7 @@
 
 import hashlib
 import tempfile
+import uuid
 
 from django.core.exceptions import ValidationError
 from django.core.files import File
@@ -11,7 +12,7 @@ from django.db.models.expressions import RawSQL
 
 from billing import audit
 from console import tracking
-from console.models import ProcessKind, ProcessRun
+from console.models import ProcessKind, ProcessRun, RunStatus
 
 from . import pipeline
 from .models import MediationFile, Reason, UsageCollector, UsageRecord
@@ -234,3 +235,73 @@ def do_advance_stage(actor, stage: str, *, collector=None, include_quarantined=F
         refresh_file_counts(file_ids)
     audit.record(actor, f"mediate.{stage}", object_type="usage.usagerecord", summary=f"{stage}: {total} records")
     return total
+
+
+def reprocess_selection(params: dict):
+    """Quarantined records chosen by ids and/or reason, collector, file (a run's stored selection)."""
+    chosen = UsageRecord.objects.filter(status=UsageRecord.Status.QUARANTINED)
+    if params.get("ids") is not None:
+        chosen = chosen.filter(pk__in=params["ids"])
+    for key, field in (("reason", "reason"), ("stage", "stage"), ("collector", "collector_id"), ("file", "file_id")):
+        if params.get(key):
+            chosen = chosen.filter(**{field: params[key]})
+    return chosen
+
+
+def describe_selection(params: dict) -> str:
+    parts = [f"{len(params['ids'])} selected records"] if params.get("ids") is not None else []
+    parts += [f"{key} {params[key]}" for key in ("reason", "stage", "collector", "file") if params.get(key)]
+    return "Quarantine: " + (", ".join(parts) or "all records")
+
+
+def queue_reprocess(actor, params: dict, *, enqueue: bool = True, retry_of=None):
+    """A Reprocess run over a stored selection, queued for a worker (or for the caller to execute)."""
+    run, _ = tracking.queue_run(
+        actor,
+        ProcessKind.REPROCESS,
+        f"reprocess:{uuid.uuid4().hex[:16]}",
+        describe_selection(params),
+        params=params,
+        expected=reprocess_selection(params).count(),
+        retry_of=retry_of,
+    )
+    tracking.plan_activities(run, ["Reprocess"])
+    if enqueue:
+        transaction.on_commit(lambda: enqueue_reprocess(run.pk))
+    return run
+
+
+def enqueue_reprocess(run_id: int):
+    from django_q.tasks import async_task
+
+    async_task("usage.tasks.reprocess", run_id, task_name=f"reprocess-{run_id}", group="reprocess")
+
+
+def execute_reprocess(run_id: int, actor=None):
+    """Work a Reprocess run; (run, outcome), or (None, None) if it is finished or held elsewhere.
+    While it runs, Main Billing waits for it."""
+    run = tracking.start_run(run_id)
+    if run is None:
+        return None, None
+    actor = actor or run.requested_by or run.requested_label
+    try:
+        with tracking.activity(run, 1, "Reprocess") as step:
+            tracking.test_pause("reprocess")
+            outcome = do_reprocess_records(actor, reprocess_selection(run.params))
+            step.records = outcome["records"]
+            step.detail = f"{outcome['mediated']} mediated, {outcome['quarantined']} still quarantined"
+    except Exception as exc:
+        tracking.finish(run, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    tracking.finish(run, RunStatus.COMPLETED)
+    return run, outcome
+
+
+def do_reprocess_now(actor, params: dict):
+    """Reprocess a selection in this process, as a run others see (and Main Billing waits for)."""
+    run = queue_reprocess(actor, params, enqueue=False)
+    return execute_reprocess(run.pk, actor)
+
+
+def retry_reprocess_run(actor, run):
+    return queue_reprocess(actor, run.params, retry_of=run)

@@ -21,3 +21,11 @@ def sweep_collectors() -> int:
     for collector_id in ids:
         enqueue_collector(collector_id)
     return len(ids)
+
+
+def reprocess(run_id: int) -> str:
+    """Work a queued Reprocess run (a selection of quarantined records)."""
+    from .services import execute_reprocess
+
+    run, outcome = execute_reprocess(run_id)
+    return "not claimed" if run is None else f"{outcome['mediated']} of {outcome['records']} mediated"

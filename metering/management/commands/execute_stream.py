@@ -6,7 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from metering.models import Stream
-from metering.services import StreamBusy, do_execute_stream
+from metering.services import StreamBusy, do_run_stream
 
 
 class Command(BaseCommand):
@@ -35,7 +35,7 @@ class Command(BaseCommand):
 
             services.guide = slow_guide
         try:
-            execution = do_execute_stream(f"command execute_stream {stream.code}", stream, trigger="command")
+            execution = do_run_stream(f"command execute_stream {stream.code}", stream, trigger="command")
         except StreamBusy as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(

@@ -6,7 +6,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.models import Account, Service
-from usage.rebalance import do_rebalance
+from console.tracking import RunBusy
+from usage.rebalance import do_rebalance, do_run_rebalance
 
 
 class Command(BaseCommand):
@@ -29,11 +30,18 @@ class Command(BaseCommand):
             if the_service is None:
                 raise CommandError(f"Account {account} has no service {service}.")
         try:
-            result = do_rebalance(
-                "command:rebalance", the_account, date, service=the_service, category=category, dry_run=dry_run
-            )
+            if dry_run:
+                result = do_rebalance(
+                    "command:rebalance", the_account, date, service=the_service, category=category, dry_run=True
+                )
+            else:
+                result = do_run_rebalance(
+                    "command:rebalance", the_account, date, service=the_service, category=category
+                )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
+        except RunBusy as exc:
+            raise CommandError(str(exc)) from exc
         for line in result.lines:
             self.stdout.write(
                 f"{line.usage_at} {line.record_id or line.id} {line.category}: {line.old_status} {line.old_charge} "
