@@ -28,7 +28,7 @@ def database_url() -> str:
     return f"sqlite:///{db['NAME']}"
 
 
-def start_cluster(batch: int) -> subprocess.Popen:
+def start_cluster(batch: int = 200_000, **extra_env) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -38,6 +38,7 @@ def start_cluster(batch: int) -> subprocess.Popen:
         "TOLLGATE_MEDIATION_BATCH": str(batch),
         "TOLLGATE_COLLECTOR_LEASE_SECONDS": "3",
         "LOG_LEVEL": "WARNING",
+        **extra_env,
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return subprocess.Popen(

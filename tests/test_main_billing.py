@@ -1,0 +1,197 @@
+"""Main Billing Processing on the golden world of tests/test_mediation.py, cycle 2026-10-01.
+
+Worked by hand (GST 10 % default rule; recurring and one-time charges round half-up to cents):
+
+account T00001 (s1): usage A1 0.6000 + tax 0.0600; plan P 30.00 (whole period) + tax 3.00
+    subtotal 30.600000, tax 3.060000, total 33.660000
+account T00002 (s2): usage A2–A8 19.127378 + tax 1.9128, and A9 0.5000 + 0.0500 once its
+    identifier exists (Reprocess activity) → usage 19.627378, tax 1.9628;
+    bolt-on "Data 1GB" 10.00 from 2026-10-11: 21/31 days → 6.774… → 6.77, tax 0.677 → 0.68;
+    OTC modem 99.95, tax 9.995 → 10.00
+    subtotal 126.347378, tax 12.642800, total 138.990178
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from billing import invoicing
+from billing.models import Charge, Invoice, Plan, Product, ServiceIdentifier, Subscription, SubscriptionPeriod
+from console.models import ProcessKind, ProcessRun, RunStatus
+from usage.models import UsageRecord
+
+from .conftest import aware
+from .test_mediation import GOLDEN, HEADER
+
+OCTOBER = dt.date(2026, 10, 1)
+
+
+@pytest.fixture
+def billed_world(world, mediate):
+    Plan.objects.filter(code="P").update(monthly_fee=Decimal("30"))
+    data = Product.objects.create(
+        code="DATA1G", name="Data 1GB", kind=Product.Kind.BOLT_ON, price=Decimal("10"), charge_type="recurring"
+    )
+    modem = Product.objects.create(
+        code="MODEM", name="Modem", kind=Product.Kind.EQUIPMENT, price=Decimal("99.95"), charge_type="one_time"
+    )
+    Subscription.objects.create(service=world["s2"], product=data, starts_on=dt.date(2026, 10, 11))
+    Subscription.objects.create(service=world["s2"], product=modem, starts_on=dt.date(2026, 10, 3))
+    mediate(GOLDEN)
+    # The cause of A9's quarantine is fixed: Main Billing's Reprocess activity mediates it.
+    ServiceIdentifier.objects.create(service=world["s2"], value="61499999999", active_from=aware(2026, 1, 1))
+    return world
+
+
+def run_billing(actor="test", cycle=OCTOBER):
+    run = invoicing.request_main_billing(actor, cycle)
+    return invoicing.execute_main_billing(run.pk) or ProcessRun.objects.get(pk=run.pk)
+
+
+def invoice_of(service) -> Invoice:
+    return Invoice.objects.get(account=service.account, cycle_start=OCTOBER)
+
+
+def rated_total(service) -> tuple[int, int]:
+    mediated = UsageRecord.objects.filter(service=service, status="mediated", period__start_date=OCTOBER)
+    return (
+        sum(mediated.values_list("charge_micros", flat=True)),
+        sum(mediated.values_list("tax_micros", flat=True)),
+    )
+
+
+def assert_reconciles(invoice: Invoice, service):
+    """Invoice = rated records + recurring + one-time charges, and tax likewise."""
+    charge, tax = rated_total(service)
+    other = invoice.charges.exclude(kind=Charge.Kind.USAGE)
+    assert invoice.subtotal_micros == charge + sum(other.values_list("amount_micros", flat=True))
+    assert invoice.tax_micros == tax + sum(other.values_list("tax_micros", flat=True))
+    assert invoice.total_micros == invoice.subtotal_micros + invoice.tax_micros
+
+
+def test_golden_invoices(billed_world):
+    run = run_billing()
+    assert run.status == RunStatus.COMPLETED, run.error
+    activities = list(run.activities.values_list("name", "status", "records"))
+    assert [a[:2] for a in activities] == [(name, "completed") for name in invoicing.ACTIVITIES]
+    reprocess = run.activities.get(name="Reprocess")
+    assert reprocess.records == 2 and reprocess.detail == "1 mediated, 1 still quarantined"  # A9 mediated, A12 not
+    assert run.activities.get(name="Mapping").records == 9  # A1-A9
+
+    s1, s2 = billed_world["s1"], billed_world["s2"]
+    first, second = invoice_of(s1), invoice_of(s2)
+    assert (first.subtotal, first.tax, first.total) == (Decimal("30.6"), Decimal("3.06"), Decimal("33.66"))
+    assert (second.subtotal, second.tax, second.total) == (
+        Decimal("126.347378"),
+        Decimal("12.6428"),
+        Decimal("138.990178"),
+    )
+    assert second.usage_records == 8
+    recurring = second.charges.get(kind=Charge.Kind.RECURRING)
+    assert (recurring.amount, recurring.tax, recurring.days) == (Decimal("6.77"), Decimal("0.68"), 21)
+    assert "21/31 days" in recurring.description
+    otc = second.charges.get(kind=Charge.Kind.ONE_TIME)
+    assert (otc.amount, otc.tax) == (Decimal("99.95"), Decimal("10"))
+    usage_lines = second.charges.filter(kind=Charge.Kind.USAGE)
+    assert sorted(usage_lines.values_list("category", "usage_type", "records")) == [
+        ("data", "data", 1),
+        ("misc", "equipment", 1),
+        ("misc", "service_charge", 1),
+        ("telephony", "sms", 1),
+        ("telephony", "voice", 4),
+    ]
+    assert_reconciles(first, s1)
+    assert_reconciles(second, s2)
+
+
+def test_rerun_is_safe_and_finalize_locks_the_periods(billed_world, mediate):
+    s1, s2 = billed_world["s1"], billed_world["s2"]
+    run_billing()
+    before = {i.pk: (i.total_micros, i.charges.count()) for i in Invoice.objects.all()}
+    again = run_billing()
+    assert again.status == RunStatus.COMPLETED
+    assert {i.pk: (i.total_micros, i.charges.count()) for i in Invoice.objects.all()} == before
+    assert Charge.objects.filter(kind=Charge.Kind.ONE_TIME).count() == 1
+
+    final = invoicing.do_finalize_invoice("test", invoice_of(s2))
+    assert final.number == f"INV-{final.pk:08d}" and final.status == Invoice.Status.FINAL
+    assert set(SubscriptionPeriod.objects.filter(service=s2, start_date=OCTOBER).values_list("status", flat=True)) == {
+        "invoiced"
+    }
+    assert SubscriptionPeriod.objects.get(service=s1, start_date=OCTOBER).status == "open"
+
+    # Late usage for the invoiced period follows the collector's policy (quarantine), and a new run
+    # leaves the final invoice alone while rebuilding the other draft.
+    mediate(HEADER + "L1,61400000002,2026-10-20T10:00:00Z,60,,,4420000000,voice,\n", name="late.csv")
+    assert UsageRecord.objects.get(record_id="L1").reason == "LATE_CLOSED_PERIOD"
+    total = final.total_micros
+    run_billing()
+    final.refresh_from_db()
+    assert final.total_micros == total and final.status == Invoice.Status.FINAL
+    with pytest.raises(Exception, match="already final"):
+        invoicing.do_finalize_invoice("test", final)
+
+
+def test_finalize_needs_a_prepared_draft_and_no_active_run(billed_world):
+    run = invoicing.request_main_billing("test", OCTOBER)
+    invoicing.mapping(OCTOBER)  # a draft exists, but its totals were never prepared
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="has not been prepared"):
+        invoicing.do_finalize_invoice("test", invoice_of(billed_world["s1"]))
+    invoicing.prepare_invoices(OCTOBER)
+    with pytest.raises(ValidationError, match="Main Billing is queued"):
+        invoicing.do_finalize_invoice("test", invoice_of(billed_world["s1"]))
+    invoicing.execute_main_billing(run.pk)
+    assert invoicing.do_finalize_invoice("test", invoice_of(billed_world["s1"])).status == "final"
+
+
+def test_never_twice_at_once_for_a_cycle(billed_world):
+    first = invoicing.request_main_billing("alice", OCTOBER)
+    second = invoicing.request_main_billing("bob", OCTOBER)
+    assert first.pk == second.pk
+    assert ProcessRun.objects.filter(kind=ProcessKind.MAIN_BILLING).count() == 1
+    assert invoicing.execute_main_billing(first.pk).status == RunStatus.COMPLETED
+    assert invoicing.execute_main_billing(first.pk) is None  # a redelivered task finds it done
+
+
+def test_no_cycle_is_a_clear_error(world):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="No subscription period starts on 2026-10-02"):
+        invoicing.request_main_billing("test", dt.date(2026, 10, 2))
+
+
+def test_failed_run_shows_the_error_and_retry_completes(billed_world):
+    from billing.models import TaxRule
+    from console import tracking
+
+    rules = list(TaxRule.objects.values())
+    TaxRule.objects.all().delete()
+    run = run_billing()
+    assert run.status == RunStatus.FAILED
+    assert "No tax rule for service and equipment charges" in run.error
+    failed = run.activities.get(name="Subscription Generation")
+    assert failed.status == "failed" and "No tax rule" in failed.error
+    for rule in rules:
+        TaxRule.objects.create(**rule)
+    retried = tracking.retry_run("test", run)
+    assert retried.retry_of_id == run.pk
+    assert invoicing.execute_main_billing(retried.pk).status == RunStatus.COMPLETED
+    assert invoice_of(billed_world["s2"]).total == Decimal("138.990178")
+
+
+def test_scheduled_daily_billing_of_ended_cycles(billed_world, sync_tasks, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        runs = invoicing.bill_ended_cycles("schedule", today=dt.date(2026, 11, 1))
+    assert [r.params["cycle_start"] for r in runs] == ["2026-10-01"]
+    assert ProcessRun.objects.get(pk=runs[0].pk).status == RunStatus.COMPLETED  # ran inline (sync)
+    assert invoicing.bill_ended_cycles("schedule", today=dt.date(2026, 11, 2)) == []  # billed since it ended
+
+
+def test_command_runs_main_billing(billed_world, capsys):
+    call_command("run_main_billing", "2026-10-01")
+    out = capsys.readouterr().out
+    assert "completed" in out and "T00002" in out and "138.990178" in out
