@@ -41,11 +41,11 @@ def remaining_records(run: ProcessRun) -> int | None:
     return max(run.records_expected - run.records_done, 0)
 
 
-def estimated_completion(run: ProcessRun, pace: Pace, now: dt.datetime, ahead_records: int = 0):
-    """When the run should finish: for a running run from its own progress (records done over time
-    so far), otherwise from the process's recent records/second over the work still to do (the
-    run's own and, in a queue, the runs ahead of it); from the recent seconds per run when the
-    size is not known. None when there is nothing to go on."""
+def estimated_completion(run: ProcessRun, pace: Pace, now: dt.datetime, start: dt.datetime | None = None):
+    """When the run should finish. A running run: from its own progress (records done over the time
+    so far). Otherwise from the process's recent records/second over the run's records, starting
+    at `start` (when the run ahead of it in its queue should finish), its scheduled time, or now;
+    from the recent seconds per run when its size is not known. None with nothing to go on."""
     if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
         return run.finished_at
     remaining = remaining_records(run)
@@ -53,36 +53,43 @@ def estimated_completion(run: ProcessRun, pace: Pace, now: dt.datetime, ahead_re
         elapsed = (now - run.started_at).total_seconds()
         if elapsed > 0:
             return now + dt.timedelta(seconds=remaining * elapsed / run.records_done)
-    start = now
-    if run.status == RunStatus.SCHEDULED and run.scheduled_for and run.scheduled_for > now:
+    start = max(start or now, now)
+    if run.status == RunStatus.SCHEDULED and run.scheduled_for and run.scheduled_for > start:
         start = run.scheduled_for
     if remaining is not None and pace.records_per_second:
-        return start + dt.timedelta(seconds=(ahead_records + remaining) / pace.records_per_second)
+        return start + dt.timedelta(seconds=remaining / pace.records_per_second)
     if pace.seconds_per_run is not None:
         begun = run.started_at if run.status == RunStatus.RUNNING and run.started_at else start
         return max(begun + dt.timedelta(seconds=pace.seconds_per_run), now)
     return None
 
 
+def queue_estimates(kind: str, queue: str, now: dt.datetime) -> dict[int, dt.datetime | None]:
+    """ETAs of a queue's active runs, worked one after another: each starts when the one ahead ends."""
+    pace = recent_pace(kind, queue)
+    etas: dict[int, dt.datetime | None] = {}
+    ahead_ends = None
+    for run in ProcessRun.objects.filter(queue=queue, status__in=ACTIVE_STATUSES).order_by("created_at", "id"):
+        etas[run.pk] = estimated_completion(run, pace, now, ahead_ends)
+        ahead_ends = etas[run.pk] or ahead_ends
+    return etas
+
+
 def with_estimates(runs, now: dt.datetime | None = None) -> list[ProcessRun]:
-    """The runs with `.eta` set; runs of one queue count the work of the queue's earlier runs."""
+    """The runs with `.eta` set."""
     now = now or timezone.now()
     runs = list(runs)
-    paces: dict[tuple[str, str], Pace] = {}
-    ahead: dict[str, int] = {}
-    queues = {r.queue for r in runs if r.queue and r.is_active}
-    for queue in queues:
-        first = min(r.created_at for r in runs if r.queue == queue and r.is_active)
-        earlier = ProcessRun.objects.filter(queue=queue, status__in=ACTIVE_STATUSES, created_at__lt=first)
-        ahead[queue] = sum(remaining_records(r) or 0 for r in earlier)
-    for run in sorted(runs, key=lambda r: (r.created_at, r.pk)):
-        key = (run.kind, run.queue)
-        if key not in paces:
-            paces[key] = recent_pace(run.kind, run.queue)
-        in_queue = ahead.get(run.queue, 0) if run.queue and run.is_active else 0
-        run.eta = estimated_completion(run, paces[key], now, in_queue)
+    paces: dict[str, Pace] = {}
+    queued: dict[str, dict] = {}
+    for run in runs:
         if run.queue and run.is_active:
-            ahead[run.queue] = in_queue + (remaining_records(run) or 0)
+            if run.queue not in queued:
+                queued[run.queue] = queue_estimates(run.kind, run.queue, now)
+            run.eta = queued[run.queue].get(run.pk)
+            continue
+        if run.kind not in paces:
+            paces[run.kind] = recent_pace(run.kind)
+        run.eta = estimated_completion(run, paces[run.kind], now)
     return runs
 
 
