@@ -121,6 +121,11 @@ LOGIN_URL = "admin:login"
 TOLLGATE_MEDIATION_BATCH = int(os.environ.get("TOLLGATE_MEDIATION_BATCH", "200000"))
 TOLLGATE_COLLECTOR_LEASE_SECONDS = int(os.environ.get("TOLLGATE_COLLECTOR_LEASE_SECONDS", "120"))
 
+# Process runs: a running run not renewed within this many seconds lost its worker. Main Billing
+# looks this often whether the Reprocess it waits for has finished.
+TOLLGATE_RUN_LEASE_SECONDS = int(os.environ.get("TOLLGATE_RUN_LEASE_SECONDS", "3600"))
+TOLLGATE_BILLING_WAIT_POLL = float(os.environ.get("TOLLGATE_BILLING_WAIT_POLL", "1.0"))
+
 CACHES = {
     # A database cache is shared by the web process and every django-q2 worker, which the ORM
     # broker's monitoring needs; `make run` and the test setup create its table.
