@@ -106,14 +106,19 @@ def execute_main_billing(run_id: int) -> ProcessRun | None:
         return None
     cycle_start = dt.date.fromisoformat(run.params["cycle_start"])
     try:
-        run.records_expected = cycle_usage(cycle_start).count()
-        tracking.progress(run, 0, run.records_expected)
+        # Progress is in usage records mapped, against the cycle's mediated records.
+        tracking.progress(run, 0, cycle_usage(cycle_start).filter(status="mediated").count())
         steps = [reprocess, mapping, subscription_generation, generation_otc, prepare_invoices]
         for position, (name, step) in enumerate(zip(ACTIVITIES, steps, strict=True), start=1):
             wait_for_reprocess(run)
             with tracking.activity(run, position, name) as activity:
                 tracking.test_pause(f"billing:{name}")
                 activity.records, activity.detail = step(cycle_start)
+            if step is mapping:
+                tracking.progress(run, activity.records, expected=max(activity.records, run.records_expected or 0))
+    except tracking.RunCancelled:
+        log.info("Main Billing run %s was cancelled while it waited", run.pk)
+        return run
     except Exception as exc:
         log.exception("Main Billing run %s failed", run.pk)
         tracking.finish(run, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")

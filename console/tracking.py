@@ -122,12 +122,19 @@ def start_run(run_id: int, *, take_over: bool = False) -> ProcessRun | None:
     return ProcessRun.objects.get(pk=run_id)
 
 
+class RunCancelled(Exception):
+    """An operator cancelled the run while its worker held it (waiting): the worker stops."""
+
+
 def renew(run: ProcessRun, *, status: str = RunStatus.RUNNING, waiting_for: str = "") -> None:
+    """Extend the worker's lease (and set running or waiting); RunCancelled if it was cancelled."""
     run.status, run.waiting_for = status, waiting_for
     run.lease_until = timezone.now() + dt.timedelta(seconds=lease_seconds())
-    ProcessRun.objects.filter(pk=run.pk).update(
+    renewed = ProcessRun.objects.filter(pk=run.pk, status__in=[RunStatus.RUNNING, RunStatus.WAITING]).update(
         status=status, waiting_for=waiting_for[:200], lease_until=run.lease_until
     )
+    if not renewed:
+        raise RunCancelled(f"Run {run.pk} was cancelled.")
 
 
 def progress(run: ProcessRun, done: int, expected: int | None = None) -> None:
@@ -196,14 +203,19 @@ def reap_lost_runs() -> int:
 @contextlib.contextmanager
 def activity(run: ProcessRun, position: int, name: str):
     """A step of the run: shown running while the block runs, then completed (or failed with the
-    error). The block may set `.records` and `.detail` on the yielded activity."""
-    now = timezone.now()
+    error). The block may set `.records` and `.detail` on the yielded activity; the run's own
+    progress is the caller's to report (`progress`), since steps count different things."""
+    renew(run)
     step, _ = ProcessActivity.objects.update_or_create(
         run=run,
         position=position,
-        defaults={"name": name, "status": ProcessActivity.Status.RUNNING, "started_at": now, "finished_at": None},
+        defaults={
+            "name": name,
+            "status": ProcessActivity.Status.RUNNING,
+            "started_at": timezone.now(),
+            "finished_at": None,
+        },
     )
-    renew(run)
     try:
         yield step
     except BaseException as exc:
@@ -213,7 +225,6 @@ def activity(run: ProcessRun, position: int, name: str):
         raise
     step.status, step.finished_at = ProcessActivity.Status.COMPLETED, timezone.now()
     step.save(update_fields=["status", "finished_at", "records", "detail"])
-    add_progress(run, step.records)
 
 
 def plan_activities(run: ProcessRun, names) -> None:

@@ -54,9 +54,7 @@ def test_eta_without_a_size_uses_seconds_per_run_and_scheduled_runs_start_later(
     make_run(kind=ProcessKind.MAIN_BILLING, queue="", created_at=at(-100), started_at=at(-100), finished_at=at(-70))
     make_run(kind=ProcessKind.MAIN_BILLING, queue="", created_at=at(-60), started_at=at(-60), finished_at=at(-50))
     queued = make_run(kind=ProcessKind.MAIN_BILLING, queue="", status=RunStatus.QUEUED)
-    scheduled = make_run(
-        kind=ProcessKind.MAIN_BILLING, queue="", status=RunStatus.SCHEDULED, scheduled_for=at(3600)
-    )
+    scheduled = make_run(kind=ProcessKind.MAIN_BILLING, queue="", status=RunStatus.SCHEDULED, scheduled_for=at(3600))
     running = make_run(kind=ProcessKind.MAIN_BILLING, queue="", status=RunStatus.RUNNING, started_at=at(-5))
     etas = {r.pk: r.eta for r in selectors.with_estimates([queued, scheduled, running], NOW)}
     assert etas[queued.pk] == at(20)  # (30 s + 10 s) / 2 runs
@@ -85,9 +83,17 @@ def test_runs_of_lost_workers_are_failed_and_can_be_retried(world):
         lease_until=timezone.now() + dt.timedelta(days=1),
         params={"stream": 0},
     )
-    lapsed = make_run(kind=ProcessKind.REBALANCE, status=RunStatus.RUNNING, worker="elsewhere:1", lease_until=timezone.now() - dt.timedelta(seconds=1))
+    lapsed = make_run(
+        kind=ProcessKind.REBALANCE,
+        status=RunStatus.RUNNING,
+        worker="elsewhere:1",
+        lease_until=timezone.now() - dt.timedelta(seconds=1),
+    )
     alive = make_run(
-        kind=ProcessKind.REPROCESS, status=RunStatus.RUNNING, worker=tracking.worker_name(), lease_until=timezone.now() + dt.timedelta(days=1)
+        kind=ProcessKind.REPROCESS,
+        status=RunStatus.RUNNING,
+        worker=tracking.worker_name(),
+        lease_until=timezone.now() + dt.timedelta(days=1),
     )
     assert tracking.reap_lost_runs() == 2
     statuses = dict(ProcessRun.objects.values_list("pk", "status"))
@@ -142,3 +148,15 @@ def test_console_pages_for_operator_and_viewer(client, operator, viewer, world, 
     assert "No subscription period starts on 2026-10-02" in bad.content.decode()
     assert client.post(reverse("console:run_retry", args=[run.pk]), follow=True).status_code == 200
     assert ProcessRun.objects.filter(retry_of=run).count() == 0  # only failed runs are retried
+
+
+@pytest.mark.django_db
+def test_a_waiting_run_cancelled_by_an_operator_stops_its_worker():
+    run, _ = tracking.queue_run("test", ProcessKind.MAIN_BILLING, "cycle:z", "z")
+    claimed = tracking.start_run(run.pk)
+    tracking.renew(claimed, status=RunStatus.WAITING, waiting_for="Reprocess run 1")
+    tracking.cancel_run("op", claimed)
+    with pytest.raises(tracking.RunCancelled):
+        tracking.renew(claimed)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED

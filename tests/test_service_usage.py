@@ -83,7 +83,9 @@ def test_usage_pages_never_count_all_records(usage_world, client, operator):
 def test_keyset_pages_walk_every_record_once(world, mediate, client, operator):
     from .test_mediation import HEADER
 
-    lines = [f"P{i},61400000002,2026-10-{1 + i % 28:02d}T{i % 24:02d}:00:00Z,60,,,4420000000,voice," for i in range(120)]
+    lines = [
+        f"P{i},61400000002,2026-10-{1 + i % 28:02d}T{i % 24:02d}:00:00Z,60,,,4420000000,voice," for i in range(120)
+    ]
     mediate(HEADER + "\n".join(lines) + "\n")
     client.force_login(operator)
     url = reverse("console:service_usage", args=[world["s2"].pk])

@@ -167,6 +167,7 @@ def do_run_rebalance(
             result = do_rebalance(actor, account, on_date, service=service, category=category)
             step.records = result.records
             step.detail = f"{result.changed} changed, total {result.old_total:f} -> {result.new_total:f}"
+        tracking.progress(run, result.records, expected=result.records)
     result.run = run
     return result
 

@@ -290,6 +290,7 @@ def execute_reprocess(run_id: int, actor=None):
             outcome = do_reprocess_records(actor, reprocess_selection(run.params))
             step.records = outcome["records"]
             step.detail = f"{outcome['mediated']} mediated, {outcome['quarantined']} still quarantined"
+        tracking.progress(run, outcome["records"])
     except Exception as exc:
         tracking.finish(run, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
