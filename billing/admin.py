@@ -296,7 +296,26 @@ class SubscriptionPeriodAdmin(BigTableAdmin):
     search_help_text = "Exact service ID."
     raw_id_fields = ("service",)
     readonly_fields = ("starts_at", "ends_at")
-    actions = ["close_periods", "reopen_periods"]
+    actions = ["close_periods", "reopen_periods", "run_main_billing"]
+
+    @admin.action(description="Run Main Billing for the cycles of the selected periods")
+    def run_main_billing(self, request, queryset):
+        from .invoicing import request_main_billing
+
+        if not request.user.has_perm("console.change_processrun"):
+            raise PermissionDenied
+        for cycle_start in sorted(set(queryset.values_list("start_date", flat=True))):
+            run = request_main_billing(request.user, cycle_start)
+            self.message_user(
+                request,
+                format_html(
+                    'Main Billing for the cycle starting {}: <a href="{}">run {}</a> ({}).',
+                    cycle_start,
+                    reverse("console:run", args=[run.pk]),
+                    run.pk,
+                    run.get_status_display().lower(),
+                ),
+            )
 
     @admin.action(description="Close selected periods", permissions=["change"])
     def close_periods(self, request, queryset):

@@ -195,3 +195,24 @@ def test_command_runs_main_billing(billed_world, capsys):
     call_command("run_main_billing", "2026-10-01")
     out = capsys.readouterr().out
     assert "completed" in out and "T00002" in out and "138.990178" in out
+
+
+def test_admin_action_on_periods_runs_main_billing(billed_world, client, operator, viewer, sync_tasks):
+    from django.urls import reverse
+
+    october = SubscriptionPeriod.objects.filter(start_date=OCTOBER).values_list("pk", flat=True)
+    url = reverse("admin:billing_subscriptionperiod_changelist")
+    client.force_login(viewer)
+    refused = client.post(url, {"action": "run_main_billing", "_selected_action": list(october)})
+    assert refused.status_code == 403 and not ProcessRun.objects.filter(kind=ProcessKind.MAIN_BILLING).exists()
+    client.force_login(operator)
+    from django.test import TestCase
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        page = client.post(url, {"action": "run_main_billing", "_selected_action": list(october)}, follow=True)
+    run = ProcessRun.objects.get(kind=ProcessKind.MAIN_BILLING)
+    assert f'Main Billing for the cycle starting 2026-10-01: <a href="/console/runs/{run.pk}/">run {run.pk}</a>' in (
+        page.content.decode()
+    )
+    assert run.status == RunStatus.COMPLETED  # executed by the (inline) worker
+    assert invoice_of(billed_world["s2"]).total == Decimal("138.990178")
