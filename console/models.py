@@ -96,6 +96,14 @@ class ProcessRun(models.Model):
         return max((end - self.started_at).total_seconds(), 0.0)
 
     @property
+    def can_cancel(self):
+        return self.kind != ProcessKind.MEDIATION and self.status in (
+            RunStatus.SCHEDULED,
+            RunStatus.QUEUED,
+            RunStatus.WAITING,
+        )
+
+    @property
     def records_per_second(self):
         seconds = self.seconds
         if not seconds or not self.records_done:

@@ -161,7 +161,10 @@ def finish(run: ProcessRun, status: str, error: str = "") -> None:
 
 
 def cancel_run(actor, run: ProcessRun) -> None:
-    """Cancel a run that has not started (scheduled, queued or waiting)."""
+    """Cancel a run that has not started (scheduled, queued or waiting). A queued file is not
+    cancelled: a collector's files are mediated in upload order, every one of them."""
+    if run.kind == ProcessKind.MEDIATION:
+        raise ValidationError("A queued file is mediated in its turn; it cannot be cancelled.")
     cancelled = ProcessRun.objects.filter(
         pk=run.pk, status__in=[RunStatus.SCHEDULED, RunStatus.QUEUED, RunStatus.WAITING]
     ).update(status=RunStatus.CANCELLED, finished_at=timezone.now(), lease_until=None, waiting_for="")

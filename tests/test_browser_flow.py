@@ -46,7 +46,8 @@ def test_operator_flow_from_upload_to_draft_invoice(live_server, page, operator,
         page.click("#process-console")
         mediation_row = page.locator('tr.process[data-kind="mediation"]')
         mediation_row.locator("text=Completed").wait_for(timeout=90_000)
-        assert page.locator("#processes").get_attribute("data-refreshed")  # updated without a reload
+        page.wait_for_selector("#processes[data-refreshed]")  # the table is refreshed without a reload
+        assert page.url.endswith("/console/")
         shot(page, "1-console-overview")
         mediation_row.locator("a").first.click()
         page.wait_for_selector("#throughput .bar")

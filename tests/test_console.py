@@ -160,3 +160,10 @@ def test_a_waiting_run_cancelled_by_an_operator_stops_its_worker():
         tracking.renew(claimed)
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
+
+
+def test_a_queued_file_cannot_be_cancelled(world):
+    run, _ = tracking.queue_run("test", ProcessKind.MEDIATION, "file:1", "DEMO #1", queue="collector:1")
+    assert not run.can_cancel
+    with pytest.raises(ValidationError, match="mediated in its turn"):
+        tracking.cancel_run("test", run)
