@@ -537,9 +537,14 @@ class InvoiceAdmin(BigTableAdminMixin, admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        return request.user.has_perm("billing.change_invoice") and (obj is None or obj.status == Invoice.Status.DRAFT)
+        return False  # figures come from Main Billing; the only change is finalizing
 
-    @admin.action(description="Finalize selected draft invoices (marks their periods invoiced)", permissions=["change"])
+    def has_finalize_permission(self, request):
+        return request.user.has_perm("billing.change_invoice")
+
+    @admin.action(
+        description="Finalize selected draft invoices (marks their periods invoiced)", permissions=["finalize"]
+    )
     def finalize(self, request, queryset):
         from .invoicing import do_finalize_invoice
 

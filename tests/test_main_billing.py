@@ -216,3 +216,22 @@ def test_admin_action_on_periods_runs_main_billing(billed_world, client, operato
     )
     assert run.status == RunStatus.COMPLETED  # executed by the (inline) worker
     assert invoice_of(billed_world["s2"]).total == Decimal("138.990178")
+
+
+def test_invoice_admin_is_read_only_and_finalizes_for_operators(billed_world, client, operator, viewer):
+    from django.urls import reverse
+
+    run_billing()
+    draft = invoice_of(billed_world["s2"])
+    client.force_login(operator)
+    page = client.get(reverse("admin:billing_invoice_change", args=[draft.pk])).content.decode()
+    assert "138.990178" in page and 'name="_save"' not in page
+    changelist = reverse("admin:billing_invoice_changelist")
+    client.post(changelist, {"action": "finalize", "_selected_action": [draft.pk]})
+    draft.refresh_from_db()
+    assert draft.status == Invoice.Status.FINAL
+    client.force_login(viewer)
+    other = invoice_of(billed_world["s1"])
+    client.post(changelist, {"action": "finalize", "_selected_action": [other.pk]})
+    other.refresh_from_db()
+    assert other.status == Invoice.Status.DRAFT
