@@ -18,6 +18,7 @@ from .admin_tools import (
 )
 from .models import (
     Account,
+    ApiToken,
     AuditEvent,
     Category,
     Charge,
@@ -25,6 +26,7 @@ from .models import (
     Discount,
     Holiday,
     IncludedValue,
+    IntegrationClient,
     Invoice,
     Plan,
     Product,
@@ -556,3 +558,43 @@ class InvoiceAdmin(BigTableAdminMixin, admin.ModelAdmin):
                 message_user_validation_error(self, request, exc)
         if done:
             self.message_user(request, f"Finalized {', '.join(done)}.", level=messages.SUCCESS)
+
+
+class ApiTokenInline(admin.TabularInline):
+    model = ApiToken
+    fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(IntegrationClient)
+class IntegrationClientAdmin(admin.ModelAdmin):
+    """API access: superusers issue and revoke tokens; a new key is shown once, in the message."""
+
+    list_display = ("name", "user", "is_active", "created_at")
+    readonly_fields = ("user", "created_at")
+    fields = ("name", "is_active", "user", "created_at")
+    inlines = [ApiTokenInline]
+    actions = ["issue_token", "revoke_tokens"]
+
+    def has_add_permission(self, request):
+        return False  # created with `manage.py create_api_client`, which also makes its user and role
+
+    @admin.action(description="Issue a new token (shown once)", permissions=["change"])
+    def issue_token(self, request, queryset):
+        from .api.auth import do_issue_token
+
+        for client in queryset:
+            key = do_issue_token(request.user, client)
+            self.message_user(request, f"New token for {client}: {key} — copy it now, it is not shown again.")
+
+    @admin.action(description="Revoke all tokens of the selected clients", permissions=["change"])
+    def revoke_tokens(self, request, queryset):
+        from .api.auth import do_revoke_tokens
+
+        revoked = do_revoke_tokens(request.user, ApiToken.objects.filter(client__in=queryset))
+        self.message_user(request, f"Revoked {revoked} token(s).")

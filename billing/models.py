@@ -805,3 +805,57 @@ class Charge(models.Model):
     @property
     def tax(self):
         return Decimal(self.tax_micros) / 1_000_000
+
+
+class IntegrationClient(models.Model):
+    """A system integrating over the API. It acts as its own user (in the "API client" role), so its
+    writes are audited under its name; its tokens can be revoked one by one."""
+
+    name = models.CharField(max_length=100)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="integration_client")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["name"], name="billing_client_name_unique")]
+
+    def __str__(self):
+        return self.name
+
+
+class ApiToken(models.Model):
+    """A bearer token of an integration client. Only its SHA-256 is stored; the key is shown once."""
+
+    client = models.ForeignKey(IntegrationClient, on_delete=models.CASCADE, related_name="tokens")
+    prefix = models.CharField(max_length=8, help_text="The key's first characters, to tell tokens apart.")
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["key_hash"], name="billing_token_hash_unique")]
+
+    def __str__(self):
+        return f"{self.client} {self.prefix}…{' (revoked)' if self.revoked_at else ''}"
+
+
+class IdempotencyKey(models.Model):
+    """A write made with an Idempotency-Key header: the same key and request replay the stored
+    response; the same key with another request is refused. `status_code` is empty while the first
+    request is still being handled."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="billing_idempotency_key_unique")]
+
+    def __str__(self):
+        return self.key

@@ -9,8 +9,16 @@ QUEUE_APP = "django_q"
 QUEUE_OPERATOR_MODELS = {"schedule"}
 OPERATOR = "Billing operator"
 VIEWER = "Billing viewer"
-# Nobody edits history: audit events are view-only for every role.
-READ_ONLY_MODELS = {("billing", "auditevent")}
+# Integration clients write over the API what operators write in the admin.
+API_CLIENT = "API client"
+WRITERS = (OPERATOR, API_CLIENT)
+# Nobody edits history, and only superusers manage API access: view-only for every role.
+READ_ONLY_MODELS = {
+    ("billing", "auditevent"),
+    ("billing", "integrationclient"),
+    ("billing", "apitoken"),
+    ("billing", "idempotencykey"),
+}
 
 
 def role_permissions():
@@ -28,7 +36,7 @@ def role_permissions():
             operator.append(perm)
         if is_view:
             viewer.append(perm)
-    return {OPERATOR: operator, VIEWER: viewer}
+    return {OPERATOR: operator, VIEWER: viewer, API_CLIENT: operator}
 
 
 @transaction.atomic
@@ -43,3 +51,23 @@ def sync_roles():
 def sync_roles_after_migrate(sender, using="default", **kwargs):
     if sender.name == "console":  # the last Tollgate app: all its permissions exist by now
         sync_roles()
+
+
+def _groups(user) -> set[str]:
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return set()
+    cached = getattr(user, "_tollgate_roles", None)
+    if cached is None:
+        cached = set(user.groups.values_list("name", flat=True))
+        user._tollgate_roles = cached
+    return cached
+
+
+def can_read(user) -> bool:
+    """Any role (or staff) may read over the API."""
+    return bool(getattr(user, "is_superuser", False) or getattr(user, "is_staff", False) or _groups(user))
+
+
+def can_write(user) -> bool:
+    """Operators and API clients write; viewers only read."""
+    return bool(getattr(user, "is_superuser", False) or _groups(user) & set(WRITERS))

@@ -25,7 +25,7 @@ from console import tracking
 from console.models import RunStatus
 
 from . import pipeline, staging
-from .gates.parse import FileRejected, Parser
+from .gates.parse import FileRejected, Parser, api_view
 from .models import MediationFile, UsageCollector
 from .services import queue_mediation_run, refresh_file_counts
 
@@ -98,7 +98,8 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     run = tracking.start_run(queue_mediation_run("mediation worker", mediation_file).pk, take_over=True)
     parser = None
     try:
-        parser = Parser(collector, settings.TIME_ZONE)
+        source = api_view(collector) if mediation_file.source_format == "api" else collector
+        parser = Parser(source, settings.TIME_ZONE)
         with mediation_file.raw.open("rb") as raw:
             rows = parser.rows(raw, skip=mediation_file.lines_done)
             for prepared in parsed_ahead(rows, connection.vendor, batch_size()):

@@ -103,6 +103,11 @@ class MediationFile(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     uploaded_via = models.CharField(max_length=64, default="admin")
+    source_format = models.CharField(
+        max_length=12,
+        choices=[("collector", "The collector's format"), ("api", "API records (JSON lines, Tollgate field names)")],
+        default="collector",
+    )
     uploaded_at = models.DateTimeField(default=timezone.now)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True, default="", help_text="Why the whole file was rejected or failed.")

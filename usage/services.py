@@ -1,6 +1,8 @@
 """Writes for usage: receiving files into a collector's queue, reprocessing quarantine."""
 
 import hashlib
+import io
+import json
 import tempfile
 import uuid
 
@@ -9,6 +11,7 @@ from django.core.files import File
 from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from billing import audit
 from console import tracking
@@ -30,11 +33,21 @@ class DuplicateFile(ValidationError):
         )
 
 
-def do_receive_file(actor, collector: UsageCollector, name: str, content, *, via: str = "admin") -> MediationFile:
+def do_receive_file(
+    actor,
+    collector: UsageCollector,
+    name: str,
+    content,
+    *,
+    via: str = "admin",
+    source_format: str = "collector",
+    enqueue: bool = True,
+) -> MediationFile:
     """Store a file and queue it behind the collector's earlier files; refuse content seen before.
 
     `content` is a binary file object; it is streamed (hashed and copied) without being held in memory.
-    The collector's worker is started once the transaction commits.
+    The collector's worker is started once the transaction commits (unless the caller works the
+    queue itself: `enqueue=False`).
     """
     if not collector.is_active:
         raise ValidationError(f"Collector {collector.code} is not active.")
@@ -65,13 +78,32 @@ def do_receive_file(actor, collector: UsageCollector, name: str, content, *, via
             size=size,
             uploaded_by=user,
             uploaded_via=via,
+            source_format=source_format,
         )
         mediation_file.raw.save(name[-100:], File(spool), save=False)
         mediation_file.save()
         queue_mediation_run(actor, mediation_file, expected=lines + (last != b"\n"))
         audit.record(actor, "file.receive", mediation_file, after={"name": name, "size": size, "sha256": sha})
-        transaction.on_commit(lambda: enqueue_collector(locked.pk))
+        if enqueue:
+            transaction.on_commit(lambda: enqueue_collector(locked.pk))
     return mediation_file
+
+
+def do_ingest_records(actor, collector: UsageCollector, records: list[dict]) -> MediationFile:
+    """Records sent to the API: received like a file (JSON lines in Tollgate's field names, queued
+    behind the collector's earlier files, refused if the same batch came before) and mediated now
+    through the same gates, in queue order. If another worker holds the collector's queue, the
+    file is left queued for it (status queued or processing)."""
+    from .mediation import process_collector_queue
+
+    body = "".join(json.dumps(record, separators=(",", ":"), default=str) + "\n" for record in records).encode()
+    name = f"api-{timezone.now():%Y%m%dT%H%M%S%f}.jsonl"
+    received = do_receive_file(actor, collector, name, io.BytesIO(body), via="api", source_format="api", enqueue=False)
+    process_collector_queue(collector.pk)
+    received.refresh_from_db()
+    if received.status in (MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING):
+        enqueue_collector(collector.pk)
+    return received
 
 
 def queue_mediation_run(actor, mediation_file: MediationFile, *, expected=None, retry_of=None):

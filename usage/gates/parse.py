@@ -5,6 +5,7 @@ delimiter) rejects it before anything is written. A problem with one line become
 PARSE_ERROR, naming the line, the field and the reason; the rest of the file goes on.
 """
 
+import copy
 import csv
 import datetime as dt
 import hashlib
@@ -33,6 +34,21 @@ MAX_KEY = 255
 UTC = dt.UTC
 
 csv.field_size_limit(MAX_FIELD_CHARS)
+
+
+def api_view(collector):
+    """The collector as records sent to the API arrive: JSON lines keyed by Tollgate's own field
+    names, ISO times (UTC unless they carry an offset), seconds and bytes. Classification, keys and
+    the late-usage policy stay the collector's."""
+    view = copy.copy(collector)
+    view.format = "json_lines"
+    view.field_mapping = {field: field for field in FIELDS}
+    view.time_format = "iso"
+    view.time_zone = "UTC"
+    view.duration_unit = "second"
+    view.volume_unit = "byte"
+    view.encoding = "utf-8"
+    return view
 
 
 class FileRejected(Exception):
