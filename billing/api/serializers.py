@@ -1,6 +1,8 @@
 """Provisioning serializers: the model's own rules (clean, constraints, non-overlap) decide, as in
 the admin, and their messages come back per field."""
 
+import copy
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
@@ -14,12 +16,8 @@ class ModelRulesSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
-        model = self.Meta.model
-        instance = (
-            model(**{f.attname: getattr(self.instance, f.attname) for f in model._meta.concrete_fields})
-            if (self.instance)
-            else model()
-        )
+        # A copy of the row as it would be saved (the row itself is only changed by save()).
+        instance = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
         for name, value in attrs.items():
             setattr(instance, name, value)
         self.check_transition(instance, attrs)
