@@ -206,6 +206,8 @@ def do_reprocess_records(actor, records) -> dict:
     """
     chosen = records.filter(~Q(status=UsageRecord.Status.MEDIATED), stage__in=pipeline.REPROCESSABLE)
     before = dict(chosen.values_list("status").annotate(n=Count("id")))
+    if not before:
+        return {"records": 0, "mediated": 0, "quarantined": 0}
     # Snapshot the selection (record and the stage it waits at) in one statement: each record then
     # goes through its gates exactly once, whatever stage an earlier group leaves it at, and no id
     # list passes through Python (33,000 records on SQLite: 28 s with the list, 5 s without).
