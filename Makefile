@@ -36,7 +36,8 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/mediation.py
-	$(PY) bench/console.py
+	$(PY) bench/usage_views.py
+	$(PY) bench/api_ingest.py
 
 clean:
 	rm -rf $(VENV) tollgate.sqlite3 tollgate.sqlite3-* test-db.sqlite3* test-artifacts .pytest_cache media demo-usage.csv

@@ -1,6 +1,6 @@
 """Service usage views and Main Billing over one service with 1M mediated records (PostgreSQL).
 
-    python bench/console.py [--records N]
+    python bench/usage_views.py [--records N]
 
 Uses BENCH_CONSOLE_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/tollgate_bench_console), which it
 drops and recreates. The records are written by one INSERT … SELECT generate_series (rated as if
