@@ -17,7 +17,7 @@ import time
 import uuid
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -103,25 +103,15 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
         with mediation_file.raw.open("rb") as raw:
             rows = parser.rows(raw, skip=mediation_file.lines_done)
             for prepared in parsed_ahead(rows, connection.vendor, batch_size()):
-                started = time.monotonic()
-                with transaction.atomic():
-                    if not claim(collector.pk, owner):
-                        raise LeaseLost(f"lease of collector {collector.code} lost")
-                    pipeline.tune_session(connection)
-                    loaded = staging.load(connection, prepared, collector.pk)
-                    if loaded:
-                        table = staging.table_name(connection, collector.pk)
-                        with connection.cursor() as cursor:
-                            pipeline.intake(cursor, collector, mediation_file.pk, table, until)
-                        staging.drop(connection, collector.pk)
-                        MediationFile.objects.filter(pk=mediation_file.pk).update(
-                            lines_done=F("lines_done") + loaded,
-                            processing_seconds=_plus("processing_seconds", time.monotonic() - started),
-                        )
-                        if run is not None:
-                            tracking.add_progress(run, loaded)
-                    else:
-                        staging.drop(connection, collector.pk)
+                for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+                    try:
+                        _mediate_batch(mediation_file, collector, owner, prepared, until, run)
+                        break
+                    except OperationalError as exc:
+                        if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS:
+                            raise
+                        log.warning("batch of file %s: %s; trying again (%s)", mediation_file.pk, exc, attempt)
+                        time.sleep(0.05 * attempt)
     except FileRejected as exc:
         _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
         return
@@ -134,6 +124,37 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     MediationFile.objects.filter(pk=mediation_file.pk).update(blank_lines=parser.blank_lines)
     refresh_file_counts([mediation_file.pk])
     _finish(mediation_file, MediationFile.Status.COMPLETED, "", run)
+
+
+# A batch the database aborted for a deadlock or a serialization conflict wrote nothing (its
+# transaction rolled back whole): it is simply run again.
+TRANSIENT_CODES = {"40P01", "40001"}
+TRANSIENT_ATTEMPTS = 5
+
+
+def is_transient(exc: Exception) -> bool:
+    return getattr(exc.__cause__, "pgcode", None) in TRANSIENT_CODES
+
+
+def _mediate_batch(mediation_file, collector, owner, prepared, until, run) -> None:
+    """One batch in one transaction, together with the file's progress marker."""
+    started = time.monotonic()
+    with transaction.atomic():
+        if not claim(collector.pk, owner):
+            raise LeaseLost(f"lease of collector {collector.code} lost")
+        pipeline.tune_session(connection)
+        loaded = staging.load(connection, prepared, collector.pk)
+        if loaded:
+            table = staging.table_name(connection, collector.pk)
+            with connection.cursor() as cursor:
+                pipeline.intake(cursor, collector, mediation_file.pk, table, until)
+            MediationFile.objects.filter(pk=mediation_file.pk).update(
+                lines_done=F("lines_done") + loaded,
+                processing_seconds=_plus("processing_seconds", time.monotonic() - started),
+            )
+            if run is not None:
+                tracking.add_progress(run, loaded)
+        staging.drop(connection, collector.pk)
 
 
 def parsed_ahead(rows, vendor: str, size: int):

@@ -192,6 +192,7 @@ def _gate_statement(cursor, sql: str, params: dict) -> None:
 
 OUTCOME_TABLE = "usage_gate_outcome"
 USAGE_WRITE_LOCK = 73_010_001
+USAGE_COUNTERS_LOCK = 73_010_002
 
 
 def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax") -> int:
@@ -258,6 +259,11 @@ def _outcome(cursor, gates, source: str, columns, params: dict) -> None:
     kept = sorted({"period_id", *(c for g in gates for counter in g.counters for c in counter[1:] if c != "0")})
     extra = [c for c in kept if c not in columns]
     cursor.execute(f"DROP TABLE IF EXISTS {OUTCOME_TABLE}")
+    if cursor.db.vendor == "postgresql" and any(g.counters for g in gates):
+        # Allowances and period tiers are drawn from counters this statement reads and the batch
+        # then adds to: batches that draw (any collector, reprocess, rebalance) take turns until
+        # commit, so none draws from a total another has not yet added to. (SQLite has one writer.)
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [USAGE_COUNTERS_LOCK])
     _gate_statement(
         cursor,
         f"CREATE TEMP TABLE {OUTCOME_TABLE} AS {with_clause}\n"

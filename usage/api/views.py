@@ -83,6 +83,12 @@ class CollectorViewSet(viewsets.ReadOnlyModelViewSet):
             received = services.do_ingest_records(request.user, collector, batch)
         except services.DuplicateFile as exc:
             raise Conflict(" ".join(exc.messages)) from exc
+        if received.status == MediationFile.Status.REJECTED:
+            raise ValidationError({"records": [received.error]})
+        if received.status == MediationFile.Status.FAILED:
+            # Kept as a file and queued again: a worker resumes it after its last committed batch.
+            services.do_requeue_files(request.user, MediationFile.objects.filter(pk=received.pk))
+            received.refresh_from_db()
         if received.status in (MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING):
             return Response(serializers.MediationFileSerializer(received).data, status=status.HTTP_202_ACCEPTED)
         received.outcomes = outcomes(received)
