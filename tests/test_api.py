@@ -352,3 +352,49 @@ def test_committed_schema_is_current_and_docs_are_served_offline(client, operato
     docs = client.get("/api/v1/docs/").content.decode()
     assert "drf_spectacular_sidecar/swagger-ui-dist" in docs and "cdn" not in docs.lower()
     assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code in (200, 404)
+
+
+def test_subscriptions_follow_the_plan_or_product_rule(api, world):
+    from billing.models import Plan, Product
+
+    plan = Plan.objects.get(code="P")
+    product = Product.objects.create(code="BO", name="Bolt-on", kind="bolt_on")
+    s2 = world["s2"].service_id
+    both = api.post(
+        "/api/v1/subscriptions/",
+        {"service": s2, "plan": plan.pk, "product": product.pk, "starts_on": "2026-10-01"},
+        format="json",
+    )
+    assert both.status_code == 400 and "exactly one" in str(both.data)
+    backwards = api.post(
+        "/api/v1/subscriptions/",
+        {"service": s2, "product": product.pk, "starts_on": "2026-10-10", "ends_on": "2026-10-01"},
+        format="json",
+    )
+    assert backwards.status_code == 400 and "ends_on" in backwards.data
+    made = api.post(
+        "/api/v1/subscriptions/", {"service": s2, "product": product.pk, "starts_on": "2026-10-01"}, format="json"
+    )
+    assert made.status_code == 201
+    assert api.get("/api/v1/subscriptions/", {"service__service_id": s2}).data["results"][0]["product"] == product.pk
+
+
+def test_meters_show_current_values_and_readings(api, world, mediate):
+    import datetime as dt
+
+    from metering.models import GuidingRule, MeterType, Stream
+    from metering.services import do_execute_stream
+
+    mediate(GOLDEN)
+    calls = MeterType.objects.create(code="CALLS", name="Calls", aggregation="count", reset="monthly")
+    for code, flush in (("S", "period_end"), ("R", "execution")):
+        stream = Stream.objects.create(code=code, name=f"Calls per service {code}", is_active=False, flush=flush)
+        GuidingRule.objects.create(stream=stream, conditions=[["category", "=", "telephony"]], meter_type=calls)
+        do_execute_stream("test", stream, now=dt.datetime(2026, 10, 6, tzinfo=dt.UTC))
+    meters = api.get("/api/v1/meters/", {"stream__code": "S"}).data["results"]
+    assert sorted((m["key"], m["value"]) for m in meters) == sorted(
+        [(str(world["s1"].pk), "1.000000"), (str(world["s2"].pk), "4.000000")]
+    )
+    readings = api.get("/api/v1/meter-readings/", {"stream__code": "R"}).data["results"]
+    assert sorted(r["value"] for r in readings) == ["1.000000", "4.000000"]
+    assert api.get("/api/v1/meter-types/").data["results"][0]["code"] == "CALLS"
