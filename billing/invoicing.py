@@ -238,6 +238,21 @@ def _to_micros(amount: Decimal) -> int:
     return int(amount * MICROS)
 
 
+def subscription_charge(kind, invoice_id, period, subscription, description, amount: Decimal, rule) -> Charge:
+    """A recurring or one-time charge of a subscription, taxed as service and equipment."""
+    return Charge(
+        invoice_id=invoice_id,
+        kind=kind,
+        service_id=period.service_id,
+        period=period,
+        subscription=subscription,
+        category="misc",
+        description=description[:300],
+        amount_micros=_to_micros(amount),
+        tax_micros=_to_micros(tax_on(amount, rule)),
+    )
+
+
 def _cycle_subscriptions(cycle_start: dt.date, drafts):
     """(period, invoice id, subscription) for subscriptions overlapping a period of a draft."""
     invoice_of = dict(drafts.values_list("account_id", "id"))
@@ -279,20 +294,17 @@ def subscription_generation(cycle_start: dt.date) -> tuple[int, str]:
         amount = prorate(price, days, period_days)
         prorated += days < period_days
         note = f" ({days}/{period_days} days)" if days < period_days else ""
-        charges.append(
-            Charge(
-                invoice_id=invoice_id,
-                kind=Charge.Kind.RECURRING,
-                service_id=period.service_id,
-                period=period,
-                subscription=subscription,
-                category="misc",
-                description=f"{what.name} {first} to {last}{note}"[:300],
-                days=days,
-                amount_micros=_to_micros(amount),
-                tax_micros=_to_micros(tax_on(amount, rule)),
-            )
+        charge = subscription_charge(
+            Charge.Kind.RECURRING,
+            invoice_id,
+            period,
+            subscription,
+            f"{what.name} {first} to {last}{note}",
+            amount,
+            rule,
         )
+        charge.days = days
+        charges.append(charge)
     Charge.objects.bulk_create(charges, batch_size=2000)
     return len(charges), f"{len(charges)} recurring charges, {prorated} prorated"
 
@@ -310,17 +322,10 @@ def generation_otc(cycle_start: dt.date) -> tuple[int, str]:
             continue
         if not period.start_date <= subscription.starts_on <= period.end_date:
             continue  # charged in the cycle it starts in
+        description = f"{product.name} ({product.get_kind_display()}) {subscription.starts_on}"
         charges.append(
-            Charge(
-                invoice_id=invoice_id,
-                kind=Charge.Kind.ONE_TIME,
-                service_id=period.service_id,
-                period=period,
-                subscription=subscription,
-                category="misc",
-                description=f"{product.name} ({product.get_kind_display()}) {subscription.starts_on}"[:300],
-                amount_micros=_to_micros(product.price),
-                tax_micros=_to_micros(tax_on(product.price, rule)),
+            subscription_charge(
+                Charge.Kind.ONE_TIME, invoice_id, period, subscription, description, product.price, rule
             )
         )
     Charge.objects.bulk_create(charges, batch_size=2000)

@@ -29,7 +29,18 @@ ACTIVE_STATUSES = [RunStatus.SCHEDULED, RunStatus.QUEUED, RunStatus.WAITING, Run
 FINAL_STATUSES = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 
 
-class ProcessRun(models.Model):
+class Timed:
+    """Seconds from start to end (to now while it runs)."""
+
+    @property
+    def seconds(self):
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return max((end - self.started_at).total_seconds(), 0.0)
+
+
+class ProcessRun(Timed, models.Model):
     """One run of a process for one subject (a file, a billing cycle, a stream, an account...).
 
     At most one run per kind and subject is active at a time (a partial unique constraint), so a
@@ -89,13 +100,6 @@ class ProcessRun(models.Model):
         return self.status in ACTIVE_STATUSES
 
     @property
-    def seconds(self):
-        if not self.started_at:
-            return None
-        end = self.finished_at or timezone.now()
-        return max((end - self.started_at).total_seconds(), 0.0)
-
-    @property
     def can_cancel(self):
         return self.kind != ProcessKind.MEDIATION and self.status in (
             RunStatus.SCHEDULED,
@@ -117,7 +121,7 @@ class ProcessRun(models.Model):
         return min(100, round(100 * self.records_done / self.records_expected))
 
 
-class ProcessActivity(models.Model):
+class ProcessActivity(Timed, models.Model):
     """A step of a run (Main Billing's Reprocess, Mapping, ...), with its own status and counts."""
 
     class Status(models.TextChoices):
@@ -145,10 +149,3 @@ class ProcessActivity(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.status})"
-
-    @property
-    def seconds(self):
-        if not self.started_at:
-            return None
-        end = self.finished_at or timezone.now()
-        return max((end - self.started_at).total_seconds(), 0.0)

@@ -158,3 +158,12 @@ def mediate(world, sync_tasks, django_capture_on_commit_callbacks):
         return received
 
     return run
+
+
+def admin_login(page, base_url: str, username: str = "op", password: str = "op-secret-123") -> None:
+    """Log in to the admin in the browser as the `operator` fixture's user."""
+    page.goto(f"{base_url}/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import admin_login
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -14,11 +16,7 @@ def test_operator_logs_in_finds_a_service_by_identifier_and_opens_it(live_server
     wanted = make_service(identifier="61400000042")
     ARTIFACTS.mkdir(exist_ok=True)
 
-    page.goto(f"{live_server.url}/admin/")
-    page.fill("#id_username", "op")
-    page.fill("#id_password", "op-secret-123")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#user-tools")
+    admin_login(page, live_server.url)
     assert "Usage mediation, metering and rating" in page.content()
 
     page.goto(f"{live_server.url}/admin/billing/service/")

@@ -9,6 +9,7 @@ import pytest
 
 from billing.models import Invoice, Plan
 
+from .conftest import admin_login
 from .test_browser_admin import ARTIFACTS
 from .test_mediation import GOLDEN
 from .test_worker import start_cluster, stop
@@ -26,11 +27,7 @@ def test_operator_flow_from_upload_to_draft_invoice(live_server, page, operator,
     base = live_server.url
     cluster = start_cluster()
     try:
-        page.goto(f"{base}/admin/")
-        page.fill("#id_username", "op")
-        page.fill("#id_password", "op-secret-123")
-        page.click("input[type=submit]")
-        page.wait_for_selector("#user-tools")
+        admin_login(page, base)
 
         # Upload a usage file in the admin.
         page.goto(f"{base}/admin/usage/mediationfile/upload/")

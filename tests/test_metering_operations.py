@@ -17,6 +17,7 @@ from django_q.models import Schedule
 from metering.models import GuidingRule, Meter, MeterType, Stream, StreamExecution
 from metering.services import do_execute_stream, preview_rules
 
+from .conftest import admin_login
 from .test_metering import USAGE, lines, service_key, values
 from .test_worker import database_url
 
@@ -185,11 +186,7 @@ def test_inspect_view_in_a_browser(live_server, page, operator, world, mediate):
     mediate(lines(USAGE))
     do_execute_stream("test", stream, now=dt.datetime(2026, 10, 5, 12, tzinfo=UTC))
     ARTIFACTS.mkdir(exist_ok=True)
-    page.goto(f"{live_server.url}/admin/")
-    page.fill("#id_username", "op")
-    page.fill("#id_password", "op-secret-123")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#user-tools")
+    admin_login(page, live_server.url)
     page.goto(f"{live_server.url}/admin/metering/stream/")
     page.click("text=Inspect")
     page.wait_for_selector("#meters")
