@@ -32,3 +32,18 @@ def test_operator_logs_in_finds_a_service_by_identifier_and_opens_it(live_server
     assert page.input_value("#id_service_id") == wanted.service_id
     assert page.input_value("#id_identifiers-0-value") == "61400000042"
     page.screenshot(path=str(ARTIFACTS / "admin-service-found-by-identifier.png"), full_page=True)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_api_docs_render_offline_from_the_admin(live_server, page, operator):
+    """Swagger UI comes from the sidecar package: no request leaves the server."""
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(live_server.url) else None)
+    admin_login(page, live_server.url)
+    page.click("text=Integration API")
+    page.wait_for_selector(".swagger-ui .opblock-tag", timeout=30_000)
+    tags = page.locator(".swagger-ui .opblock-tag").all_inner_texts()
+    assert any("collectors" in t for t in tags) and any("processes" in t for t in tags)
+    assert outside == []
+    page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=False)
