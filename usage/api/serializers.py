@@ -31,8 +31,42 @@ class IngestRecordSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+# The request body as the schema documents it. `validate_batch` checks it instead: a thousand
+# records through DRF fields took 40 ms a batch, a quarter of mediating them.
 class IngestSerializer(serializers.Serializer):
     records = IngestRecordSerializer(many=True, allow_empty=False)
+
+
+SCALARS = (str, int, float)
+MAX_VALUE_CHARS = 10_000
+
+
+def validate_batch(data) -> list[dict]:
+    """The records of a request body, as {field: value or None}; errors shaped like DRF's
+    (`{"records": [{}, {"field": ["message"]}, ...]}`), so one bad record is named by position."""
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise serializers.ValidationError({"records": ["A list of records is required."]})
+    if not records:
+        raise serializers.ValidationError({"records": ["This list may not be empty."]})
+    errors, any_error = [], False
+    for record in records:
+        problems = {}
+        if not isinstance(record, dict):
+            problems["non_field_errors"] = ["A record is an object of field names and values."]
+        else:
+            for name, value in record.items():
+                if name not in FIELDS:
+                    problems[name] = ["Unknown field."]
+                elif value is not None and (isinstance(value, bool) or not isinstance(value, SCALARS)):
+                    problems[name] = ["Not a valid string or number."]
+                elif isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+                    problems[name] = [f"Ensure this field has no more than {MAX_VALUE_CHARS} characters."]
+        errors.append(problems)
+        any_error = any_error or bool(problems)
+    if any_error:
+        raise serializers.ValidationError({"records": errors})
+    return [{k: v for k, v in record.items() if v is not None} for record in records]
 
 
 class OutcomeSerializer(serializers.Serializer):

@@ -34,19 +34,31 @@ def max_records() -> int:
     return int(getattr(settings, "TOLLGATE_API_MAX_RECORDS", 10_000))
 
 
+def money(micros):
+    """Micro-units as the API writes money (DecimalField's six places), without a field per value."""
+    if micros is None:
+        return None
+    sign = "-" if micros < 0 else ""
+    whole, part = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{part:06d}"
+
+
 def outcomes(mediation_file):
+    """Each record's outcome, in line order (the reply to an ingest)."""
     rows = UsageRecord.objects.filter(file=mediation_file).order_by("line_no")
     return [
         {
-            "line": r.line_no,
-            "record_id": r.record_id,
-            "status": r.status,
-            "reason": r.reason,
-            "message": r.message,
-            "charge": r.charge,
-            "tax": r.tax,
+            "line": line,
+            "record_id": record_id,
+            "status": status_,
+            "reason": reason,
+            "message": message,
+            "charge": money(charge),
+            "tax": money(tax),
         }
-        for r in rows.only("line_no", "record_id", "status", "reason", "message", "charge_micros", "tax_micros")
+        for line, record_id, status_, reason, message, charge, tax in rows.values_list(
+            "line_no", "record_id", "status", "reason", "message", "charge_micros", "tax_micros"
+        )
     ]
 
 
@@ -76,9 +88,7 @@ class CollectorViewSet(viewsets.ReadOnlyModelViewSet):
         records = request.data.get("records") if isinstance(request.data, dict) else None
         if isinstance(records, list) and len(records) > max_records():
             raise PayloadTooLarge(f"At most {max_records()} records per request; this one has {len(records)}.")
-        serializer = serializers.IngestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        batch = [{k: v for k, v in r.items() if v is not None} for r in serializer.validated_data["records"]]
+        batch = serializers.validate_batch(request.data)
         try:
             received = services.do_ingest_records(request.user, collector, batch)
         except services.DuplicateFile as exc:
@@ -91,8 +101,8 @@ class CollectorViewSet(viewsets.ReadOnlyModelViewSet):
             received.refresh_from_db()
         if received.status in (MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING):
             return Response(serializers.MediationFileSerializer(received).data, status=status.HTTP_202_ACCEPTED)
-        received.outcomes = outcomes(received)
-        return Response(serializers.IngestReplySerializer(received).data, status=status.HTTP_201_CREATED)
+        reply = {**serializers.MediationFileSerializer(received).data, "outcomes": outcomes(received)}
+        return Response(reply, status=status.HTTP_201_CREATED)
 
 
 class MediationFileViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
