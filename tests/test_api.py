@@ -351,7 +351,6 @@ def test_committed_schema_is_current_and_docs_are_served_offline(client, operato
     client.force_login(operator)
     docs = client.get("/api/v1/docs/").content.decode()
     assert "drf_spectacular_sidecar/swagger-ui-dist" in docs and "cdn" not in docs.lower()
-    assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code in (200, 404)
 
 
 def test_subscriptions_follow_the_plan_or_product_rule(api, world):
