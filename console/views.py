@@ -1,7 +1,6 @@
 """Operator pages beside the admin: the Process Console, Collector Activity History, response
 files, and the service usage views."""
 
-import csv
 import datetime as dt
 from decimal import Decimal
 
@@ -12,7 +11,7 @@ from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -20,6 +19,7 @@ from django.views.decorators.http import require_POST
 
 from billing.models import UNIT_BASE_SIZE, Category, IncludedValue, Product, Service, Subscription, SubscriptionPeriod
 from usage import selectors
+from usage.exports import streaming_csv
 from usage.models import MICROS, MediationFile, UsageCollector
 
 from . import selectors as console_selectors
@@ -30,11 +30,6 @@ from .models import ProcessKind, ProcessRun, RunStatus
 def page(request, template, context):
     """Console pages wear the admin's header, sidebar and titles."""
     return render(request, template, {**admin.site.each_context(request), **context})
-
-
-class Echo:
-    def write(self, value):
-        return value
 
 
 @staff_member_required
@@ -66,13 +61,8 @@ def collector_history(request, collector_id):
 @permission_required("usage.view_mediationfile", raise_exception=True)
 def response_file(request, file_id):
     mediation_file = get_object_or_404(MediationFile.objects.select_related("collector"), pk=file_id)
-    writer = csv.writer(Echo())
-    response = StreamingHttpResponse(
-        (writer.writerow(row) for row in selectors.response_rows(mediation_file)), content_type="text/csv"
-    )
-    name = mediation_file.name.rsplit(".", 1)[0].replace('"', "")
-    response["Content-Disposition"] = f'attachment; filename="{name}.response.csv"'
-    return response
+    name = mediation_file.name.rsplit(".", 1)[0]
+    return streaming_csv(selectors.response_rows(mediation_file), f"{name}.response.csv")
 
 
 USAGE_VIEWS = {
@@ -122,13 +112,8 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
         service, categories=chosen_categories, period=period, allowance_ids=allowance_ids
     )
     if request.GET.get("format") == "csv":
-        writer = csv.writer(Echo())
-        response = StreamingHttpResponse(
-            (writer.writerow(row) for row in selectors.usage_csv_rows(records)), content_type="text/csv"
-        )
         suffix = period.start_date.isoformat() if period else "all"
-        response["Content-Disposition"] = f'attachment; filename="{service.service_id}-{kind}-{suffix}.csv"'
-        return response
+        return streaming_csv(selectors.usage_csv_rows(records), f"{service.service_id}-{kind}-{suffix}.csv")
     before = None
     if request.GET.get("before_at") and request.GET.get("before_id", "").isdigit():
         at = parse_datetime(request.GET["before_at"])

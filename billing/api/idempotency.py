@@ -6,6 +6,8 @@ import functools
 import hashlib
 
 from django.db import IntegrityError, transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
@@ -14,6 +16,9 @@ from billing.models import IdempotencyKey
 from .errors import Conflict
 
 HEADER = "Idempotency-Key"
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, description="Makes a retry safe."
+)
 
 
 def request_digest(request) -> str:

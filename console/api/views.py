@@ -1,17 +1,15 @@
 """Processes over the API: runs with status, progress, ETA and activities; start Main Billing; retry."""
 
 from django.core.exceptions import ValidationError
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from billing.api.errors import Conflict
-from billing.api.idempotency import idempotent
+from billing.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from console import selectors, tracking
-from console.models import ProcessActivity, ProcessRun
-
-IDEMPOTENCY = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, description="Makes a retry safe.")
+from console.models import ProcessActivity, ProcessKind, ProcessRun
 
 
 class ActivitySerializer(serializers.ModelSerializer):
@@ -72,15 +70,17 @@ class ProcessRunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_object(self):
         return selectors.with_estimates([super().get_object()])[0]
 
-    @extend_schema(request=MainBillingSerializer, parameters=[IDEMPOTENCY], responses={201: ProcessRunSerializer})
+    @extend_schema(
+        request=MainBillingSerializer, parameters=[IDEMPOTENCY_PARAMETER], responses={201: ProcessRunSerializer}
+    )
     @action(detail=False, methods=["post"], url_path="main-billing")
     @idempotent
     def main_billing(self, request):
-        from billing.invoicing import request_main_billing
+        from billing.invoicing import request_main_billing, subject_for
 
         asked = MainBillingSerializer(data=request.data)
         asked.is_valid(raise_exception=True)
-        existing = tracking.active_run("main_billing", f"cycle:{asked.validated_data['cycle_start'].isoformat()}")
+        existing = tracking.active_run(ProcessKind.MAIN_BILLING, subject_for(asked.validated_data["cycle_start"]))
         run = request_main_billing(
             request.user, asked.validated_data["cycle_start"], run_at=asked.validated_data.get("run_at")
         )

@@ -1,14 +1,11 @@
 """Usage over the API: ingest records, files, usage records, quarantine, rebalance."""
 
-import csv
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
@@ -16,18 +13,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.api.errors import Conflict, PayloadTooLarge
-from billing.api.idempotency import idempotent
+from billing.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from billing.models import Account, Service
 from console.tracking import RunBusy
 from usage import selectors, services
+from usage.exports import streaming_csv
 from usage.models import MediationFile, UsageCollector, UsageRecord
 from usage.rebalance import do_rebalance, do_run_rebalance
 
 from . import serializers
-
-IDEMPOTENCY = OpenApiParameter(
-    "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="Makes a retry safe."
-)
 
 
 def max_records() -> int:
@@ -70,7 +64,7 @@ class CollectorViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         request=serializers.IngestSerializer,
-        parameters=[IDEMPOTENCY],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={
             201: serializers.IngestReplySerializer,
             202: serializers.MediationFileSerializer,
@@ -117,7 +111,7 @@ class MediationFileViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
 
     @extend_schema(
         request={"multipart/form-data": serializers.FileUploadSerializer},
-        parameters=[IDEMPOTENCY],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={201: serializers.MediationFileSerializer, 409: OpenApiResponse(description="Same content before.")},
     )
     @idempotent
@@ -137,17 +131,7 @@ class MediationFileViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
     @action(detail=True, methods=["get"], url_path="response")
     def response_file(self, request, pk=None):
         mediation_file = self.get_object()
-
-        class Echo:
-            def write(self, value):
-                return value
-
-        writer = csv.writer(Echo())
-        response = StreamingHttpResponse(
-            (writer.writerow(row) for row in selectors.response_rows(mediation_file)), content_type="text/csv"
-        )
-        response["Content-Disposition"] = f'attachment; filename="file-{mediation_file.pk}.response.csv"'
-        return response
+        return streaming_csv(selectors.response_rows(mediation_file), f"file-{mediation_file.pk}.response.csv")
 
 
 class UsageRecordFilter(filters.FilterSet):
@@ -182,7 +166,7 @@ class QuarantineViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         request=serializers.ReprocessSerializer,
-        parameters=[IDEMPOTENCY],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT},
         description="Reprocess quarantined records chosen by ids or by reason, stage, collector, file. Up to "
         "10,000 ids are reprocessed in the request (200 with the outcome); a filter is queued as a "
@@ -211,7 +195,7 @@ class QuarantineViewSet(viewsets.ReadOnlyModelViewSet):
 class RebalanceView(APIView):
     @extend_schema(
         request=serializers.RebalanceSerializer,
-        parameters=[IDEMPOTENCY],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={200: serializers.RebalanceResultSerializer},
         description="Re-rate an account's cycle in time order: a dry run (the diff, nothing written) or apply.",
     )
