@@ -21,7 +21,6 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 
 run: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py createcachetable
 	$(PY) manage.py seed_demo
 	$(PY) manage.py make_usage_file --records 5000 --out demo-usage.csv
 	$(PY) manage.py receive --collector DEMO demo-usage.csv

@@ -40,7 +40,6 @@ def main():
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    call_command("createcachetable", verbosity=0)
     service, period = build_world(args.records)
     pages(service, period, args.records)
     billing(period.start_date, args.records)

@@ -122,6 +122,8 @@ LOGIN_URL = "admin:login"
 # collector's queue lasts without renewal (a killed worker's claim lapses after it).
 TOLLGATE_MEDIATION_BATCH = int(os.environ.get("TOLLGATE_MEDIATION_BATCH", "200000"))
 TOLLGATE_COLLECTOR_LEASE_SECONDS = int(os.environ.get("TOLLGATE_COLLECTOR_LEASE_SECONDS", "120"))
+# Batches up to this many records (an API request's) have their gate statement planned step by step.
+TOLLGATE_SMALL_BATCH = int(os.environ.get("TOLLGATE_SMALL_BATCH", "20000"))
 
 # Process runs: a running run not renewed within this many seconds lost its worker. Main Billing
 # looks this often whether the Reprocess it waits for has finished.
@@ -130,7 +132,7 @@ TOLLGATE_BILLING_WAIT_POLL = float(os.environ.get("TOLLGATE_BILLING_WAIT_POLL", 
 
 CACHES = {
     # A database cache is shared by the web process and every django-q2 worker, which the ORM
-    # broker's monitoring needs; `make run` and the test setup create its table.
+    # broker's monitoring needs; migration billing 0010 creates its table.
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "tollgate_cache",
@@ -164,9 +166,17 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "billing.api.pagination.NewestFirstCursorPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "billing.api.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["billing.api.throttling.ClientRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# Requests per client (token or operator session), counted in the shared cache: "N/s", "N/min",
+# "N/hour" or "N/day"; empty turns the limit off. Over it: 429 with Retry-After.
+TOLLGATE_API_RATE = os.environ.get("TOLLGATE_API_RATE", "3000/min")
 SPECTACULAR_SETTINGS = {
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "billing.api.throttling.document_throttling",
+    ],
     "TITLE": "Tollgate API",
     "DESCRIPTION": "Usage mediation, metering and rating: provisioning, usage ingest, files, usage records, "
     "quarantine, rebalance, processes and meters. Authenticate with `Authorization: Token <key>`.",

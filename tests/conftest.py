@@ -84,6 +84,15 @@ def media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(params=["small batch", "large batch"])
+def both_gate_plans(request, settings):
+    """Run the test with the gate chain composed both ways: as a small batch's (up to
+    TOLLGATE_SMALL_BATCH records: the steps that join materialized, the steps before the first that
+    reads counters a statement of their own) and as a large batch's (steps inlined). The numbers
+    must agree."""
+    settings.TOLLGATE_SMALL_BATCH = 20_000 if request.param == "small batch" else 0
+
+
 @pytest.fixture
 def sync_tasks(monkeypatch):
     """django-q2 tasks run inline (the worker path minus the process)."""

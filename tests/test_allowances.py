@@ -31,7 +31,7 @@ from usage.rebalance import do_rebalance
 from .test_mediation import HEADER
 from .test_rating import rate
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("both_gate_plans")]
 MB = 1024 * 1024
 
 

@@ -17,7 +17,7 @@ from usage.models import UsageRecord
 from .test_mediation import HEADER
 from .test_rating import rate
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("both_gate_plans")]
 
 CALLS = [
     ("S1", "2026-10-05T18:58:00Z", 240, "voice"),  # 120 s peak, 120 s night

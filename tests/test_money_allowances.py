@@ -17,7 +17,7 @@ from usage.rebalance import do_rebalance
 from .test_allowances import usage_file
 from .test_rating import rate
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("both_gate_plans")]
 MB = 1024 * 1024
 
 # record id: (start, seconds, bytes, destination, type) -> charge before money, money covered, charge, tax

@@ -24,7 +24,7 @@ from billing.models import (
 
 from .test_mediation import HEADER, outcome
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("both_gate_plans")]
 
 
 def rate(card=None, service=None, usage_type="voice", prefix="", price="0.20", unit="minute", **extra):

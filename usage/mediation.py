@@ -147,7 +147,7 @@ def _mediate_batch(mediation_file, collector, owner, prepared, until, run) -> No
         if loaded:
             table = staging.table_name(connection, collector.pk)
             with connection.cursor() as cursor:
-                pipeline.intake(cursor, collector, mediation_file.pk, table, until)
+                pipeline.intake(cursor, collector, mediation_file.pk, table, until, rows=loaded)
             MediationFile.objects.filter(pk=mediation_file.pk).update(
                 lines_done=F("lines_done") + loaded,
                 processing_seconds=_plus("processing_seconds", time.monotonic() - started),

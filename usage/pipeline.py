@@ -6,9 +6,12 @@ The first gate a record fails sets its stage, status QUARANTINED, reason and mes
 passing every gate of a chain that ends before tax waits, PENDING, at the next gate.
 """
 
+from typing import NamedTuple
+
+from django.conf import settings
 from django.db import connection
 
-from billing.models import Rate, RateCard, TaxRule, TierMode, TierScope
+from billing.models import TierMode, TierScope
 
 from .gates import bucket, classify, dedup, identify, rate, tax
 from .gates.base import Gate
@@ -78,59 +81,95 @@ STAGES = ("parse", "classify", "dedup", "identify", "bucket", "rate", "tax")
 REPROCESSABLE = ("identify", "bucket", "rate", "tax")
 
 
-def gates_for(collector, first: str = "parse", last: str = "tax") -> list[Gate]:
+def gates_for(collector, first: str = "parse", last: str = "tax", *, staged: str | None = None) -> list[Gate]:
+    """The gates `first`..`last` as SQL; `staged`, a small batch's staging table, limits the
+    allowance passes to what the batch's services need."""
     dialect = dialect_for(connection)
-    default_card = RateCard.objects.filter(is_default=True).values_list("pk", flat=True).first()
-    default_tax = TaxRule.objects.filter(is_default=True).values_list("pk", flat=True).first()
+    default_card, default_tax, features = rating_features()
     built = {
         "parse": lambda: PARSE,
         "classify": lambda: classify.gate(collector),
         "dedup": lambda: dedup.gate(collector),
         "identify": lambda: identify.GATE,
         "bucket": lambda: bucket.gate(collector),
-        "rate": lambda: rate.gate(dialect, default_card, **allowance_passes(), **rating_features()),
+        "rate": lambda: rate.gate(dialect, default_card, **allowance_passes(staged), **features),
         "tax": lambda: tax.gate(dialect, default_tax, default_card),
     }
     return [built[name]() for name in STAGES[STAGES.index(first) : STAGES.index(last) + 1]]
 
 
-def allowance_passes() -> dict:
+def allowance_passes(staged: str | None = None) -> dict:
     """The most quantity and money allowances any service has across its subscriptions: one drawing
-    pass each."""
+    pass each. With `staged`, only the services any staged identifier names (at any time): a small
+    batch looks up its few services instead of reading every subscription."""
+    batch_services = (
+        "WHERE sub.service_id IN (SELECT i.service_id FROM billing_serviceidentifier i "
+        f"WHERE i.value IN (SELECT identifier FROM {staged})) "
+        if staged
+        else ""
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT MAX(q), MAX(m) FROM (SELECT sub.service_id, "
             "SUM(CASE WHEN iv.unit = 'money' THEN 0 ELSE 1 END) AS q, "
             "SUM(CASE WHEN iv.unit = 'money' THEN 1 ELSE 0 END) AS m FROM billing_subscription sub "
             "JOIN billing_includedvalue iv ON COALESCE(iv.plan_id, -iv.product_id) = "
-            "COALESCE(sub.plan_id, -sub.product_id) GROUP BY sub.service_id) per_service"
+            f"COALESCE(sub.plan_id, -sub.product_id) {batch_services}GROUP BY sub.service_id) per_service"
         )
         quantity, money = cursor.fetchone()
         return {"allowance_passes": quantity or 0, "money_passes": money or 0}
 
 
-def rating_features() -> dict:
-    """Which optional steps of the rate gate any price needs (the others are left out of the SQL)."""
-    tiered = Rate.objects.exclude(tier_mode=TierMode.NONE)
-    return {
-        "tiers": tiered.exists(),
-        "period_tiers": tiered.filter(tier_scope=TierScope.PERIOD).exists(),
-        "split_bands": RateCard.objects.filter(split_time_bands=True).exists(),
-    }
+def rating_features() -> tuple[int | None, int | None, dict]:
+    """The default rate card and tax rule, and which optional steps of the rate gate any price
+    needs (the others are left out of the SQL): one query, as every small batch asks."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT id FROM billing_ratecard WHERE is_default ORDER BY id LIMIT 1), "
+            "(SELECT id FROM billing_taxrule WHERE is_default ORDER BY id LIMIT 1), "
+            "EXISTS (SELECT 1 FROM billing_rate WHERE tier_mode <> %s), "
+            "EXISTS (SELECT 1 FROM billing_rate WHERE tier_mode <> %s AND tier_scope = %s), "
+            "EXISTS (SELECT 1 FROM billing_ratecard WHERE split_time_bands)",
+            [TierMode.NONE, TierMode.NONE, TierScope.PERIOD],
+        )
+        default_card, default_tax, tiers, period_tiers, split_bands = cursor.fetchone()
+    features = {"tiers": bool(tiers), "period_tiers": bool(period_tiers), "split_bands": bool(split_bands)}
+    return default_card, default_tax, features
 
 
-def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]:
-    """(`WITH g0 AS (source), g1 …`, the outcome SELECT list, params, the last CTE's name).
+class Composed(NamedTuple):
+    head: str | None  # a small batch's steps before the first that reads counters, as a SELECT
+    with_clause: str  # `WITH g0 AS (source), g1 …` (from the head's table, when there is a head)
+    outcome: str  # the outcome SELECT list
+    params: dict
+    final: str  # the last CTE's name
+
+
+HEAD_TABLE = "usage_gate_head"
+COUNTERS_TABLE = "usage_periodcounter"
+
+
+def compose(gates: list[Gate], source_select: str, *, small: bool = False) -> Composed:
+    """The gate chain as SQL over `source_select`.
 
     A gate marked `materialize` is computed once: inlined, its expressions (the exact charge
     arithmetic) would be evaluated again at every later reference; so is a step read twice (by a
     join over `{prev}` or a side table). The first gate a record fails is worked out as `_failed`
     over the last (materialized) gate's result.
+
+    A `small` batch (an API request's) materializes every step that joins: PostgreSQL then plans
+    each on its own instead of the inlined steps as one join problem, which took longer to plan
+    (60 ms) than a batch of 1,000 records takes to run; a large batch's steps stay inlined, as
+    copying every step's rows would cost more than planning.
+
+    A small batch's steps before the first that reads the period counters form a `head`, run as
+    its own statement before the counters are locked (`_outcome`): batches of several collectors
+    then take turns only for the steps that draw.
     """
     params = {"true": True, "false": False}
     chain = [source_select]  # g0, g1, …
     materialized: set[int] = set()
-    side_tables: list[tuple[int, str]] = []  # (defined after g<n>, "name AS (…)")
+    side_tables: list[tuple[int, str, str]] = []  # (defined after g<n>, name, query)
     for gate in gates:
         params.update(gate.params)
         for select, joins in gate.steps:
@@ -139,15 +178,26 @@ def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]
                 joins = joins.replace("{prev}", f"g{n}")
                 materialized.add(n)
             if select.startswith("@"):
-                side_tables.append((n, f"{select[1:]} AS ({joins})"))
+                side_tables.append((n, select[1:], joins))
                 continue
             chain.append(f"SELECT s.*, {select} FROM g{n} s {joins}")
+            if joins.strip() and small:
+                materialized.add(n + 1)
         if gate.materialize:
             materialized.add(len(chain) - 1)
-    ctes = []
+    head_end = _head_end(chain, side_tables) if small else None
+    side = "MATERIALIZED " if small else ""
+    ctes, head_ctes = [], []
     for i, body in enumerate(chain):
-        ctes.append(f"g{i} AS {'MATERIALIZED ' if i in materialized else ''}({body})")
-        ctes.extend(side for after, side in side_tables if after == i)
+        if head_end is not None and i <= head_end:
+            head_ctes.append(f"g{i} AS {'MATERIALIZED ' if i in materialized else ''}({body})")
+            if i < head_end:
+                continue
+            ctes.append(f"g{i} AS (SELECT * FROM {HEAD_TABLE})")
+        else:
+            ctes.append(f"g{i} AS {'MATERIALIZED ' if i in materialized else ''}({body})")
+        ctes.extend(f"{name} AS {side}({query})" for after, name, query in side_tables if after == i)
+    head = f"WITH {', '.join(head_ctes)} SELECT * FROM g{head_end}" if head_end is not None else None
     n = len(chain) - 1
     first_failure = " ".join(f"WHEN NOT ({g.ok}) THEN '{g.name}'" for g in gates)
     n += 1
@@ -164,7 +214,20 @@ def compose(gates: list[Gate], source_select: str) -> tuple[str, str, dict, str]
         "CASE WHEN _failed IS NULL THEN charge_micros END AS charge_micros, "
         "CASE WHEN _failed IS NULL THEN tax_micros END AS tax_micros"
     )
-    return "WITH " + ",\n".join(ctes), outcome, params, f"g{n}"
+    return Composed(head, "WITH " + ",\n".join(ctes), outcome, params, f"g{n}")
+
+
+def _head_end(chain: list[str], side_tables) -> int | None:
+    """The last step before the first that reads the counters, or None: no step reads them, or a
+    side table hangs off a step before it (the head carries only that step's rows)."""
+    reads = [i for i, body in enumerate(chain) if COUNTERS_TABLE in body]
+    reads += [after + 1 for after, _, query in side_tables if COUNTERS_TABLE in query]
+    if not reads or min(reads) < 2:
+        return None  # nothing reads counters, or the head would be the staged rows alone
+    end = min(reads) - 1
+    if any(after < end for after, _, _ in side_tables):
+        return None
+    return end
 
 
 def tune_session(connection) -> None:
@@ -195,18 +258,24 @@ USAGE_WRITE_LOCK = 73_010_001
 USAGE_COUNTERS_LOCK = 73_010_002
 
 
-def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax") -> int:
-    """Mediate a batch of staged rows of one file into usage records; the number written."""
+def small_batch() -> int:
+    """Batches up to this many records are planned step by step (see `compose`)."""
+    return int(getattr(settings, "TOLLGATE_SMALL_BATCH", 20_000))
+
+
+def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax", *, rows: int | None = None) -> int:
+    """Mediate a batch of `rows` staged rows of one file into usage records; the number written."""
     if cursor.db.vendor == "postgresql":
         # Metering reads the highest record id under this lock (exclusive): see metering.services.
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [USAGE_WRITE_LOCK])
-    gates = gates_for(collector, "parse", last)
+    small = rows is not None and rows <= small_batch()
+    gates = gates_for(collector, "parse", last, staged=staging_table if small else None)
     produced = {c for g in gates for c in g.produces}
     later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
     defaults = [f"{DEFAULTS.get(c, NULL_BIGINT)} AS {c}" for c in later]
     source = f"SELECT line_no AS _row, {', '.join([*STAGING_SELECT, *defaults])} FROM {staging_table}"
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros")]
-    _outcome(cursor, gates, source, stored, {"file_id": file_id, "collector_id": collector.pk})
+    _outcome(cursor, gates, source, stored, {"file_id": file_id, "collector_id": collector.pk}, small=small)
     cursor.execute(
         f"INSERT INTO usage_usagerecord (file_id, collector_id, {', '.join(stored)}, {', '.join(OUTCOME_COLUMNS)}) "
         f"SELECT %s, %s, {', '.join(stored)}, {', '.join(OUTCOME_COLUMNS)} FROM {OUTCOME_TABLE}",
@@ -252,13 +321,17 @@ def advance(cursor, collector, first: str, last: str, where: str, params: dict |
 OUTCOME_COLUMNS = ("stage", "status", "reason", "message", "charge_micros", "tax_micros")
 
 
-def _outcome(cursor, gates, source: str, columns, params: dict) -> None:
+def _outcome(cursor, gates, source: str, columns, params: dict, *, small: bool = False) -> None:
     """The chain's result, with the columns `columns`, the outcome and what counters need, as a
-    temporary table: records and counters are then written from it by plain statements."""
-    with_clause, outcome, gate_params, final = compose(gates, source)
+    temporary table: records and counters are then written from it by plain statements. A `small`
+    batch is planned step by step (`compose`)."""
+    head, with_clause, outcome, gate_params, final = compose(gates, source, small=small)
     kept = sorted({"period_id", *(c for g in gates for counter in g.counters for c in counter[1:] if c != "0")})
     extra = [c for c in kept if c not in columns]
     cursor.execute(f"DROP TABLE IF EXISTS {OUTCOME_TABLE}")
+    if head is not None:
+        cursor.execute(f"DROP TABLE IF EXISTS {HEAD_TABLE}")
+        _gate_statement(cursor, f"CREATE TEMP TABLE {HEAD_TABLE} AS {head}", {**gate_params, **params})
     if cursor.db.vendor == "postgresql" and any(g.counters for g in gates):
         # Allowances and period tiers are drawn from counters this statement reads and the batch
         # then adds to: batches that draw (any collector, reprocess, rebalance) take turns until
@@ -270,6 +343,8 @@ def _outcome(cursor, gates, source: str, columns, params: dict) -> None:
         f"SELECT {', '.join([*columns, *extra])}, {outcome} FROM {final}",
         {**gate_params, **params},
     )
+    if head is not None:
+        cursor.execute(f"DROP TABLE {HEAD_TABLE}")
 
 
 def _finish(cursor, gates) -> int:

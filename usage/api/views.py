@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.api.errors import Conflict, PayloadTooLarge
+from billing.api.filters import UtcIsoDateTimeFilter
 from billing.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from billing.models import Account, Service
 from console.tracking import RunBusy
@@ -137,8 +138,8 @@ class MediationFileViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
 class UsageRecordFilter(filters.FilterSet):
     service = filters.CharFilter(field_name="service__service_id", help_text="Service ID.")
     account = filters.CharFilter(field_name="account__number", help_text="Account number.")
-    usage_from = filters.IsoDateTimeFilter(field_name="usage_at", lookup_expr="gte")
-    usage_to = filters.IsoDateTimeFilter(field_name="usage_at", lookup_expr="lt")
+    usage_from = UtcIsoDateTimeFilter(field_name="usage_at", lookup_expr="gte")
+    usage_to = UtcIsoDateTimeFilter(field_name="usage_at", lookup_expr="lt")
 
     class Meta:
         model = UsageRecord

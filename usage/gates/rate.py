@@ -81,6 +81,14 @@ QUANTITY = Drawing("", money=False)
 MONEY = Drawing("m", money=True)
 
 
+# What the period drew of an allowance before this batch: looked up per slot by the counters' unique
+# index (a join would read the whole counter table, which grows with every period, for every batch).
+DRAWN_BEFORE = (
+    "SELECT pc.total FROM usage_periodcounter pc WHERE pc.period_id = p.id AND pc.kind = 'A' "
+    "AND pc.owner_id = sub.id AND pc.ref_id = iv.id"
+)
+
+
 def allowance_slots(kind: Drawing) -> str:
     """Every allowance of the batch's periods, ranked within its period in drawing order (`slot`),
     with what is left of it (`avail`: its quantity less the period's counter)."""
@@ -88,7 +96,7 @@ def allowance_slots(kind: Drawing) -> str:
     return (
         "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
         "sub.starts_on, sub.ends_on, "
-        f"CAST(ROUND(iv.quantity * {size}) AS BIGINT) - COALESCE(pc.total, 0) AS avail, "
+        f"CAST(ROUND(iv.quantity * {size}) AS BIGINT) - COALESCE(({DRAWN_BEFORE}), 0) AS avail, "
         "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
         "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
         "FROM billing_subscriptionperiod p JOIN billing_subscription sub ON sub.service_id = p.service_id "
@@ -96,8 +104,6 @@ def allowance_slots(kind: Drawing) -> str:
         "JOIN billing_includedvalue iv "
         "ON COALESCE(iv.plan_id, -iv.product_id) = COALESCE(sub.plan_id, -sub.product_id) "
         f"AND iv.unit {'=' if kind.money else '<>'} 'money' "
-        "LEFT JOIN usage_periodcounter pc ON pc.period_id = p.id AND pc.kind = 'A' AND pc.owner_id = sub.id "
-        "AND pc.ref_id = iv.id "
         "WHERE p.id IN (SELECT period_id FROM {prev})"
     )
 
@@ -291,14 +297,20 @@ def gate(
     (one drawing pass each); `split_bands`: whether a card splits calls at time bands; `tiers`, `period_tiers`:
     whether any rate has tiers, and counts them over the period (else those steps are left out)."""
     best_rate = f"LEFT JOIN ({best_rates(dialect, CARDS_OF_RECORD, ('_row',))}) best ON best._row = s._row"
-    best_discount = (
-        "LEFT JOIN (SELECT _row, discount_id FROM (SELECT k._row, d.id AS discount_id, ROW_NUMBER() OVER ("
-        "PARTITION BY k._row ORDER BY CASE WHEN d.service_id IS NULL THEN 1 ELSE 0 END, "
-        "CASE WHEN d.category = '' THEN 1 ELSE 0 END, d.effective_from DESC, d.id) AS rank "
-        "FROM {prev} k JOIN billing_discount d ON (d.service_id = k.service_id OR d.account_id = k.account_id) "
+    # A discount is of one service or of one account (a check constraint): two equality joins, which
+    # hash, instead of one join on `service OR account`, which compares every record with every discount.
+    discounts_of_records = " UNION ALL ".join(
+        "SELECT k._row, d.id, d.service_id, d.category, d.effective_from FROM {prev} k "
+        f"JOIN billing_discount d ON d.{owner} = k.{owner} "
         "AND (d.category = '' OR d.category = k.category) AND d.effective_from <= k.usage_date "
-        "AND (d.effective_to IS NULL OR d.effective_to >= k.usage_date) WHERE k.rate_id IS NOT NULL) ranked "
-        "WHERE rank = 1) disc ON disc._row = s._row"
+        "AND (d.effective_to IS NULL OR d.effective_to >= k.usage_date) WHERE k.rate_id IS NOT NULL"
+        for owner in ("service_id", "account_id")
+    )
+    best_discount = (
+        "LEFT JOIN (SELECT _row, discount_id FROM (SELECT d._row, d.id AS discount_id, ROW_NUMBER() OVER ("
+        "PARTITION BY d._row ORDER BY CASE WHEN d.service_id IS NULL THEN 1 ELSE 0 END, "
+        "CASE WHEN d.category = '' THEN 1 ELSE 0 END, d.effective_from DESC, d.id) AS rank "
+        f"FROM ({discounts_of_records}) d) ranked WHERE rank = 1) disc ON disc._row = s._row"
     )
     pre_priced = "(s.category = 'misc' AND s.amount_micros IS NOT NULL)"
     first = "COALESCE(r.first_increment, r.increment)"
@@ -368,17 +380,15 @@ def gate(
     if period_tiers:
         tier_key = "CASE WHEN r.tier_scope = 'period' AND r.tier_mode <> 'none' THEN r.id END"
         tier_at = (
-            "CASE WHEN s._tier_key IS NULL THEN 0 ELSE COALESCE(pt.total, 0) + COALESCE(SUM(s._chargeable) OVER ("
+            "CASE WHEN s._tier_key IS NULL THEN 0 ELSE COALESCE((SELECT pt.total FROM usage_periodcounter pt "
+            "WHERE pt.period_id = s.period_id AND pt.kind = 'T' AND pt.owner_id = 0 AND pt.ref_id = s._tier_key), 0) "
+            "+ COALESCE(SUM(s._chargeable) OVER ("
             f"PARTITION BY s.period_id, s._tier_key ORDER BY {TIME_ORDER} "
             "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) END"
         )
         tier_steps = (
             (f"{tier_key} AS _tier_key", "LEFT JOIN billing_rate r ON r.id = s.rate_id"),
-            (
-                f"{tier_at} AS _tier_at",
-                "LEFT JOIN usage_periodcounter pt ON pt.period_id = s.period_id AND pt.kind = 'T' "
-                "AND pt.owner_id = 0 AND pt.ref_id = s._tier_key",
-            ),
+            (f"{tier_at} AS _tier_at", ""),
         )
         counters = (("T", "0", "_tier_key", "_chargeable"),)
     else:
