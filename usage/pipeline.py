@@ -89,7 +89,7 @@ def gates_for(collector, first: str = "parse", last: str = "tax", *, staged: str
     built = {
         "parse": lambda: PARSE,
         "classify": lambda: classify.gate(collector),
-        "dedup": lambda: dedup.gate(collector),
+        "dedup": lambda: dedup.gate(collector, dialect),
         "identify": lambda: identify.GATE,
         "bucket": lambda: bucket.gate(collector),
         "rate": lambda: rate.gate(dialect, default_card, **allowance_passes(staged), **features),

@@ -16,6 +16,12 @@ class Dialect:
     def pg(self) -> bool:
         return self.vendor == "postgresql"
 
+    @property
+    def fence(self) -> str:
+        """Appended to a SELECT, keeps the planner from inlining it into the query that reads it, so
+        that its expressions are evaluated once per row and not again at every reference above."""
+        return " OFFSET 0" if self.pg else " LIMIT -1 OFFSET 0"
+
     def exact(self, expr: str) -> str:
         return f"CAST({expr} AS NUMERIC)" if self.pg else f"({expr})"
 

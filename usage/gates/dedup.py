@@ -1,11 +1,13 @@
 """Dedup: a record key seen before, in this file or an earlier one of the collector, is a
 DUPLICATE and is never billed. The database backs this with a partial unique index."""
 
+from ..sql import Dialect
 from .base import Gate
 
 
-def gate(collector) -> Gate:
-    # One probe of the unique index per staged record: the cost does not grow with the table.
+def gate(collector, dialect: Dialect) -> Gate:
+    # One probe of the unique index per staged record: the cost does not grow with the table. The
+    # step is fenced: inlined, the probe ran again at each of the three later references to it.
     # Written `NOT e.is_duplicate`, the index's own predicate: SQLite uses a partial index only then.
     earlier = (
         "(SELECT e.{col} FROM usage_usagerecord e WHERE e.collector_id = %(collector_id)s "
@@ -20,7 +22,7 @@ def gate(collector) -> Gate:
                 "rk.first_line AS _first_line",
                 # Keys repeated within the batch, by a hash aggregate (no sort of the batch).
                 "LEFT JOIN (SELECT record_key, MIN(line_no) AS first_line FROM {prev} WHERE record_key IS NOT NULL "
-                "GROUP BY record_key HAVING COUNT(*) > 1) rk ON rk.record_key = s.record_key",
+                "GROUP BY record_key HAVING COUNT(*) > 1) rk ON rk.record_key = s.record_key" + dialect.fence,
             ),
             (
                 f"CASE WHEN s._dup_file IS NOT NULL THEN {earlier.format(col='line_no')} END AS _dup_line, "

@@ -112,11 +112,16 @@ def allowance_slots(kind: Drawing) -> str:
 DRAW_COLUMNS = ("_row", "period_id", "category", "usage_type", "destination", "usage_date", "usage_at", "record_key")
 
 
+# The time order's tie-break as a plain column: every pass then orders by columns alone, and each
+# pass's input arrives sorted from the pass before (an expression made each pass sort again).
+DRAW_KEY = "COALESCE(s.record_key, '')"
+
+
 def allowance_candidates(kind: Drawing, passes: int) -> str:
     """Side table draws0: the records that may draw, each with the allowance of every slot of its
     period that covers it (category, usage type, zone, the subscription active on the usage date)."""
     wanted = "s._priced" if kind.money else "s.rated_quantity"
-    columns = [f"s.{c}" for c in DRAW_COLUMNS] + [f"{wanted} AS {kind.col('left', 0)}"]
+    columns = [f"s.{c}" for c in DRAW_COLUMNS] + [f"{wanted} AS {kind.col('left', 0)}", f"{DRAW_KEY} AS _draw_key"]
     joins = []
     for j in range(1, passes + 1):
         a = f"a{j}"
@@ -145,7 +150,7 @@ def allowance_draws(kind: Drawing, j: int) -> tuple[str, str]:
     inc, before = kind.col("inc", j), kind.col("before", j)
     running = (
         f"SUM(CASE WHEN {iv} IS NOT NULL THEN {left} END) OVER (PARTITION BY s.period_id "
-        f"ORDER BY {TIME_ORDER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+        "ORDER BY s.usage_at, s._draw_key, s._row ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
     )
     room = f"(s.{kind.col('avail', j)} - COALESCE(s.{before}, 0))"
     drawn = f"CASE WHEN {iv} IS NULL OR {room} <= 0 THEN 0 WHEN {room} < {left} THEN {room} ELSE {left} END"
