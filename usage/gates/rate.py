@@ -358,28 +358,34 @@ def gate(
         f"CASE WHEN s._tiered IS NOT NULL THEN s._tiered WHEN s._split IS NOT NULL THEN s._split "
         f"ELSE {x(charged)} * {price} END"
     )
-    base = f"({x(dialect.micros('r.connect_fee'))} * {unit} + {amount})"
-    low = f"{x(dialect.micros('r.minimum_charge'))} * {unit}"
-    high = f"{x(dialect.micros('r.maximum_charge'))} * {unit}"
+    # Priced in two steps. The first looks up the rate, card and discount and computes the amount before
+    # bounds, the bounds and the rounding inputs, once per record (fenced); the second bounds, discounts
+    # and rounds, referring to them several times (inlined, each reference recomputed the arithmetic).
+    pricing_inputs = (
+        f"({x(dialect.micros('r.connect_fee'))} * {unit} + {amount}) AS _base, "
+        f"CASE WHEN r.minimum_charge IS NOT NULL THEN {x(dialect.micros('r.minimum_charge'))} * {unit} END AS _low, "
+        f"CASE WHEN r.maximum_charge IS NOT NULL THEN {x(dialect.micros('r.maximum_charge'))} * {unit} END AS _high, "
+        f"{unit} AS _unit, {x(decimal_step('COALESCE(c.rounding_decimals, dc.rounding_decimals, 4)'))} AS _step, "
+        "COALESCE(c.rounding_mode, dc.rounding_mode, 'half_up') AS _mode, d.kind AS _discount_kind, "
+        f"{x(dialect.micros('d.amount_per_unit'))} AS _discount_per_unit, "
+        f"{x(dialect.bigint('ROUND(d.percent * 100)'))} AS _discount_hundredths"
+    )
     bounded = (
-        f"(CASE WHEN r.minimum_charge IS NOT NULL AND {base} < {low} THEN {low} "
-        f"WHEN r.maximum_charge IS NOT NULL AND {base} > {high} THEN {high} ELSE {base} END)"
+        "(CASE WHEN s._low IS NOT NULL AND s._base < s._low THEN s._low "
+        "WHEN s._high IS NOT NULL AND s._base > s._high THEN s._high ELSE s._base END)"
     )
     # Numerator over `unit` (x 10000 for a percentage, whose hundredths of a per cent are exact).
-    less_unit_discount = f"{bounded} - {x(charged)} * {x(dialect.micros('d.amount_per_unit'))}"
-    percent_hundredths = x(dialect.bigint("ROUND(d.percent * 100)"))
-    step = x(decimal_step("COALESCE(c.rounding_decimals, dc.rounding_decimals, 4)"))
-    mode = "COALESCE(c.rounding_mode, dc.rounding_mode, 'half_up')"
+    less_unit_discount = f"{bounded} - {x(charged)} * s._discount_per_unit"
 
     def rounded(num, den):
-        return f"{dialect.round_div(num, f'{den} * {step}', mode)} * {step}"
+        return f"{dialect.round_div(num, f'{den} * s._step', 's._mode')} * s._step"
 
-    by_percent = rounded(f"{bounded} * (10000 - {percent_hundredths})", f"{unit} * 10000")
-    by_unit = f"CASE WHEN {less_unit_discount} <= 0 THEN 0 ELSE {rounded(less_unit_discount, unit)} END"
+    by_percent = rounded(f"{bounded} * (10000 - s._discount_hundredths)", "s._unit * 10000")
+    by_unit = f"CASE WHEN {less_unit_discount} <= 0 THEN 0 ELSE {rounded(less_unit_discount, 's._unit')} END"
     charge = (
         f"CASE WHEN s.included_quantity > 0 AND {charged} = 0 THEN 0 "
-        f"WHEN d.kind = 'percent' THEN {by_percent} WHEN d.kind = 'per_unit' THEN {by_unit} "
-        f"ELSE {rounded(bounded, unit)} END"
+        f"WHEN s._discount_kind = 'percent' THEN {by_percent} WHEN s._discount_kind = 'per_unit' THEN {by_unit} "
+        f"ELSE {rounded(bounded, 's._unit')} END"
     )
 
     if period_tiers:
@@ -437,11 +443,15 @@ def gate(
             *(band_split_steps(dialect) if split_bands else (("CAST(NULL AS BIGINT) AS _split", ""),)),
             ("tt._tiered AS _tiered", tiered) if tiers else ("CAST(NULL AS BIGINT) AS _tiered", ""),
             (
-                f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s.rated_quantity IS NOT NULL THEN {charge} END "
-                "AS _priced",
+                pricing_inputs,
                 "LEFT JOIN billing_rate r ON r.id = s.rate_id LEFT JOIN billing_ratecard c ON c.id = r.rate_card_id "
                 "LEFT JOIN billing_ratecard dc ON dc.id = %(default_card)s "
-                "LEFT JOIN billing_discount d ON d.id = s.discount_id",
+                "LEFT JOIN billing_discount d ON d.id = s.discount_id" + dialect.fence,
+            ),
+            (
+                f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s.rated_quantity IS NOT NULL THEN {charge} END "
+                "AS _priced",
+                "",
             ),
             *drawing_steps(MONEY, money_passes, "s._priced"),
             (
