@@ -22,6 +22,7 @@ class Gate:
     reason: str
     message: str
     params: dict = field(default_factory=dict)
-    # Compute the gate's output once: later references to it would otherwise repeat costly expressions.
+    # Compute the gate's output once per record (a fenced step): later references to it would
+    # otherwise repeat costly expressions.
     materialize: bool = False
     counters: tuple[tuple[str, str, str, str], ...] = ()
