@@ -37,11 +37,19 @@ QUANTITY_OF_UNIT = (
     "WHEN 'kb' THEN s.volume WHEN 'mb' THEN s.volume WHEN 'gb' THEN s.volume "
     "ELSE COALESCE(s.quantity, 1) END"
 )
-# Rates with a zone become one row per zone prefix, matched like a prefix of that length.
-RATE_PATTERNS = (
-    "(SELECT r.*, COALESCE(zp.prefix, r.destination_prefix) AS match_prefix FROM billing_rate r "
-    "LEFT JOIN billing_zoneprefix zp ON zp.zone_id = r.zone_id WHERE r.zone_id IS NULL OR zp.id IS NOT NULL)"
-)
+
+
+def rate_patterns(dialect) -> str:
+    """Rates with a zone become one row per zone prefix, matched like a prefix of that length. Fenced:
+    the patterns are joined to the records as one small set, so the prefix test filters the record
+    and rate pairs at once, before any time band or holiday is looked up."""
+    return (
+        "(SELECT r.*, COALESCE(zp.prefix, r.destination_prefix) AS match_prefix FROM billing_rate r "
+        "LEFT JOIN billing_zoneprefix zp ON zp.zone_id = r.zone_id WHERE r.zone_id IS NULL OR zp.id IS NOT NULL"
+        f"{dialect.fence})"
+    )
+
+
 # The order records draw allowances and accumulate tiers: time order, then the record key.
 TIME_ORDER = "s.usage_at, COALESCE(s.record_key, ''), s._row"
 NO_ID = "CAST(NULL AS BIGINT)"
@@ -207,7 +215,8 @@ def best_rates(dialect, candidates: str, key: tuple[str, ...], same_unit: bool =
         "CASE WHEN r.usage_type = '' THEN 1 ELSE 0 END, CASE WHEN r.time_band_id IS NULL THEN 1 ELSE 0 END, r.id) "
         "AS rank "
         f"FROM ({candidates}) c "
-        f"JOIN {RATE_PATTERNS} r ON COALESCE(r.rate_card_id, -r.service_id) = c.owner AND r.category = c.category "
+        f"JOIN {rate_patterns(dialect)} r "
+        "ON COALESCE(r.rate_card_id, -r.service_id) = c.owner AND r.category = c.category "
         "AND (r.usage_type = c.usage_type OR r.usage_type = '') "
         "AND substr(c.destination, 1, length(r.match_prefix)) = r.match_prefix "
         "AND (r.effective_from IS NULL OR r.effective_from <= c.usage_date) "
