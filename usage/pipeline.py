@@ -273,6 +273,18 @@ def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax
         # Metering reads the highest record id under this lock (exclusive): see metering.services.
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [USAGE_WRITE_LOCK])
     small = rows is not None and rows <= small_batch()
+    gates, stored = gate_outcome(cursor, collector, file_id, staging_table, last, small=small)
+    cursor.execute(
+        f"INSERT INTO usage_usagerecord (file_id, collector_id, {', '.join(stored)}, {', '.join(OUTCOME_COLUMNS)}) "
+        f"SELECT %s, %s, {', '.join(stored)}, {', '.join(OUTCOME_COLUMNS)} FROM {OUTCOME_TABLE}",
+        [file_id, collector.pk],
+    )
+    return _finish(cursor, gates)
+
+
+def gate_outcome(cursor, collector, file_id: int, staging_table: str, last: str = "tax", *, small: bool = False):
+    """Run the gates parse..`last` over a staged batch into the outcome table: (the gates, the record
+    columns to store). `bench/gate_steps.py` times this statement alone."""
     gates = gates_for(collector, "parse", last, staged=staging_table if small else None)
     produced = {c for g in gates for c in g.produces}
     later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
@@ -280,12 +292,7 @@ def intake(cursor, collector, file_id: int, staging_table: str, last: str = "tax
     source = f"SELECT line_no AS _row, {', '.join([*STAGING_SELECT, *defaults])} FROM {staging_table}"
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros")]
     _outcome(cursor, gates, source, stored, {"file_id": file_id, "collector_id": collector.pk}, small=small)
-    cursor.execute(
-        f"INSERT INTO usage_usagerecord (file_id, collector_id, {', '.join(stored)}, {', '.join(OUTCOME_COLUMNS)}) "
-        f"SELECT %s, %s, {', '.join(stored)}, {', '.join(OUTCOME_COLUMNS)} FROM {OUTCOME_TABLE}",
-        [file_id, collector.pk],
-    )
-    return _finish(cursor, gates)
+    return gates, stored
 
 
 def advance(cursor, collector, first: str, last: str, where: str, params: dict | None = None, before_write=None) -> int:
