@@ -149,14 +149,12 @@ HEAD_TABLE = "usage_gate_head"
 COUNTERS_TABLE = "usage_periodcounter"
 
 
-def compose(gates: list[Gate], source_select: str, *, fence: str, small: bool = False) -> Composed:
+def compose(gates: list[Gate], source_select: str, *, small: bool = False) -> Composed:
     """The gate chain as SQL over `source_select`.
 
-    A gate marked `materialize` is computed once per record: its last step is fenced (`fence`, the
-    dialect's), as inlined, its expressions (the exact charge arithmetic) would be evaluated again at
-    every later reference; a fence streams its rows, where MATERIALIZED would copy them. A step read
-    twice (by a join over `{prev}` or a side table) is materialized. The first gate a record fails is
-    worked out as `_failed` over the last gate's result.
+    Steps are inlined, but for the ones a gate fences (`Gate`), computed once per record and streamed,
+    and a step read twice (by a join over `{prev}` or a side table), materialized. The first gate a
+    record fails is worked out as `_failed` over the last gate's result.
 
     A `small` batch (an API request's) materializes every step that joins: PostgreSQL then plans
     each on its own instead of the inlined steps as one join problem, which took longer to plan
@@ -170,7 +168,6 @@ def compose(gates: list[Gate], source_select: str, *, fence: str, small: bool = 
     params = {"true": True, "false": False}
     chain = [source_select]  # g0, g1, …
     materialized: set[int] = set()
-    fenced: set[int] = set()
     side_tables: list[tuple[int, str, str]] = []  # (defined after g<n>, name, query)
     for gate in gates:
         params.update(gate.params)
@@ -185,14 +182,10 @@ def compose(gates: list[Gate], source_select: str, *, fence: str, small: bool = 
             chain.append(f"SELECT s.*, {select} FROM g{n} s {joins}")
             if joins.strip() and small:
                 materialized.add(n + 1)
-        if gate.materialize:
-            fenced.add(len(chain) - 1)
     head_end = _head_end(chain, side_tables) if small else None
     side = "MATERIALIZED " if small else ""
     ctes, head_ctes = [], []
     for i, body in enumerate(chain):
-        if i in fenced and i not in materialized:
-            body += fence
         if head_end is not None and i <= head_end:
             head_ctes.append(f"g{i} AS {'MATERIALIZED ' if i in materialized else ''}({body})")
             if i < head_end:
@@ -336,9 +329,7 @@ def _outcome(cursor, gates, source: str, columns, params: dict, *, small: bool =
     """The chain's result, with the columns `columns`, the outcome and what counters need, as a
     temporary table: records and counters are then written from it by plain statements. A `small`
     batch is planned step by step (`compose`)."""
-    head, with_clause, outcome, gate_params, final = compose(
-        gates, source, fence=dialect_for(cursor.db).fence, small=small
-    )
+    head, with_clause, outcome, gate_params, final = compose(gates, source, small=small)
     kept = sorted({"period_id", *(c for g in gates for counter in g.counters for c in counter[1:] if c != "0")})
     extra = [c for c in kept if c not in columns]
     cursor.execute(f"DROP TABLE IF EXISTS {OUTCOME_TABLE}")

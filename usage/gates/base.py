@@ -11,6 +11,8 @@ class Gate:
     `produces` are the record columns the gate sets: a chain that starts at this gate recomputes them.
     A step whose select list is `@name` defines a side table `name` (its joins are the query, which
     may read `{prev}`) for later steps to join, without adding columns.
+    A step whose joins end with the dialect's `fence` is computed once per record: inlined, its costly
+    expressions (an index probe, the exact charge arithmetic) would run again at every later reference.
     `counters` are what the gate's records add to their period's counters (`PeriodCounter`): tuples
     of (kind, owner column, ref column, quantity column) over the gate's output.
     """
@@ -22,7 +24,4 @@ class Gate:
     reason: str
     message: str
     params: dict = field(default_factory=dict)
-    # Compute the gate's output once per record (a fenced step): later references to it would
-    # otherwise repeat costly expressions.
-    materialize: bool = False
     counters: tuple[tuple[str, str, str, str], ...] = ()

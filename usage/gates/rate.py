@@ -51,7 +51,11 @@ def rate_patterns(dialect) -> str:
 
 
 # The order records draw allowances and accumulate tiers: time order, then the record key.
-TIME_ORDER = "s.usage_at, COALESCE(s.record_key, ''), s._row"
+RECORD_KEY_ORDER = "COALESCE(s.record_key, '')"
+TIME_ORDER = f"s.usage_at, {RECORD_KEY_ORDER}, s._row"
+# The same order over the allowance candidates, which carry the key as a plain column: every pass
+# then orders by columns alone and reads the previous pass's order (an expression made each sort again).
+DRAW_ORDER = "s.usage_at, s._draw_key, s._row"
 NO_ID = "CAST(NULL AS BIGINT)"
 RECORD = "k._row, k.category, k.usage_type, k.destination, k.usage_date, k.local_weekday, k.local_seconds"
 # Cards by precedence: 0 = the service's overrides (matched as -service id), 1 = bolt-ons, 2 = plan, 3 = default.
@@ -120,16 +124,12 @@ def allowance_slots(kind: Drawing) -> str:
 DRAW_COLUMNS = ("_row", "period_id", "category", "usage_type", "destination", "usage_date", "usage_at", "record_key")
 
 
-# The time order's tie-break as a plain column: every pass then orders by columns alone, and each
-# pass's input arrives sorted from the pass before (an expression made each pass sort again).
-DRAW_KEY = "COALESCE(s.record_key, '')"
-
-
 def allowance_candidates(kind: Drawing, passes: int) -> str:
     """Side table draws0: the records that may draw, each with the allowance of every slot of its
     period that covers it (category, usage type, zone, the subscription active on the usage date)."""
     wanted = "s._priced" if kind.money else "s.rated_quantity"
-    columns = [f"s.{c}" for c in DRAW_COLUMNS] + [f"{wanted} AS {kind.col('left', 0)}", f"{DRAW_KEY} AS _draw_key"]
+    columns = [f"s.{c}" for c in DRAW_COLUMNS]
+    columns += [f"{wanted} AS {kind.col('left', 0)}", f"{RECORD_KEY_ORDER} AS _draw_key"]
     joins = []
     for j in range(1, passes + 1):
         a = f"a{j}"
@@ -158,7 +158,7 @@ def allowance_draws(kind: Drawing, j: int) -> tuple[str, str]:
     inc, before = kind.col("inc", j), kind.col("before", j)
     running = (
         f"SUM(CASE WHEN {iv} IS NOT NULL THEN {left} END) OVER (PARTITION BY s.period_id "
-        "ORDER BY s.usage_at, s._draw_key, s._row ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+        f"ORDER BY {DRAW_ORDER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
     )
     room = f"(s.{kind.col('avail', j)} - COALESCE(s.{before}, 0))"
     drawn = f"CASE WHEN {iv} IS NULL OR {room} <= 0 THEN 0 WHEN {room} < {left} THEN {room} ELSE {left} END"
@@ -467,7 +467,7 @@ def gate(
                 "s._priced - s._mleft AS included_micros, s._mleft AS charge_micros, "
                 f"CASE WHEN s._qallowance IS NOT NULL THEN s._qallowance {first_drawn(MONEY, money_passes)} END "
                 "AS allowance_id",
-                "",
+                dialect.fence,  # the charge arithmetic once per record (later steps refer to it several times)
             ),
         ),
         ok="charge_micros IS NOT NULL",
@@ -478,6 +478,5 @@ def gate(
             "ELSE 'The rate needs a quantity the record does not have' END"
         ),
         params={"default_card": default_card_id},
-        materialize=True,
         counters=counters,
     )

@@ -24,11 +24,14 @@ def gate(dialect, default_tax_id, default_card_id) -> Gate:
                 "LEFT JOIN billing_ratecard rc ON rc.id = tr.rate_card_id "
                 "LEFT JOIN billing_ratecard dc ON dc.id = %(default_card)s",
             ),
-            (f"CASE WHEN s._tax_millis IS NOT NULL THEN {dialect.bigint(f'{tax} * {step}')} END AS tax_micros", ""),
+            # Fenced: the tax arithmetic once per record (the outcome refers to it several times).
+            (
+                f"CASE WHEN s._tax_millis IS NOT NULL THEN {dialect.bigint(f'{tax} * {step}')} END AS tax_micros",
+                dialect.fence,
+            ),
         ),
         ok="tax_micros IS NOT NULL",
         reason="'NO_TAX'",
         message="'No tax rule for ' || category || ' and no default tax rule'",
         params={"default_tax": default_tax_id, "default_card": default_card_id},
-        materialize=True,
     )
