@@ -226,7 +226,7 @@ def test_whole_file_rejections_write_nothing(mediate, content, message):
     assert not f.records.exists()
 
 
-def test_encodings_line_endings_quotes_and_absurd_fields(mediate):
+def _quotes_and_encodings_file():
     body = (
         "\ufeff"
         + HEADER.replace("\n", "\r\n")
@@ -236,14 +236,42 @@ def test_encodings_line_endings_quotes_and_absurd_fields(mediate):
     body += f"A3,6140000000\xff2,{T},60,,,44,voice,\r\n".encode("latin-1")
     body += f"A4,61400000002,{T},60,,,{'9' * 20000},voice,\r\n".encode()
     body += f"A5,61400000002,{T},60,,,4420000000,voice,\r\n".encode()
-    f = mediate(body)
+    return body
+
+
+def test_encodings_line_endings_quotes_and_absurd_fields(mediate):
+    """By default each physical line is one record or one error: the open quote costs line 2 and
+    line 3 (its tail) two errors, never the lines after them."""
+    f = mediate(_quotes_and_encodings_file())
+    by_line = {r.line_no: r for r in f.records.all()}
+    assert sorted(by_line) == [2, 3, 4, 5, 6, 7]
+    assert by_line[2].reason == "PARSE_ERROR" and by_line[2].message == (
+        "Line 2: a quoted field is not closed on this line."
+    )
+    assert by_line[3].reason == "PARSE_ERROR" and by_line[3].message == "Line 3: has 3 field(s), the mapping needs 9."
+    assert by_line[4].status == "mediated"
+    assert by_line[5].reason == "PARSE_ERROR" and "not valid utf-8 at character" in by_line[5].message
+    assert by_line[6].reason == "PARSE_ERROR" and "longer than 10,000 characters" in by_line[6].message
+    assert by_line[7].status == "mediated"
+    assert (f.physical_lines, f.header_lines, f.blank_lines, f.continuation_lines) == (7, 1, 0, 0)
+    assert f.mediated + f.quarantined + f.duplicates + f.rejected_lines == 6
+
+
+def test_quoted_fields_may_span_lines_when_the_collector_says_so(mediate, world):
+    collector = world["collector"]
+    collector.multiline_fields = True
+    collector.save()
+    f = mediate(_quotes_and_encodings_file())
     by_line = {r.line_no: r for r in f.records.all()}
     assert sorted(by_line) == [2, 4, 5, 6, 7]  # the quoted field spans lines 2-3
     assert by_line[2].status == "mediated" and by_line[2].destination == "44200\n00000"
     assert by_line[4].status == "mediated"
-    assert by_line[5].reason == "PARSE_ERROR" and "not valid utf-8 at character" in by_line[5].message
-    assert by_line[6].reason == "PARSE_ERROR" and "longer than 10000 characters" in by_line[6].message
-    assert by_line[7].status == "mediated"
+    assert (f.physical_lines, f.header_lines, f.continuation_lines) == (7, 1, 1)
+    # An open quote at the end of the file is its own error, not a silent swallow.
+    f = mediate(HEADER + f'B1,61400000002,{T},60,,,"44,voice,\nB2,61400000002,{T},60,,,44,voice,\n')
+    rows = list(f.records.order_by("line_no").values_list("line_no", "message"))
+    assert rows == [(2, "Line 2: a quoted field is not closed before the end of the file.")]
+    assert (f.physical_lines, f.continuation_lines, f.rejected_lines) == (3, 1, 1)
 
 
 def test_response_file(mediate, client, operator):

@@ -27,6 +27,7 @@ from console.models import RunStatus
 from . import pipeline, staging
 from .gates.parse import FileRejected, Parser, api_view
 from .models import MediationFile, UsageCollector
+from .selectors import queue_head
 from .services import queue_mediation_run, refresh_file_counts
 
 log = logging.getLogger(__name__)
@@ -63,17 +64,22 @@ def release(collector_id: int, owner: str) -> None:
 
 
 def next_file(collector_id: int):
-    return (
-        MediationFile.objects.filter(
-            collector_id=collector_id, status__in=[MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING]
-        )
-        .order_by("sequence")
-        .first()
-    )
+    """The collector's next file in upload order, or None when there is none or the earliest
+    unfinished file failed: later files wait until it is retried or skipped (`blocking_file`)."""
+    head = queue_head(collector_id)
+    if head is None or head.status == MediationFile.Status.FAILED:
+        return None
+    return head
 
 
-def process_collector_queue(collector_id: int, *, until: str = "tax", owner: str | None = None) -> int:
-    """Process the collector's queued files in order; return how many this call finished."""
+def process_collector_queue(
+    collector_id: int, *, until: str = "tax", owner: str | None = None, only: int | None = None, report=None
+) -> int:
+    """Process the collector's queued files in order; return how many this call finished.
+
+    `only`: mediate that file if it is next in the queue, and nothing else (an API request must
+    not work through the files queued before its own; the workers do). `report`, a list, gets
+    (file, final status) for each file this call worked on."""
     owner = owner or new_owner()
     finished = 0
     while True:
@@ -81,28 +87,40 @@ def process_collector_queue(collector_id: int, *, until: str = "tax", owner: str
             return finished  # another worker is draining this collector
         try:
             while (mediation_file := next_file(collector_id)) is not None:
-                process_file(mediation_file, owner, until=until)
+                if only is not None and mediation_file.pk != only:
+                    break
+                outcome = process_file(mediation_file, owner, until=until)
                 finished += 1
+                if report is not None:
+                    report.append((mediation_file, outcome))
+                if only is not None:
+                    return finished
         finally:
             release(collector_id, owner)
         # A file queued while we held the lease found it taken: look once more after releasing.
-        if next_file(collector_id) is None:
+        if only is not None or next_file(collector_id) is None:
             return finished
 
 
-def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax") -> None:
+def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax") -> str:
+    """Mediate one file to its end; its final status. A failure keeps what was committed (counts
+    and response file say so) and names the batch and lines it happened in."""
     collector = mediation_file.collector
     MediationFile.objects.filter(pk=mediation_file.pk, started_at__isnull=True).update(started_at=timezone.now())
     MediationFile.objects.filter(pk=mediation_file.pk).update(status=MediationFile.Status.PROCESSING)
     # The collector's lease makes this worker the file's only one: it takes over the file's run.
     run = tracking.start_run(queue_mediation_run("mediation worker", mediation_file).pk, take_over=True)
     parser = None
+    batch = None  # the batch being written: (number, Prepared)
+    number = 0
     try:
         source = api_view(collector) if mediation_file.source_format == "api" else collector
         parser = Parser(source, settings.TIME_ZONE)
         with mediation_file.raw.open("rb") as raw:
             rows = parser.rows(raw, skip=mediation_file.lines_done)
             for prepared in parsed_ahead(rows, connection.vendor, batch_size()):
+                number += 1
+                batch = (number, prepared)
                 for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
                     try:
                         _mediate_batch(mediation_file, collector, owner, prepared, until, run)
@@ -112,18 +130,41 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
                             raise
                         log.warning("batch of file %s: %s; trying again (%s)", mediation_file.pk, exc, attempt)
                         time.sleep(0.05 * attempt)
+                batch = None
     except FileRejected as exc:
         _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
-        return
+        return MediationFile.Status.REJECTED
     except LeaseLost:
         raise
     except Exception as exc:
         log.exception("mediation of file %s failed", mediation_file.pk)
-        _finish(mediation_file, MediationFile.Status.FAILED, f"{type(exc).__name__}: {exc}", run)
-        return
-    MediationFile.objects.filter(pk=mediation_file.pk).update(blank_lines=parser.blank_lines)
+        refresh_file_counts([mediation_file.pk])
+        _finish(mediation_file, MediationFile.Status.FAILED, failure_message(exc, batch, parser), run)
+        return MediationFile.Status.FAILED
+    MediationFile.objects.filter(pk=mediation_file.pk).update(
+        physical_lines=parser.physical_lines,
+        header_lines=parser.header_lines,
+        blank_lines=parser.blank_lines,
+        continuation_lines=parser.continuation_lines,
+    )
     refresh_file_counts([mediation_file.pk])
     _finish(mediation_file, MediationFile.Status.COMPLETED, "", run)
+    return MediationFile.Status.COMPLETED
+
+
+def failure_message(exc: Exception, batch, parser) -> str:
+    """Where an unexpected failure happened, what it was, and what the operator can do."""
+    if batch is not None:
+        number, prepared = batch
+        where = f"Batch {number} (lines {prepared.first_line:,}–{prepared.last_line:,}, {prepared.count:,} records)"
+    elif parser is not None and parser.physical_lines:
+        where = f"Reading line {parser.physical_lines:,}"
+    else:
+        where = "Opening the file"
+    return (
+        f"{where}: {type(exc).__name__}: {exc}. The batches before it are committed; later files of the "
+        "collector wait until this file is retried (it resumes after its last committed batch) or skipped."
+    )
 
 
 # A batch the database aborted for a deadlock or a serialization conflict wrote nothing (its
@@ -177,7 +218,7 @@ def parsed_ahead(rows, vendor: str, size: int):
         try:
             while not stop.is_set():
                 prepared = staging.prepare(vendor, rows, size)
-                if not put(("batch", prepared)) or prepared[0] < size:
+                if not put(("batch", prepared)) or prepared.count < size:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
             put(("error", exc))
@@ -190,7 +231,7 @@ def parsed_ahead(rows, vendor: str, size: int):
             if kind == "error":
                 raise item
             yield item
-            if item[0] < size:
+            if item.count < size:
                 return
     finally:
         stop.set()

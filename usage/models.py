@@ -7,6 +7,7 @@ SQLite compute identical charges in SQL; the record's single rounding point is i
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -63,6 +64,35 @@ class UsageCollector(models.Model):
     default_category = models.CharField(max_length=16, choices=Category.choices, default=Category.MISC)
     dedup_fields = models.JSONField(default=list, blank=True, help_text="Fields forming the record key.")
     late_usage_policy = models.CharField(max_length=16, choices=LatePolicy.choices, default=LatePolicy.QUARANTINE)
+    multiline_fields = models.BooleanField(
+        default=False,
+        help_text="CSV: a quoted field may span lines. Off, each physical line is one record or one error, so an "
+        "unbalanced quote costs one line, not the lines after it.",
+    )
+    # Plausibility bounds: a record beyond them is quarantined OUT_OF_RANGE, never rated. The
+    # ceilings keep every value, and what rating makes of it, inside a 64-bit column.
+    max_duration_seconds = models.BigIntegerField(
+        default=31 * 86_400,
+        validators=[MinValueValidator(1), MaxValueValidator(10**9)],
+        help_text="Longest duration one record may have, in seconds (default 31 days).",
+    )
+    max_volume_bytes = models.BigIntegerField(
+        default=10**13,
+        validators=[MinValueValidator(1), MaxValueValidator(10**15)],
+        help_text="Largest volume one record may have, in bytes (default 10 TB).",
+    )
+    max_quantity = models.BigIntegerField(
+        default=1_000_000,
+        validators=[MinValueValidator(1), MaxValueValidator(10**12)],
+        help_text="Largest quantity one record may have.",
+    )
+    max_amount = models.DecimalField(
+        max_digits=16,
+        decimal_places=6,
+        default=Decimal("1000000"),
+        validators=[MinValueValidator(Decimal("0.000001")), MaxValueValidator(Decimal("1000000000"))],
+        help_text="Largest pre-priced amount (either sign) one record may have, in the currency.",
+    )
     is_active = models.BooleanField(default=True)
     # The queue lease: the worker draining this collector's files, and until when.
     lease_owner = models.CharField(max_length=64, blank=True, default="", editable=False)
@@ -78,6 +108,14 @@ class UsageCollector(models.Model):
     def key_fields(self) -> list[str]:
         return list(self.dedup_fields or ["record_id"])
 
+    def plausibility_bounds(self) -> dict:
+        return {
+            "duration": self.max_duration_seconds,
+            "volume": self.max_volume_bytes,
+            "quantity": self.max_quantity,
+            "amount": Decimal(self.max_amount),
+        }
+
 
 def raw_file_path(instance, filename):
     return f"mediation/{instance.collector_id}/{timezone.now():%Y/%m/%d}/{instance.sha256[:16]}-{filename}"
@@ -92,6 +130,7 @@ class MediationFile(models.Model):
         COMPLETED = "completed", "Completed"
         REJECTED = "rejected", "Rejected"
         FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped by an operator"
 
     collector = models.ForeignKey(UsageCollector, on_delete=models.PROTECT, related_name="files")
     sequence = models.PositiveIntegerField(help_text="Place in the collector's queue.")
@@ -123,6 +162,12 @@ class MediationFile(models.Model):
     duplicates = models.BigIntegerField(default=0)
     rejected_lines = models.BigIntegerField(default=0)
     blank_lines = models.BigIntegerField(default=0)
+    # Every physical line is accounted: physical = header + blank + continuation + total_lines.
+    physical_lines = models.BigIntegerField(default=0)
+    header_lines = models.BigIntegerField(default=0)
+    continuation_lines = models.BigIntegerField(
+        default=0, help_text="Lines that continue a record's quoted field (collectors with multi-line fields)."
+    )
     pending = models.BigIntegerField(default=0)
     charge_micros = models.BigIntegerField(default=0)
     tax_micros = models.BigIntegerField(default=0)
@@ -156,6 +201,7 @@ class MediationFile(models.Model):
 class Reason(models.TextChoices):
     PARSE_ERROR = "PARSE_ERROR", "Could not be parsed"
     DUPLICATE = "DUPLICATE", "Duplicate record"
+    OUT_OF_RANGE = "OUT_OF_RANGE", "Beyond the collector's plausibility bounds"
     NO_SERVICE = "NO_SERVICE", "No service with that identifier at that time"
     NO_PERIOD = "NO_PERIOD", "No subscription period for that time"
     LATE_CLOSED_PERIOD = "LATE_CLOSED_PERIOD", "Period is closed or invoiced"

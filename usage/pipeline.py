@@ -65,6 +65,7 @@ STAGING_COLUMNS = (
     "local_weekday",
     "local_seconds",
     "parse_error",
+    "parse_reason",
     "raw",
 )
 # Values of gate-produced columns for a chain that stops before their gate (typed: an untyped NULL
@@ -75,7 +76,12 @@ TEXT_COLUMNS = ("record_id", "identifier", "destination", "usage_type", "raw")
 # COPY's CSV format reads an empty field as NULL; text columns are never NULL in a record.
 STAGING_SELECT = tuple(f"COALESCE({c}, '') AS {c}" if c in TEXT_COLUMNS else c for c in STAGING_COLUMNS)
 PARSE = Gate(
-    name="parse", produces=(), steps=(), ok="parse_error IS NULL", reason="'PARSE_ERROR'", message="parse_error"
+    name="parse",
+    produces=(),
+    steps=(),
+    ok="parse_error IS NULL",
+    reason="COALESCE(parse_reason, 'PARSE_ERROR')",
+    message="parse_error",
 )
 STAGES = ("parse", "classify", "dedup", "identify", "bucket", "rate", "tax")
 REPROCESSABLE = ("identify", "bucket", "rate", "tax")
@@ -304,7 +310,8 @@ def advance(cursor, collector, first: str, last: str, where: str, params: dict |
     written = [*assigned, *OUTCOME_COLUMNS]
     mine = "u.collector_id = %(collector_id)s AND " if collector is not None else ""
     source = (
-        f"SELECT u.id, u.id AS _row, u.file_id, NULL AS parse_error, {', '.join('u.' + c for c in base)}, "
+        "SELECT u.id, u.id AS _row, u.file_id, NULL AS parse_error, NULL AS parse_reason, "
+        f"{', '.join('u.' + c for c in base)}, "
         f"{', '.join(f'u.{c} AS _old_{c}' for c in written)} FROM usage_usagerecord u WHERE {mine}({where})"
     )
     params = {**(params or {}), "collector_id": getattr(collector, "pk", None)}

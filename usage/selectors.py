@@ -14,6 +14,47 @@ def csv_safe(value) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
+UNFINISHED = (MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING, MediationFile.Status.FAILED)
+
+
+def queue_head(collector_id: int):
+    """The collector's earliest file not yet finished (queued, processing or failed)."""
+    return MediationFile.objects.filter(collector_id=collector_id, status__in=UNFINISHED).order_by("sequence").first()
+
+
+def blocking_file(collector_id: int):
+    """The failed file holding the collector's later files back, if any: upload order is strict,
+    so nothing after it is mediated until it is retried successfully or skipped."""
+    head = queue_head(collector_id)
+    return head if head is not None and head.status == MediationFile.Status.FAILED else None
+
+
+def blocked_collectors() -> dict:
+    """Collector id → the failed file blocking it, for every blocked collector."""
+    blocked = {}
+    for collector_id in MediationFile.objects.filter(status=MediationFile.Status.FAILED).values_list(
+        "collector_id", flat=True
+    ):
+        if collector_id not in blocked and (head := blocking_file(collector_id)) is not None:
+            blocked[collector_id] = head
+    return blocked
+
+
+def accounting(f: MediationFile) -> str:
+    """Where every physical line of a file went, as one sentence of the response file."""
+    if f.status != MediationFile.Status.COMPLETED:
+        return (
+            f"{f.get_status_display()}: {f.lines_done:,} records committed = {f.mediated:,} mediated + "
+            f"{f.quarantined:,} quarantined + {f.duplicates:,} duplicates + {f.rejected_lines:,} rejected + "
+            f"{f.pending:,} pending; lines after them were not mediated"
+        )
+    return (
+        f"{f.physical_lines:,} physical lines = {f.header_lines:,} header + {f.blank_lines:,} blank + "
+        f"{f.continuation_lines:,} continuation + {f.mediated:,} mediated + {f.quarantined:,} quarantined + "
+        f"{f.duplicates:,} duplicates + {f.rejected_lines:,} rejected + {f.pending:,} pending"
+    )
+
+
 def response_rows(mediation_file: MediationFile):
     """The response file: a row per input line that was not mediated, then the summary."""
     yield RESPONSE_HEADER
@@ -31,6 +72,11 @@ def response_rows(mediation_file: MediationFile):
         ("collector", f.collector.code),
         ("status", f.status),
         ("error", f.error),
+        ("accounted", accounting(f)),
+        ("physical_lines", f.physical_lines),
+        ("header_lines", f.header_lines),
+        ("continuation_lines", f.continuation_lines),
+        ("records_committed", f.lines_done),
         ("total_lines", f.total_lines),
         ("mediated", f.mediated),
         ("quarantined", f.quarantined),

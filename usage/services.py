@@ -92,16 +92,17 @@ def do_receive_file(
 def do_ingest_records(actor, collector: UsageCollector, records: list[dict]) -> MediationFile:
     """Records sent to the API: received like a file (JSON lines in Tollgate's field names, queued
     behind the collector's earlier files, refused if the same batch came before) and mediated now
-    through the same gates, in queue order. If another worker holds the collector's queue, the
-    file is left queued for it (status queued or processing)."""
-    from .mediation import process_collector_queue
+    through the same gates, if it is next in the collector's queue. Files queued before it, or a
+    worker holding the queue, leave it queued for the workers (status queued or processing): the
+    request never works through other files."""
+    from .mediation import next_file, process_collector_queue
 
     body = "".join(json.dumps(record, separators=(",", ":"), default=str) + "\n" for record in records).encode()
     name = f"api-{timezone.now():%Y%m%dT%H%M%S%f}.jsonl"
     received = do_receive_file(actor, collector, name, io.BytesIO(body), via="api", source_format="api", enqueue=False)
-    process_collector_queue(collector.pk)
+    process_collector_queue(collector.pk, only=received.pk)
     received.refresh_from_db()
-    if received.status in (MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING):
+    if received.status in (MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING) or next_file(collector.pk):
         enqueue_collector(collector.pk)
     return received
 
@@ -135,6 +136,11 @@ def retry_mediation_run(actor, run):
         raise ValidationError(
             f"{mediation_file.name} was rejected as a whole ({mediation_file.error}); send a corrected file instead."
         )
+    if mediation_file.status != MediationFile.Status.FAILED:
+        raise ValidationError(
+            f"Nothing to retry: {mediation_file} is {mediation_file.get_status_display().lower()} "
+            f"({mediation_file.lines_done:,} records committed)."
+        )
     return do_requeue_files(actor, MediationFile.objects.filter(pk=mediation_file.pk), retry_of=run)[0]
 
 
@@ -148,6 +154,38 @@ def do_requeue_files(actor, files, *, retry_of=None) -> list:
         audit.record(actor, "file.requeue", mediation_file, summary=f"Queued {mediation_file} again")
         transaction.on_commit(lambda cid=mediation_file.collector_id: enqueue_collector(cid))
     return runs
+
+
+@transaction.atomic
+def do_skip_file(actor, mediation_file: MediationFile, reason: str = "") -> MediationFile:
+    """An operator gives up on a failed file so that the collector's later files go on. What it
+    committed stays (and is billed); the lines after its last committed batch are not mediated,
+    and the audit row and the file's error say which."""
+    locked = MediationFile.objects.select_for_update().select_related("collector").get(pk=mediation_file.pk)
+    if locked.status != MediationFile.Status.FAILED:
+        raise ValidationError(f"Only a failed file can be skipped; {locked} is {locked.get_status_display().lower()}.")
+    refresh_file_counts([locked.pk])
+    locked.refresh_from_db()
+    who = getattr(actor, "username", None) or str(actor)
+    what = (
+        f"Skipped by {who}{': ' + reason if reason else ''}. {locked.lines_done:,} records were committed "
+        f"({locked.mediated:,} mediated, charge {locked.charge}); the records after them are not mediated."
+    )
+    before = {"status": locked.status, "error": locked.error}
+    MediationFile.objects.filter(pk=locked.pk).update(
+        status=MediationFile.Status.SKIPPED, error=f"{what}\nFailure: {locked.error}"[:4000], finished_at=timezone.now()
+    )
+    audit.record(
+        actor,
+        "file.skip",
+        locked,
+        summary=f"Skipped {locked}: {locked.lines_done:,} records committed, the rest not mediated",
+        before=before,
+        after={"status": MediationFile.Status.SKIPPED, "lines_done": locked.lines_done, "reason": reason},
+    )
+    transaction.on_commit(lambda: enqueue_collector(locked.collector_id))
+    locked.refresh_from_db()
+    return locked
 
 
 def enqueue_collector(collector_id: int):

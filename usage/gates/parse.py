@@ -2,7 +2,12 @@
 
 A problem with the file as a whole (empty, header only, a mapped column missing, the wrong
 delimiter) rejects it before anything is written. A problem with one line becomes that line's
-PARSE_ERROR, naming the line, the field and the reason; the rest of the file goes on.
+PARSE_ERROR, naming the line, the field and the reason; a value that parses but is beyond the
+collector's plausibility bounds becomes OUT_OF_RANGE. The rest of the file goes on.
+
+Every physical line is accounted for: it is the header, blank, a record (or a record's error),
+or, where the collector lets quoted fields span lines, a continuation of the record before it.
+What one line may cost is bounded: its length, a number's length and exponent, JSON nesting.
 """
 
 import copy
@@ -11,8 +16,11 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 import zoneinfo
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal
+
+from django.conf import settings
 
 FIELDS = (
     "record_id",
@@ -27,19 +35,38 @@ FIELDS = (
 )
 REQUIRED = ("identifier", "start_time")
 MAX_LENGTH = {"record_id": 128, "identifier": 128, "destination": 64, "usage_type": 32}
-MAX_FIELD_CHARS = 10_000  # any longer field is absurd for usage
 DURATION_FACTOR = {"second": 1, "minute": 60}
 VOLUME_FACTOR = {"byte": 1, "kb": 1024, "mb": 1024**2}
 MAX_KEY = 255
 UTC = dt.UTC
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+# A plain decimal number: no inf, NaN, hex or thousands separators.
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# The UTC offset at the end of an ISO time, checked by hand: Python accepts minutes of 60 and more.
+ISO_OFFSET = re.compile(r"[T ].*?([+-])(\d{2}):?(\d{2})(?::?(\d{2}(?:\.\d+)?))?$")
+MAX_OFFSET = dt.timedelta(hours=14)
+# strptime directives of a fixed number of digits: a compact pattern must use the whole field.
+FIXED_DIRECTIVES = {"Y": 4, "m": 2, "d": 2, "H": 2, "M": 2, "S": 2, "y": 2, "j": 3}
+REASON_PARSE = None  # a row's parse_reason: NULL is PARSE_ERROR
+REASON_RANGE = "OUT_OF_RANGE"
 
-csv.field_size_limit(MAX_FIELD_CHARS)
+
+def limits() -> dict:
+    """What one line may cost, from settings (documented there)."""
+    return {
+        "line_chars": int(getattr(settings, "TOLLGATE_MAX_LINE_CHARS", 10_000)),
+        "number_chars": int(getattr(settings, "TOLLGATE_MAX_NUMBER_CHARS", 40)),
+        "json_depth": int(getattr(settings, "TOLLGATE_MAX_JSON_DEPTH", 16)),
+        "record_lines": int(getattr(settings, "TOLLGATE_MAX_RECORD_LINES", 50)),
+        "first_year": int(getattr(settings, "TOLLGATE_FIRST_USAGE_YEAR", 1970)),
+        "last_year": int(getattr(settings, "TOLLGATE_LAST_USAGE_YEAR", 2199)),
+    }
 
 
 def api_view(collector):
     """The collector as records sent to the API arrive: JSON lines keyed by Tollgate's own field
-    names, ISO times (UTC unless they carry an offset), seconds and bytes. Classification, keys and
-    the late-usage policy stay the collector's."""
+    names, ISO times (UTC unless they carry an offset), seconds and bytes. Classification, keys,
+    plausibility bounds and the late-usage policy stay the collector's."""
     view = copy.copy(collector)
     view.format = "json_lines"
     view.field_mapping = {field: field for field in FIELDS}
@@ -56,12 +83,55 @@ class FileRejected(Exception):
 
 
 class LineError(Exception):
-    pass
+    reason = REASON_PARSE
+
+
+class OutOfRange(LineError):
+    """The value parses but no real record has it: quarantined, never rated."""
+
+    reason = REASON_RANGE
 
 
 # A parsed row is a plain tuple in staging column order (usage.pipeline.STAGING_COLUMNS):
 # (line_no, record_key, record_id, identifier, usage_at, usage_date, duration, volume, quantity,
-#  destination, usage_type, amount_micros, local_weekday, local_seconds, parse_error, raw).
+#  destination, usage_type, amount_micros, local_weekday, local_seconds, parse_error, parse_reason, raw).
+
+
+class _LineFeed:
+    """Hands the csv reader one physical line at a time. When the reader asks for more (a quote
+    left open), it gets the following lines only if the collector allows multi-line fields, up
+    to a bound; otherwise it is told the input ended, and `cut` says so."""
+
+    def __init__(self, more=None, max_lines: int = 1, max_chars: int = 0):
+        self.more = more
+        self.max_lines = max_lines
+        self.max_chars = max_chars
+        self.start(None)
+
+    def start(self, line):
+        self.line, self.cut, self.overlong, self.extra = line, False, False, 0
+        self.chars = len(line) if line else 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.line is not None:
+            line, self.line = self.line, None
+            return line
+        nxt = None
+        if self.more is not None and self.extra + 1 < self.max_lines:
+            nxt = next(self.more, None)
+        if nxt is None:
+            self.cut = True
+            raise StopIteration
+        self.extra += 1
+        _, line, overlong = nxt
+        self.chars += len(line)
+        if overlong or self.chars > self.max_chars:
+            self.cut = self.overlong = True
+            raise StopIteration
+        return line
 
 
 class Parser:
@@ -74,42 +144,106 @@ class Parser:
         missing = [f for f in REQUIRED if f not in self.mapping]
         if missing:
             raise FileRejected(f"The collector's mapping has no source for: {', '.join(missing)}.")
+        self.limits = limits()
+        csv.field_size_limit(max(self.limits["line_chars"] * self.limits["record_lines"], 1024))
         self.key_fields = collector.key_fields()
         self.source_tz = zoneinfo.ZoneInfo(collector.time_zone or "UTC")
         self.billing_tz = zoneinfo.ZoneInfo(billing_tz)
         self.billing_is_utc = billing_tz == "UTC"
         self.time_format = collector.time_format or "iso"
+        self.time_width = _fixed_width_of(self.time_format)
         self.duration_unit = collector.duration_unit
         self.volume_factor = VOLUME_FACTOR[collector.volume_unit]
+        self.bounds = collector.plausibility_bounds()
+        self.first_time = dt.datetime(self.limits["first_year"], 1, 1, tzinfo=UTC)
+        self.end_time = dt.datetime(self.limits["last_year"] + 1, 1, 1, tzinfo=UTC)
+        self.physical_lines = self.header_lines = self.blank_lines = self.continuation_lines = 0
 
     # -- reading -------------------------------------------------------------------------------
     def rows(self, binary, skip: int = 0):
-        """Yield a row tuple per data record after the first `skip` records; blank lines are counted
-        in `self.blank_lines` and yield nothing."""
+        """Yield a row tuple per data record after the first `skip` records. Every physical line is
+        counted: `physical_lines` = `header_lines` + `blank_lines` + records + `continuation_lines`."""
         encoding = self.collector.encoding or "utf-8"
         if encoding.replace("-", "").lower() == "utf8":
             encoding = "utf-8-sig"  # drops a byte-order mark
         text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
-        self.blank_lines = 0
+        self.physical_lines = self.header_lines = self.blank_lines = self.continuation_lines = 0
         fmt = self.collector.format
+        lines = self._physical_lines(text)
         if fmt in ("csv_header", "csv_position"):
-            yield from self._csv_rows(text, skip, header=fmt == "csv_header")
+            yield from self._csv_rows(lines, skip, header=fmt == "csv_header")
         elif fmt == "fixed_width":
-            yield from self._line_rows(text, skip, self._fixed_width_values)
+            yield from self._line_rows(lines, skip, self._fixed_width_values)
         elif fmt == "json_lines":
-            yield from self._line_rows(text, skip, self._json_values)
+            yield from self._line_rows(lines, skip, self._json_values)
         else:
             raise FileRejected(f"Unknown file format {fmt!r}.")
 
-    def _csv_rows(self, text, skip, header):
+    def _physical_lines(self, text):
+        """(line number, line, overlong) per physical line (ended by LF, CRLF or CR). A line over
+        the limit is cut there and the rest of it read past in pieces: never held whole."""
+        limit = self.limits["line_chars"]
+        line_no = 0
+        while True:
+            line = text.readline(limit + 2)
+            if not line:
+                return
+            line_no += 1
+            self.physical_lines = line_no
+            content = line.rstrip("\r\n")
+            overlong = len(content) > limit
+            if overlong and not line.endswith(("\n", "\r")):
+                while (rest := text.readline(1 << 16)) and not rest.endswith(("\n", "\r")):
+                    pass
+            yield line_no, (content[:limit] if overlong else line), overlong
+
+    def _too_long(self, line_no):
+        return f"Line {line_no}: longer than {self.limits['line_chars']:,} characters (TOLLGATE_MAX_LINE_CHARS)."
+
+    def _csv_rows(self, lines, skip, header):
         delimiter = self.collector.delimiter or ","
         if delimiter == "\\t":
             delimiter = "\t"
-        reader = csv.reader(text, delimiter=delimiter, strict=False)
-        first = self._next_csv(reader)
+        multiline = getattr(self.collector, "multiline_fields", False)
+        feed = _LineFeed(
+            lines if multiline else None,
+            max_lines=self.limits["record_lines"],
+            max_chars=self.limits["line_chars"] * self.limits["record_lines"],
+        )
+        reader = csv.reader(feed, delimiter=delimiter, strict=False)
+
+        def records():
+            for line_no, line, overlong in lines:
+                if overlong:
+                    yield line_no, None, self._too_long(line_no)
+                    continue
+                feed.start(line)
+                try:
+                    values = next(reader)
+                except csv.Error as exc:
+                    yield line_no, None, f"Line {line_no}: {exc}."
+                    continue
+                except StopIteration:
+                    values = []
+                self.continuation_lines += feed.extra
+                if not feed.cut:
+                    yield line_no, values, None
+                elif feed.overlong or feed.extra + 1 >= feed.max_lines and multiline:
+                    limit = f"{feed.max_lines} lines or {feed.max_chars:,} characters"
+                    yield line_no, None, f"Line {line_no}: a quoted field runs past {limit}."
+                elif multiline:
+                    yield line_no, None, f"Line {line_no}: a quoted field is not closed before the end of the file."
+                else:
+                    yield line_no, None, f"Line {line_no}: a quoted field is not closed on this line."
+
+        entries = records()
+        first = next(entries, None)
         if first is None:
             raise FileRejected("The file is empty.")
         if header:
+            self.header_lines = 1
+            if first[1] is None:
+                raise FileRejected(f"The header cannot be read: {first[2]}")
             names = [h.strip() for h in first[1]]
             positions = {}
             absent = []
@@ -122,7 +256,7 @@ class Parser:
                 hint = _delimiter_hint(names, delimiter)
                 raise FileRejected(
                     f"Line 1: the header has no column {', '.join(absent)}; it has {len(names)} column(s): "
-                    f"{', '.join(repr(n) for n in names[:12])}.{hint}"
+                    f"{', '.join(repr(n[:40]) for n in names[:12])}.{hint}"
                 )
             pending = None
         else:
@@ -131,7 +265,7 @@ class Parser:
             except (TypeError, ValueError) as exc:
                 raise FileRejected("CSV by position needs column numbers in the field mapping.") from exc
             needed = max(positions.values()) + 1
-            if len(first[1]) < needed and len(first[1]) == 1:
+            if first[1] is not None and len(first[1]) < needed and len(first[1]) == 1:
                 raise FileRejected(
                     f"Line 1 has 1 field but the mapping reads field {needed}.{_delimiter_hint(first[1], delimiter)}"
                 )
@@ -143,7 +277,7 @@ class Parser:
             if pending is not None:
                 entry, pending = pending, None
             else:
-                entry = self._next_csv(reader)
+                entry = next(entries, None)
                 if entry is None:
                     break
             line_no, values, error = entry
@@ -163,45 +297,29 @@ class Parser:
         if seen == 0 and skip == 0:
             raise FileRejected("The file has a header but no records." if header else "The file has no records.")
 
-    def _next_csv(self, reader):
-        """(line_no of the record's first line, values, error) or None at the end."""
-        start = reader.line_num + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            return None
-        except csv.Error as exc:
-            message = str(exc)
-            if "field larger than field limit" in message:
-                message = f"a field is longer than {MAX_FIELD_CHARS} characters"
-            return start, None, f"Line {start}: {message}."
-        return start, values, None
-
-    def _line_rows(self, text, skip, values_of):
+    def _line_rows(self, lines, skip, values_of):
         seen = 0
-        line_no = 0
-        for line in text:
-            line_no += 1
+        for line_no, line, overlong in lines:
             stripped = line.rstrip("\r\n")
-            if not stripped.strip():
+            if not overlong and not stripped.strip():
                 self.blank_lines += 1
                 continue
             seen += 1
             if seen <= skip:
                 continue
-            if len(stripped) > MAX_FIELD_CHARS:
-                yield self._error_row(
-                    line_no, f"Line {line_no}: longer than {MAX_FIELD_CHARS} characters.", stripped[:1000]
-                )
+            if overlong:
+                yield self._error_row(line_no, self._too_long(line_no), stripped[:1000])
                 continue
             try:
+                if "\x00" in stripped:
+                    raise LineError(f"Line {line_no}: contains a NUL byte at character {stripped.index(chr(0)) + 1}.")
                 values = values_of(stripped, line_no)
             except LineError as exc:
                 yield self._error_row(line_no, str(exc), stripped)
                 continue
             yield self._build(line_no, values, stripped)
         if seen == 0 and skip == 0:
-            raise FileRejected("The file is empty." if line_no == 0 else "The file has no records.")
+            raise FileRejected("The file is empty." if self.physical_lines == 0 else "The file has no records.")
 
     def _fixed_width_values(self, line, line_no):
         values = {}
@@ -212,26 +330,40 @@ class Parser:
         return values
 
     def _json_values(self, line, line_no):
+        depth = self.limits["json_depth"]
+        if line.count("{") + line.count("[") > depth and _json_depth(line) > depth:
+            raise LineError(f"Line {line_no}: JSON nested deeper than {depth} levels (TOLLGATE_MAX_JSON_DEPTH).")
         try:
-            obj = json.loads(line)
-        except ValueError as exc:
+            # Numbers stay text: no float rounding, no 4,300-digit int limit; NaN and Infinity are refused.
+            obj = json.loads(line, parse_int=str, parse_float=str, parse_constant=_json_constant)
+        except LineError as exc:
+            raise LineError(f"Line {line_no}: {exc}.") from None
+        except json.JSONDecodeError as exc:
             raise LineError(f"Line {line_no}: not valid JSON ({exc.msg} at column {exc.colno}).") from exc
+        except (ValueError, RecursionError) as exc:
+            raise LineError(f"Line {line_no}: not valid JSON ({exc}).") from None
         if not isinstance(obj, dict):
             raise LineError(f"Line {line_no}: a JSON object was expected.")
         values = {}
         for field, key in self.mapping.items():
             value = obj.get(key)
-            values[field] = "" if value is None else str(value)
+            if isinstance(value, dict | list | bool):
+                kind = {dict: "an object", list: "an array", bool: "true/false"}[type(value)]
+                raise LineError(f"Line {line_no}: {field} ({key!r}) is {kind}, a string or number was expected")
+            values[field] = "" if value is None else value
         return values
 
     # -- converting ----------------------------------------------------------------------------
-    def _error_row(self, line_no, message, raw):
-        # Undecodable bytes are kept visible as U+FFFD in the stored line.
-        raw = raw[:4000].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        return (line_no, None, "", "", None, None, None, None, None, "", "", None, None, None, message[:500], raw)
+    def _error_row(self, line_no, message, raw, reason=REASON_PARSE):
+        # Undecodable bytes are kept visible as U+FFFD in the stored line; NUL cannot be stored.
+        raw = raw[:4000].encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "\ufffd")
+        message = message[:500].replace("\x00", "\ufffd")
+        return (line_no, None, "", "", None, None, None, None, None, "", "", None, None, None, message, reason, raw)
 
     def _build(self, line_no, values, raw):
         try:
+            if "\x00" in raw:
+                raise LineError(f"contains a NUL byte at character {raw.index(chr(0)) + 1}")
             if not raw.isascii():
                 try:
                     raw.encode("utf-8")
@@ -247,17 +379,20 @@ class Parser:
                 if value and len(value) > limit:
                     raise LineError(f"{field} is {len(value)} characters long, at most {limit} allowed")
             usage_at = self._time(values["start_time"].strip())
-            duration = self._integer(values, "duration")
+            duration = self._whole(values, "duration")
             if duration is not None and self.duration_unit != "second":
                 duration = -(-duration // 1000) if self.duration_unit == "ms" else duration * 60
-            volume = self._integer(values, "volume")
+            self._bound("duration", duration, values)
+            volume = self._whole(values, "volume")
             if volume is not None:
                 volume *= self.volume_factor
-            quantity = self._integer(values, "quantity")
+            self._bound("volume", volume, values)
+            quantity = self._whole(values, "quantity")
+            self._bound("quantity", quantity, values)
             amount = self._amount(values.get("amount", "").strip())
             key = self._key(values)
         except LineError as exc:
-            return self._error_row(line_no, f"Line {line_no}: {exc}.", raw)
+            return self._error_row(line_no, f"Line {line_no}: {exc}.", raw, exc.reason)
         local = usage_at if self.billing_is_utc else usage_at.astimezone(self.billing_tz)
         return (
             line_no,
@@ -275,65 +410,93 @@ class Parser:
             local.isoweekday(),
             local.hour * 3600 + local.minute * 60 + local.second,
             None,
+            None,
             "",
         )
 
     def _time(self, value):
+        expected = {"iso": "an ISO 8601 date and time", "epoch": "seconds since 1970"}.get(
+            self.time_format, self.time_format
+        )
         try:
             if self.time_format == "iso":
                 parsed = dt.datetime.fromisoformat(value)
+                _check_offset(value)
             elif self.time_format == "epoch":
-                return dt.datetime.fromtimestamp(float(value), UTC)
+                seconds = self._decimal("start_time", value)
+                if not (-(10**11) < seconds < 10**11):
+                    raise OutOfRange(f"start_time {value!r} is outside {self._years()}")
+                micros = int((seconds * 1_000_000).to_integral_value())
+                return self._in_range(value, EPOCH + dt.timedelta(microseconds=micros))
             else:
+                if self.time_width is not None and len(value) != self.time_width:
+                    raise ValueError(f"{len(value)} characters, the pattern takes {self.time_width}")
                 parsed = dt.datetime.strptime(value, self.time_format)
+        except LineError:
+            raise
         except (ValueError, OverflowError, OSError) as exc:
-            expected = {"iso": "an ISO 8601 date and time", "epoch": "seconds since 1970"}.get(
-                self.time_format, self.time_format
-            )
             raise LineError(f"start_time {value!r} is not a valid date and time ({exc}; expected {expected})") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=self.source_tz)
-        return parsed.astimezone(UTC)
+        try:
+            moment = parsed.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise OutOfRange(f"start_time {value!r} is outside {self._years()}") from None
+        return self._in_range(value, moment)
 
-    @staticmethod
-    def _integer(values, field):
-        value = values.get(field, "").strip()
+    def _in_range(self, value, moment):
+        if not (self.first_time <= moment < self.end_time):
+            raise OutOfRange(f"start_time {value!r} is outside {self._years()}")
+        return moment
+
+    def _years(self):
+        return f"the years {self.limits['first_year']}–{self.limits['last_year']} (TOLLGATE_*_USAGE_YEAR)"
+
+    def _decimal(self, field, value) -> Decimal:
+        """A plain decimal number, at most TOLLGATE_MAX_NUMBER_CHARS long: no inf, NaN or sNaN."""
+        if len(value) > self.limits["number_chars"]:
+            raise LineError(
+                f"{field} is {len(value):,} characters long, at most {self.limits['number_chars']} for a number"
+            )
+        if NUMBER.fullmatch(value) is None:
+            raise LineError(f"{field} {value!r} is not a number")
+        return Decimal(value)
+
+    def _whole(self, values, field):
+        """A count in the field's unit, fractions rounded up; refused when negative. Compared with
+        the bound before it is turned into an integer, so `1e10000000` costs nothing."""
+        value = str(values.get(field, "")).strip()
         if not value:
             return None
-        try:
-            number = int(value)
-        except ValueError:
-            try:
-                number = Decimal(value)
-            except InvalidOperation:
-                raise LineError(f"{field} {value!r} is not a number") from None
-            if number != number.to_integral_value():
-                number = int(number.to_integral_value(rounding="ROUND_CEILING"))
-            else:
-                number = int(number)
+        number = self._decimal(field, value)
         if number < 0:
             raise LineError(f"{field} {value!r} must not be negative")
-        return number
+        if number.adjusted() > 18:
+            raise OutOfRange(f"{field} {value!r} is beyond the collector's maximum")
+        return int(number.to_integral_value(rounding=ROUND_CEILING))
 
-    @staticmethod
-    def _amount(value):
+    def _bound(self, field, number, values):
+        if number is not None and number > self.bounds[field]:
+            unit = {"duration": " s", "volume": " bytes"}.get(field, "")
+            raise OutOfRange(
+                f"{field} {str(values.get(field, '')).strip()!r} is {number:,}{unit}, beyond the collector's "
+                f"maximum of {self.bounds[field]:,}{unit} per record"
+            )
+
+    def _amount(self, value):
         if not value:
             return None
-        try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise LineError(f"amount {value!r} is not a number") from None
-        if not amount.is_finite():
-            raise LineError(f"amount {value!r} is not a number")
+        amount = self._decimal("amount", value)
+        limit = self.bounds["amount"]
+        if abs(amount) > limit:
+            raise OutOfRange(f"amount {value!r} is beyond the collector's maximum of {limit:,} per record")
         micros = amount * 1_000_000
         if micros != micros.to_integral_value():
             raise LineError(f"amount {value!r} has more than 6 decimals")
-        if abs(micros) >= 10**15:
-            raise LineError(f"amount {value!r} is too large")
         return int(micros)
 
     def _key(self, values):
-        parts = [values.get(f, "").strip() for f in self.key_fields]
+        parts = [str(values.get(f, "")).strip() for f in self.key_fields]
         if not all(parts):
             empty = [f for f, p in zip(self.key_fields, parts, strict=True) if not p]
             raise LineError(f"{', '.join(empty)} is empty but forms the record key")
@@ -341,6 +504,61 @@ class Parser:
         if len(key) > MAX_KEY:
             key = "sha1:" + hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
         return key
+
+
+def _check_offset(value):
+    match = ISO_OFFSET.search(value)
+    if match is None:
+        return
+    sign, hours, minutes, _ = match.groups()
+    if int(minutes) >= 60 or dt.timedelta(hours=int(hours), minutes=int(minutes)) > MAX_OFFSET:
+        raise ValueError(f"UTC offset {sign}{hours}:{minutes} is not a valid offset (from -14:00 to +14:00)")
+
+
+def _fixed_width_of(pattern: str) -> int | None:
+    """The length of a time written in `pattern` if every directive has a fixed number of digits
+    (e.g. %Y%m%d%H%M%S: 14), else None."""
+    width, i = 0, 0
+    while i < len(pattern):
+        if pattern[i] == "%":
+            directive = pattern[i + 1 : i + 2]
+            if directive == "%":
+                width += 1
+            elif directive in FIXED_DIRECTIVES:
+                width += FIXED_DIRECTIVES[directive]
+            else:
+                return None
+            i += 2
+        else:
+            width += 1
+            i += 1
+    return width
+
+
+def _json_constant(name):
+    raise LineError(f"{name} is not a number")
+
+
+def _json_depth(line: str) -> int:
+    """The deepest nesting of objects and arrays, outside strings (only run when brackets abound)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "}]":
+            depth -= 1
+    return deepest
 
 
 def _delimiter_hint(names, delimiter):

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from usage import pipeline, services
 from usage.mediation import process_collector_queue
 from usage.models import MediationFile, UsageCollector
+from usage.selectors import blocking_file
 
 
 class Command(BaseCommand):
@@ -36,13 +37,24 @@ class Command(BaseCommand):
                 [target.pk]
                 if target
                 else list(
-                    MediationFile.objects.filter(status__in=["queued", "processing"])
+                    MediationFile.objects.filter(status__in=["queued", "processing", "failed"])
                     .values_list("collector_id", flat=True)
                     .distinct()
                 )
             )
-            done = sum(process_collector_queue(cid, until=until) for cid in ids)
-            self.stdout.write(f"Processed {done} file(s).")
+            report = []
+            for cid in ids:
+                process_collector_queue(cid, until=until, report=report)
+            for mediation_file, status in report:
+                self.stdout.write(f"{mediation_file}: {status}")
+            problems = [f"{f} failed: {MediationFile.objects.get(pk=f.pk).error}" for f, s in report if s == "failed"]
+            for cid in ids:
+                blocker = blocking_file(cid)
+                if blocker is not None and all(f.pk != blocker.pk for f, _ in report):
+                    problems.append(f"{blocker.collector.code} is blocked: {blocker} failed earlier; retry or skip it.")
+            self.stdout.write(f"Processed {len(report)} file(s).")
+            if problems:
+                raise CommandError("\n".join(problems))
             return
         try:
             count = services.do_advance_stage(
