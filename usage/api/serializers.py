@@ -167,7 +167,9 @@ class UsageRecordSerializer(serializers.ModelSerializer):
 
 
 class ReprocessSerializer(serializers.Serializer):
-    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100_000)
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=100_000
+    )
     reason = serializers.ChoiceField(choices=UsageRecord._meta.get_field("reason").choices, required=False)
     stage = serializers.ChoiceField(choices=["identify", "bucket", "rate", "tax"], required=False)
     collector = serializers.SlugRelatedField(slug_field="code", queryset=UsageCollector.objects.all(), required=False)

@@ -41,7 +41,7 @@ MAX_KEY = 255
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 # A plain decimal number: no inf, NaN, hex or thousands separators.
-NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # The UTC offset at the end of an ISO time, checked by hand: Python accepts minutes of 60 and more.
 ISO_OFFSET = re.compile(r"[T ].*?([+-])(\d{2}):?(\d{2})(?::?(\d{2}(?:\.\d+)?))?$")
 MAX_OFFSET = dt.timedelta(hours=14)
@@ -216,6 +216,9 @@ class Parser:
             for line_no, line, overlong in lines:
                 if overlong:
                     yield line_no, None, self._too_long(line_no)
+                    continue
+                if not line.strip():
+                    yield line_no, [], None  # blank, or white space only
                     continue
                 feed.start(line)
                 try:
@@ -460,7 +463,14 @@ class Parser:
             )
         if NUMBER.fullmatch(value) is None:
             raise LineError(f"{field} {value!r} is not a number")
-        return Decimal(value)
+        number = Decimal(value)
+        if not number:
+            return Decimal(0)
+        if number.adjusted() > 18:
+            raise OutOfRange(f"{field} {value!r} is beyond the collector's maximum")
+        if number.adjusted() < -18:
+            raise LineError(f"{field} {value!r} has more decimals than any unit needs")
+        return number
 
     def _whole(self, values, field):
         """A count in the field's unit, fractions rounded up; refused when negative. Compared with
@@ -468,11 +478,14 @@ class Parser:
         value = str(values.get(field, "")).strip()
         if not value:
             return None
-        number = self._decimal(field, value)
+        try:
+            number = self._decimal(field, value)
+        except OutOfRange:
+            if not value.startswith("-"):
+                raise
+            number = Decimal(-1)
         if number < 0:
             raise LineError(f"{field} {value!r} must not be negative")
-        if number.adjusted() > 18:
-            raise OutOfRange(f"{field} {value!r} is beyond the collector's maximum")
         return int(number.to_integral_value(rounding=ROUND_CEILING))
 
     def _bound(self, field, number, values):
