@@ -199,6 +199,18 @@ SPECTACULAR_SETTINGS = {
 }
 # The API takes batches of up to TOLLGATE_API_MAX_RECORDS records; a larger body is refused (413).
 TOLLGATE_API_MAX_RECORDS = int(os.environ.get("TOLLGATE_API_MAX_RECORDS", "10000"))
+# Files uploaded in the admin or over the API (not `manage.py receive`) up to this size; larger: 413.
+TOLLGATE_MAX_UPLOAD_BYTES = int(os.environ.get("TOLLGATE_MAX_UPLOAD_BYTES", str(64 << 20)))
+# What one line of a usage file may cost (usage/gates/parse.py): a longer line, number or nesting
+# is that line's error. Usage times outside the years are OUT_OF_RANGE.
+TOLLGATE_MAX_LINE_CHARS = int(os.environ.get("TOLLGATE_MAX_LINE_CHARS", "10000"))
+TOLLGATE_MAX_NUMBER_CHARS = int(os.environ.get("TOLLGATE_MAX_NUMBER_CHARS", "40"))
+TOLLGATE_MAX_JSON_DEPTH = int(os.environ.get("TOLLGATE_MAX_JSON_DEPTH", "16"))
+TOLLGATE_MAX_RECORD_LINES = int(os.environ.get("TOLLGATE_MAX_RECORD_LINES", "50"))
+TOLLGATE_FIRST_USAGE_YEAR = int(os.environ.get("TOLLGATE_FIRST_USAGE_YEAR", "1970"))
+TOLLGATE_LAST_USAGE_YEAR = int(os.environ.get("TOLLGATE_LAST_USAGE_YEAR", "2199"))
+# An Idempotency-Key whose request never finished (its worker died) is free again after this.
+TOLLGATE_IDEMPOTENCY_INFLIGHT_SECONDS = int(os.environ.get("TOLLGATE_IDEMPOTENCY_INFLIGHT_SECONDS", "300"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(8 * 1024 * 1024)))
 
 if not DEBUG:

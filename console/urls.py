@@ -14,6 +14,8 @@ urlpatterns = [
     path("collectors/<int:collector_id>/history/", views.collector_history, name="collector_history"),
     path("streams/<int:stream_id>/meters/", views.stream_meters, name="stream_meters"),
     path("files/<int:file_id>/response.csv", views.response_file, name="response_file"),
+    path("files/<int:file_id>/retry/", views.file_action, {"action": "retry"}, name="file_retry"),
+    path("files/<int:file_id>/skip/", views.file_action, {"action": "skip"}, name="file_skip"),
     path("services/<int:service_id>/usage/", views.service_usage, {"kind": "usage"}, name="service_usage"),
     path("services/<int:service_id>/bolt-ons/", views.service_bolt_ons, name="service_bolt_ons"),
     path(

@@ -35,10 +35,15 @@ def page(request, template, context):
 @staff_member_required
 @permission_required("usage.view_mediationfile", raise_exception=True)
 def collectors(request):
-    rows = UsageCollector.objects.annotate(
-        file_count=Count("files"),
-        waiting=Count("files", filter=Q(files__status__in=["queued", "processing"])),
-    ).order_by("code")
+    rows = list(
+        UsageCollector.objects.annotate(
+            file_count=Count("files"),
+            waiting=Count("files", filter=Q(files__status__in=["queued", "processing"])),
+        ).order_by("code")
+    )
+    blocked = selectors.blocked_collectors()
+    for row in rows:
+        row.blocked_by = blocked.get(row.pk)
     return page(request, "console/collectors.html", {"collectors": rows, "title": "Collector Activity History"})
 
 
@@ -53,8 +58,36 @@ def collector_history(request, collector_id):
     return page(
         request,
         "console/collector_history.html",
-        {"collector": collector, "files": files, "totals": totals, "title": f"Collector Activity History: {collector}"},
+        {
+            "collector": collector,
+            "files": files,
+            "totals": totals,
+            "blocked_by": selectors.blocking_file(collector.pk),
+            "title": f"Collector Activity History: {collector}",
+        },
     )
+
+
+@require_POST
+@staff_member_required
+@permission_required("usage.change_mediationfile", raise_exception=True)
+def file_action(request, file_id, action):
+    """Retry or skip the failed file that blocks its collector."""
+    from usage import services
+
+    mediation_file = get_object_or_404(MediationFile.objects.select_related("collector"), pk=file_id)
+    try:
+        if action == "skip":
+            skipped = services.do_skip_file(request.user, mediation_file, request.POST.get("reason", "").strip()[:200])
+            messages.warning(request, f"{skipped}: {skipped.error.splitlines()[0]}")
+        else:
+            if mediation_file.status != MediationFile.Status.FAILED:
+                raise ValidationError(f"Nothing to retry: {mediation_file} is {mediation_file.status}.")
+            services.do_requeue_files(request.user, MediationFile.objects.filter(pk=mediation_file.pk))
+            messages.success(request, f"{mediation_file} queued again; it resumes after its last committed batch.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("console:collector_history", mediation_file.collector_id)
 
 
 @staff_member_required

@@ -22,6 +22,7 @@ import io
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.test import override_settings
 from django.urls import reverse
@@ -425,3 +426,112 @@ def test_reprocess_of_a_large_selection(mediate, world):
     assert result == {"records": 33_000, "mediated": 33_000, "quarantined": 0}
     f.refresh_from_db()
     assert f.charge == Decimal("0.7117") * 33_000  # each as line 3 of the golden file
+
+
+BOOM_TRIGGER = {
+    "sqlite": (
+        "CREATE TRIGGER usage_test_boom BEFORE INSERT ON usage_usagerecord WHEN NEW.record_id = 'BOOM' "
+        "BEGIN SELECT RAISE(ABORT, 'the test refuses BOOM'); END",
+        "DROP TRIGGER usage_test_boom",
+    ),
+    "postgresql": (
+        "CREATE FUNCTION usage_test_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.record_id = 'BOOM' THEN RAISE EXCEPTION 'the test refuses BOOM'; END IF; RETURN NEW; END $$; "
+        "CREATE TRIGGER usage_test_boom BEFORE INSERT ON usage_usagerecord FOR EACH ROW "
+        "EXECUTE FUNCTION usage_test_boom()",
+        "DROP TRIGGER usage_test_boom ON usage_usagerecord; DROP FUNCTION usage_test_boom()",
+    ),
+}
+
+
+def boom(on: bool):
+    """A database that refuses one record: an unexpected failure in the middle of a file."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(BOOM_TRIGGER[connection.vendor][0 if on else 1])
+
+
+def lines(*record_ids, identifier="61400000002"):
+    return HEADER + "".join(f"{r},{identifier},{T},61,,,4410000000,voice,\n" for r in record_ids)
+
+
+@override_settings(TOLLGATE_MEDIATION_BATCH=2)
+def test_a_failed_file_tells_what_was_committed_and_blocks_later_files(world, client, operator):
+    from django.core.management.base import CommandError
+
+    from billing.models import AuditEvent
+
+    collector = world["collector"]
+    boom(True)
+    first = receive(collector, lines("F1", "F2", "BOOM", "F4", "F5"), "first.csv")
+    later = receive(collector, lines("L1", "L2"), "later.csv")
+    with pytest.raises(CommandError) as failure:
+        call_command("mediate", "process", "--collector", collector.code)
+    first.refresh_from_db(), later.refresh_from_db()
+    assert first.status == "failed" and later.status == "queued"  # upload order holds after a failure
+    assert first.error.startswith("Batch 2 (lines 4–5, 2 records): ")
+    assert "the test refuses BOOM" in first.error and "first.csv failed" in str(failure.value)
+    # What was committed is what the file reports: batch 1, lines 2-3, 0.7117 each (A2 of the golden file).
+    assert (first.lines_done, first.mediated, first.charge_micros) == (2, 2, 2 * 711_700)
+    client.force_login(operator)
+    rows = b"".join(client.get(reverse("console:response_file", args=[first.pk])).streaming_content).decode()
+    assert "Failed: 2 records committed = 2 mediated + 0 quarantined" in rows
+    history = client.get(reverse("console:collector_history", args=[collector.pk])).content.decode()
+    assert 'id="blocked"' in history and "first.csv failed" in history
+    assert "Blocked" in client.get(reverse("console:collectors")).content.decode()
+    # Still blocked on the next run, and said so.
+    with pytest.raises(CommandError, match="DEMO is blocked: DEMO #1 first.csv failed earlier"):
+        call_command("mediate", "process")
+    # Retried after the cause is gone, it resumes after its committed batch; then the later file runs.
+    boom(False)
+    assert client.post(reverse("console:file_retry", args=[first.pk])).status_code == 302
+    call_command("mediate", "process", "--collector", collector.code)
+    first.refresh_from_db(), later.refresh_from_db()
+    assert (first.status, first.mediated, later.status, later.mediated) == ("completed", 5, "completed", 2)
+    assert first.finished_at <= later.started_at
+    assert AuditEvent.objects.filter(action="file.requeue").count() == 1
+
+
+@override_settings(TOLLGATE_MEDIATION_BATCH=2)
+def test_an_operator_skips_a_failed_file_and_the_audit_says_what_was_skipped(world, client, operator, viewer):
+    from billing.models import AuditEvent
+
+    collector = world["collector"]
+    boom(True)
+    first = receive(collector, lines("S1", "S2", "BOOM", "S4"), "first.csv")
+    later = receive(collector, lines("T1"), "later.csv")
+    from usage.mediation import process_collector_queue
+
+    process_collector_queue(collector.pk)
+    client.force_login(viewer)
+    assert client.post(reverse("console:file_skip", args=[first.pk])).status_code == 403
+    client.force_login(operator)
+    client.post(reverse("console:file_skip", args=[first.pk]), {"reason": "carrier resends lines 4-5"})
+    first.refresh_from_db()
+    assert first.status == "skipped"
+    assert first.error.startswith("Skipped by op: carrier resends lines 4-5. 2 records were committed (2 mediated")
+    entry = AuditEvent.objects.get(action="file.skip")
+    assert entry.changes["after"]["lines_done"] == 2 and "the rest not mediated" in entry.summary
+    process_collector_queue(collector.pk)
+    later.refresh_from_db()
+    assert later.status == "completed" and later.mediated == 1
+    # A skipped or completed file is not skipped (or retried) again.
+    with pytest.raises(ValidationError, match="Only a failed file can be skipped"):
+        services.do_skip_file(operator, first)
+    boom(False)
+
+
+def test_retry_of_a_reaped_run_whose_file_then_completed_has_nothing_to_retry(mediate, client, operator):
+    from console import tracking
+    from console.models import ProcessRun
+
+    f = mediate(lines("R1"))
+    run = ProcessRun.objects.get(subject=f"file:{f.pk}")
+    ProcessRun.objects.filter(pk=run.pk).update(status="failed", error="worker lost")  # reaped after a kill
+    run.refresh_from_db()
+    with pytest.raises(ValidationError, match="Nothing to retry: DEMO #1 usage.csv is completed"):
+        tracking.retry_run(operator, run)
+    client.force_login(operator)
+    page = client.post(reverse("console:run_retry", args=[run.pk]), follow=True).content.decode()
+    assert "Nothing to retry" in page

@@ -3,6 +3,7 @@ import io
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -146,10 +147,13 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
     list_select_related = ("collector",)
     search_fields = ("name", "sha256__exact")
     readonly_fields = [f.name for f in MediationFile._meta.fields]
-    actions = ["retry_files"]
+    actions = ["retry_files", "skip_files"]
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a received file is history: its records point to it
 
     @admin.display(description="Response file")
     def response_link(self, obj):
@@ -165,10 +169,17 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
         if not request.user.has_perm("usage.add_mediationfile"):
             messages.error(request, "You may not upload files.")
             return redirect("admin:usage_mediationfile_changelist")
+        limit = services.max_upload_bytes()
+        if request.method == "POST" and int(request.META.get("CONTENT_LENGTH") or 0) > limit + (1 << 20):
+            messages.error(request, services.upload_too_large_message(int(request.META["CONTENT_LENGTH"])))
+            return redirect("admin:usage_mediationfile_upload")
         form = UploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             collector = form.cleaned_data["collector"]
             for upload in form.cleaned_data["files"]:
+                if upload.size > limit:
+                    messages.error(request, f"{upload.name}: refused. {services.upload_too_large_message(upload.size)}")
+                    continue
                 try:
                     received = services.do_receive_file(request.user, collector, upload.name, upload.file)
                 except ValidationError as exc:
@@ -192,6 +203,16 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
         retried = len(services.do_requeue_files(request.user, queryset))
         self.message_user(request, f"{retried} failed file(s) queued again; they resume after their last batch.")
 
+    @admin.action(description="Skip selected failed files (later files go on)", permissions=["change"])
+    def skip_files(self, request, queryset):
+        for mediation_file in queryset.select_related("collector"):
+            try:
+                skipped = services.do_skip_file(request.user, mediation_file, "skipped from the file list")
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            else:
+                self.message_user(request, f"{skipped}: {skipped.error.splitlines()[0]}", messages.WARNING)
+
 
 class FileFilter(admin.SimpleListFilter):
     """The 30 latest files: a filter over a small list, never over the big table."""
@@ -203,7 +224,11 @@ class FileFilter(admin.SimpleListFilter):
         return [(f.pk, str(f)) for f in MediationFile.objects.select_related("collector").order_by("-pk")[:30]]
 
     def queryset(self, request, queryset):
-        return queryset.filter(file_id=self.value()) if self.value() else queryset
+        if not self.value():
+            return queryset
+        if not self.value().isdigit():
+            raise IncorrectLookupParameters(f"file must be a file number, not {self.value()!r}")
+        return queryset.filter(file_id=int(self.value()))
 
 
 class UsageRecordAdminBase(BigTableAdminMixin, admin.ModelAdmin):

@@ -6,6 +6,7 @@ import json
 import tempfile
 import uuid
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import connection, transaction
@@ -22,6 +23,18 @@ from .models import MediationFile, Reason, UsageCollector, UsageRecord
 
 CHUNK = 1 << 20
 REPROCESS_SELECTION = "usage_reprocess_selection"
+
+
+def max_upload_bytes() -> int:
+    return int(getattr(settings, "TOLLGATE_MAX_UPLOAD_BYTES", 64 << 20))
+
+
+def upload_too_large_message(size: int) -> str:
+    limit = max_upload_bytes()
+    return (
+        f"The upload is {size / (1 << 20):,.1f} MB; at most {limit / (1 << 20):,.0f} MB is taken here "
+        "(TOLLGATE_MAX_UPLOAD_BYTES). Split the file, or receive it with `manage.py receive`."
+    )
 
 
 class DuplicateFile(ValidationError):

@@ -117,9 +117,14 @@ class MediationFileViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
     )
     @idempotent
     def create(self, request, *args, **kwargs):
+        size = int(request.META.get("CONTENT_LENGTH") or 0)
+        if size > services.max_upload_bytes() + (1 << 20):
+            raise PayloadTooLarge(services.upload_too_large_message(size))
         upload = serializers.FileUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         data = upload.validated_data
+        if data["file"].size > services.max_upload_bytes():
+            raise PayloadTooLarge(services.upload_too_large_message(data["file"].size))
         try:
             received = services.do_receive_file(
                 request.user, data["collector"], data["file"].name, data["file"], via="api"
