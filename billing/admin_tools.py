@@ -1,7 +1,8 @@
 """Admin building blocks shared by every Tollgate app: audited saves, a paginator that does
 not count big tables, and inline formsets that check time-range overlaps between their rows."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters, messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
@@ -39,6 +40,12 @@ class BigTableAdminMixin:
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
+
+    def get_changelist_instance(self, request):
+        try:
+            return super().get_changelist_instance(request)
+        except OverflowError as exc:  # a lookup beyond 64 bits (SQLite refuses to bind it): the admin's ?e=1
+            raise IncorrectLookupParameters(exc) from exc
 
 
 class AuditedAdminMixin:

@@ -149,8 +149,11 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
         return streaming_csv(selectors.usage_csv_rows(records), f"{service.service_id}-{kind}-{suffix}.csv")
     before = None
     if request.GET.get("before_at") and request.GET.get("before_id", "").isdigit():
-        at = parse_datetime(request.GET["before_at"])
-        if at is not None:
+        try:
+            at = parse_datetime(request.GET["before_at"])
+        except ValueError:
+            at = None  # a well-formed but impossible time: the first page
+        if at is not None and int(request.GET["before_id"]) < 2**63:
             before = (at, int(request.GET["before_id"]))
     rows = selectors.service_usage(
         service, categories=chosen_categories, period=period, allowance_ids=allowance_ids, before=before

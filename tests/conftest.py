@@ -176,3 +176,20 @@ def admin_login(page, base_url: str, username: str = "op", password: str = "op-s
     page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_selector("#user-tools")
+
+
+@pytest.fixture
+def token(db):
+    from billing.api.auth import do_create_integration_client
+
+    _, key = do_create_integration_client("test", "crm")
+    return key
+
+
+@pytest.fixture
+def api(token):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client

@@ -32,19 +32,6 @@ def golden_records():
     return records
 
 
-@pytest.fixture
-def token(db):
-    _, key = do_create_integration_client("test", "crm")
-    return key
-
-
-@pytest.fixture
-def api(token):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    return client
-
-
 def ingest(api, records, key=None, code="DEMO"):
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
     return api.post(f"/api/v1/collectors/{code}/ingest/", {"records": records}, format="json", **headers)

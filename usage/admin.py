@@ -226,7 +226,7 @@ class FileFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if not self.value():
             return queryset
-        if not self.value().isdigit():
+        if not self.value().isdigit() or int(self.value()) >= 2**63:
             raise IncorrectLookupParameters(f"file must be a file number, not {self.value()!r}")
         return queryset.filter(file_id=int(self.value()))
 

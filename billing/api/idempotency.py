@@ -1,11 +1,16 @@
 """Idempotency-Key for API writes: a retry with the same key and request gets the stored response
 (header Idempotent-Replayed: true); the same key with another request is 409; a retry while the
-first is still being handled is 409 too, so two concurrent duplicates never both act."""
+first is still being handled is 409 too, so two concurrent duplicates never both act. A request
+that never finished (its worker was killed) holds its key only for
+TOLLGATE_IDEMPOTENCY_INFLIGHT_SECONDS: a retry after that runs the request."""
 
+import datetime as dt
 import functools
 import hashlib
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
@@ -45,11 +50,12 @@ def idempotent(handler):
             record = IdempotencyKey.objects.get(user=request.user, key=key)
             if record.request_hash != digest:
                 raise Conflict(f"This {HEADER} was used with a different request.") from None
-            if record.status_code is None:
+            if record.status_code is None and not _take_over(record):
                 raise Conflict(f"A request with this {HEADER} is still being handled; retry it later.") from None
-            replay = Response(record.response, status=record.status_code)
-            replay["Idempotent-Replayed"] = "true"
-            return replay
+            if record.status_code is not None:
+                replay = Response(record.response, status=record.status_code)
+                replay["Idempotent-Replayed"] = "true"
+                return replay
         try:
             response = handler(self, request, *args, **kwargs)
         except Exception:
@@ -62,3 +68,14 @@ def idempotent(handler):
         return response
 
     return wrapper
+
+
+def _take_over(record) -> bool:
+    """Claim a key whose first request has been in flight too long to be alive; one retry wins."""
+    seconds = int(getattr(settings, "TOLLGATE_IDEMPOTENCY_INFLIGHT_SECONDS", 300))
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=seconds)
+    claimed = IdempotencyKey.objects.filter(
+        pk=record.pk, status_code__isnull=True, created_at__lt=stale, created_at=record.created_at
+    ).update(created_at=now)
+    return bool(claimed)
