@@ -87,7 +87,7 @@ def test_uploads_over_the_limit_are_refused_with_a_clear_message(api, world, cli
 
 
 def test_download_names_are_safe_with_newlines_in_ids_and_names(client, operator, world, mediate):
-    f = mediate(GOLDEN, name="bad\r\nname\".csv")
+    f = mediate(GOLDEN, name='bad\r\nname".csv')
     client.force_login(operator)
     response = client.get(reverse("console:response_file", args=[f.pk]))
     assert response.status_code == 200 and "\n" not in response["Content-Disposition"]
