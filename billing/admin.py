@@ -509,6 +509,7 @@ class InvoiceAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "subtotal",
         "tax",
         "total",
+        "usage_check",
     )
     list_filter = ("status", "cycle_start")
     list_select_related = ("account",)
@@ -544,14 +545,49 @@ class InvoiceAdmin(BigTableAdminMixin, admin.ModelAdmin):
     def has_finalize_permission(self, request):
         return request.user.has_perm("billing.change_invoice")
 
+    @admin.display(description="Usage")
+    def usage_check(self, obj):
+        from .invoicing import out_of_date
+
+        if obj.status == Invoice.Status.FINAL:
+            return "final"
+        return "out of date" if out_of_date(obj) else ("current" if obj.prepared_at else "not prepared")
+
     @admin.action(
         description="Finalize selected draft invoices (marks their periods invoiced)", permissions=["finalize"]
     )
     def finalize(self, request, queryset):
-        from .invoicing import do_finalize_invoice
+        """First a confirmation page with each draft's totals and whether it can be finalized;
+        then, confirmed, each draft is numbered (or refused with its reason)."""
+        from .invoicing import do_finalize_invoice, out_of_date
 
+        drafts = list(queryset.filter(status=Invoice.Status.DRAFT).select_related("account"))
+        if request.POST.get("confirm") != "yes":
+            rows = []
+            for invoice in drafts:
+                problem = "not prepared by Main Billing yet" if invoice.prepared_at is None else out_of_date(invoice)
+                rows.append(
+                    {
+                        "invoice": invoice,
+                        "problem": problem,
+                        "subtotal": f"{invoice.subtotal:,.2f}",
+                        "tax": f"{invoice.tax:,.2f}",
+                        "total": f"{invoice.total:,.2f}",
+                    }
+                )
+            return TemplateResponse(
+                request,
+                "admin/billing/invoice/finalize_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Finalize invoices?",
+                    "rows": rows,
+                    "ready": sum(1 for row in rows if not row["problem"]),
+                    "opts": self.model._meta,
+                },
+            )
         done = []
-        for invoice in queryset.filter(status=Invoice.Status.DRAFT):
+        for invoice in drafts:
             try:
                 done.append(do_finalize_invoice(request.user, invoice).number)
             except ValidationError as exc:

@@ -129,24 +129,81 @@ def execute_main_billing(run_id: int) -> ProcessRun | None:
 
 
 def wait_for_reprocess(run: ProcessRun) -> None:
-    """Hold the run, shown as waiting, while a Reprocess run is running (anyone's)."""
+    """Hold the run, shown as waiting, while a Reprocess run is running (anyone's) or a usage file
+    received before the run started is still to be mediated: either may add usage to the cycle,
+    and a draft built before it would miss that usage."""
     poll = float(getattr(settings, "TOLLGATE_BILLING_WAIT_POLL", 1.0))
     while True:
         tracking.reap_lost_runs()
-        blocking = (
-            ProcessRun.objects.filter(kind=ProcessKind.REPROCESS, status=RunStatus.RUNNING)
-            .order_by("started_at")
-            .first()
-        )
-        if blocking is None:
+        reason = blocking_reason(run)
+        if reason is None:
             if run.status != RunStatus.RUNNING:
                 tracking.renew(run)
             return
-        reason = f"Reprocess run {blocking.pk} started by {blocking.requested_label or 'someone'}"
         if run.status != RunStatus.WAITING or run.waiting_for != reason:
             log.info("Main Billing run %s waits for %s", run.pk, reason)
         tracking.renew(run, status=RunStatus.WAITING, waiting_for=reason)
         time.sleep(poll)
+
+
+def blocking_reason(run: ProcessRun) -> str | None:
+    """What Main Billing must wait for before its next activity, in words; None: nothing."""
+    from usage.models import MediationFile
+
+    blocking = (
+        ProcessRun.objects.filter(kind=ProcessKind.REPROCESS, status=RunStatus.RUNNING).order_by("started_at").first()
+    )
+    if blocking is not None:
+        return f"Reprocess run {blocking.pk} started by {blocking.requested_label or 'someone'}"
+    files = MediationFile.objects.filter(
+        status__in=[MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING, MediationFile.Status.FAILED],
+        uploaded_at__lte=run.started_at or run.created_at,
+    ).select_related("collector")
+    waiting = list(files.order_by("uploaded_at")[:3])
+    if not waiting:
+        return None
+    count = files.count()
+    names = ", ".join(
+        f"{f}{' (failed: retry or skip it)' if f.status == MediationFile.Status.FAILED else ''}" for f in waiting
+    )
+    more = f" and {count - len(waiting)} more" if count > len(waiting) else ""
+    return f"mediation of {count} file{'s' if count != 1 else ''} received before this run: {names}{more}"
+
+
+def usage_fingerprints(cycle_start: dt.date, account_id: int | None = None) -> dict:
+    """Account id → what its usage in the cycle is now, as text: records, mediated records, their
+    charge and tax, and the highest record id. A draft keeps the one it was built from."""
+    narrow = "AND s.account_id = %s" if account_id is not None else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT s.account_id, COUNT(*), SUM(CASE WHEN u.status = 'mediated' THEN 1 ELSE 0 END),
+                   SUM(CASE WHEN u.status = 'mediated' THEN u.charge_micros ELSE 0 END),
+                   SUM(CASE WHEN u.status = 'mediated' THEN u.tax_micros ELSE 0 END), MAX(u.id)
+            FROM usage_usagerecord u
+            JOIN billing_subscriptionperiod p ON p.id = u.period_id
+            JOIN billing_service s ON s.id = p.service_id
+            WHERE p.start_date = %s {narrow}
+            GROUP BY s.account_id
+            """,
+            [cycle_start, *([account_id] if account_id is not None else [])],
+        )
+        return {row[0]: ":".join(str(v or 0) for v in row[1:]) for row in cursor.fetchall()}
+
+
+def out_of_date(invoice: Invoice) -> str | None:
+    """Why a draft no longer matches its cycle's usage, or None when it does (finals never change)."""
+    if invoice.status != Invoice.Status.DRAFT or invoice.prepared_at is None:
+        return None
+    now = usage_fingerprints(invoice.cycle_start, invoice.account_id).get(invoice.account_id, "")
+    if now == invoice.usage_fingerprint:
+        return None
+    built = (invoice.usage_fingerprint or "0:0").split(":")
+    current = (now or "0:0").split(":")
+    return (
+        f"the cycle's usage changed after the draft was built ({built[1]} mediated records then, {current[1]} now): "
+        "run Main Billing for the cycle again"
+    )
 
 
 def draft_invoices(cycle_start: dt.date):
@@ -191,6 +248,12 @@ def mapping(cycle_start: dt.date) -> tuple[int, str]:
         ]
     )
     Charge.objects.filter(invoice__in=draft_invoices(cycle_start), kind=Charge.Kind.USAGE).delete()
+    # Taken before the charges: usage that commits in between makes the draft out of date, never silently missed.
+    fingerprints = usage_fingerprints(cycle_start)
+    drafts = list(draft_invoices(cycle_start))
+    for invoice in drafts:
+        invoice.usage_fingerprint = fingerprints.get(invoice.account_id, "")
+    Invoice.objects.bulk_update(drafts, ["usage_fingerprint"], batch_size=2000)
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -374,14 +437,26 @@ def do_finalize_invoice(actor, invoice: Invoice) -> Invoice:
     active = tracking.active_run(ProcessKind.MAIN_BILLING, subject_for(invoice.cycle_start))
     if active is not None:
         raise ValidationError(f"Main Billing is {active.status} for this cycle (run {active.pk}); finalize after it.")
+    stale = out_of_date(invoice)
+    if stale:
+        raise ValidationError(f"The draft for {invoice.account} is out of date: {stale}.")
     invoice.status = Invoice.Status.FINAL
-    invoice.number = f"INV-{invoice.pk:08d}"
+    invoice.number = next_invoice_number()
     invoice.finalized_at = timezone.now()
     invoice.save(update_fields=["status", "number", "finalized_at"])
     periods = SubscriptionPeriod.objects.filter(service__account=invoice.account_id, start_date=invoice.cycle_start)
     do_set_period_status(actor, periods, SubscriptionPeriod.Status.INVOICED)
     audit.record(actor, "invoice.finalize", invoice, after={"number": invoice.number, "total": str(invoice.total)})
     return invoice
+
+
+def next_invoice_number() -> str:
+    """The series' next number, gapless: the counter row stays locked until the finalizing
+    transaction ends, and a transaction that rolls back gives its number back."""
+    from sequences import get_next_value
+
+    series = getattr(settings, "TOLLGATE_INVOICE_SERIES", "INV")
+    return f"{series}-{get_next_value(f'invoice:{series}'):08d}"
 
 
 def ended_cycles(today: dt.date, days_back: int = 7):

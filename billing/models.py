@@ -719,6 +719,14 @@ class Invoice(models.Model):
     total_micros = models.BigIntegerField(default=0)
     prepared_at = models.DateTimeField(null=True, blank=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
+    usage_fingerprint = models.CharField(
+        max_length=120,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="What the draft was built from: the cycle's records of the account (count, mediated, charge, "
+        "tax, highest id). When the usage differs now, the draft is out of date.",
+    )
 
     class Meta:
         ordering = ["-cycle_start", "account"]

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "sequences",
     "billing",
     "usage",
     "metering",
@@ -129,6 +130,8 @@ TOLLGATE_SMALL_BATCH = int(os.environ.get("TOLLGATE_SMALL_BATCH", "20000"))
 # Process runs: a running run not renewed within this many seconds lost its worker. Main Billing
 # looks this often whether the Reprocess it waits for has finished.
 TOLLGATE_RUN_LEASE_SECONDS = int(os.environ.get("TOLLGATE_RUN_LEASE_SECONDS", "3600"))
+# Invoice numbers: "<series>-<8 digits>", sequential and gapless per series (django-sequences).
+TOLLGATE_INVOICE_SERIES = os.environ.get("TOLLGATE_INVOICE_SERIES", "INV")
 TOLLGATE_BILLING_WAIT_POLL = float(os.environ.get("TOLLGATE_BILLING_WAIT_POLL", "1.0"))
 
 CACHES = {

@@ -116,7 +116,7 @@ def test_rerun_is_safe_and_finalize_locks_the_periods(billed_world, mediate):
     assert Charge.objects.filter(kind=Charge.Kind.ONE_TIME).count() == 1
 
     final = invoicing.do_finalize_invoice("test", invoice_of(s2))
-    assert final.number == f"INV-{final.pk:08d}" and final.status == Invoice.Status.FINAL
+    assert final.number == "INV-00000001" and final.status == Invoice.Status.FINAL
     assert set(SubscriptionPeriod.objects.filter(service=s2, start_date=OCTOBER).values_list("status", flat=True)) == {
         "invoiced"
     }
@@ -227,11 +227,52 @@ def test_invoice_admin_is_read_only_and_finalizes_for_operators(billed_world, cl
     page = client.get(reverse("admin:billing_invoice_change", args=[draft.pk])).content.decode()
     assert "138.990178" in page and 'name="_save"' not in page
     changelist = reverse("admin:billing_invoice_changelist")
-    client.post(changelist, {"action": "finalize", "_selected_action": [draft.pk]})
+    confirm = client.post(changelist, {"action": "finalize", "_selected_action": [draft.pk]}).content.decode()
+    draft.refresh_from_db()
+    assert draft.status == Invoice.Status.DRAFT  # first a confirmation page with the totals
+    assert "Finalize 1 invoice" in confirm and "AUD 138.99" in confirm and "Ready" in confirm
+    client.post(changelist, {"action": "finalize", "_selected_action": [draft.pk], "confirm": "yes"})
     draft.refresh_from_db()
     assert draft.status == Invoice.Status.FINAL
     client.force_login(viewer)
     other = invoice_of(billed_world["s1"])
-    client.post(changelist, {"action": "finalize", "_selected_action": [other.pk]})
+    client.post(changelist, {"action": "finalize", "_selected_action": [other.pk], "confirm": "yes"})
     other.refresh_from_db()
     assert other.status == Invoice.Status.DRAFT
+
+
+def test_a_draft_is_out_of_date_when_its_cycle_usage_changes_and_cannot_be_finalized(billed_world, mediate):
+    from django.core.exceptions import ValidationError
+
+    s2 = billed_world["s2"]
+    run_billing()
+    draft = invoice_of(s2)
+    assert draft.usage_fingerprint and invoicing.out_of_date(draft) is None
+    # Usage for the cycle arrives after the draft was built.
+    mediate(HEADER + "N1,61400000002,2026-10-21T10:00:00Z,61,,,4410000000,voice,\n", name="more.csv")
+    draft.refresh_from_db()
+    assert invoicing.out_of_date(draft).startswith("the cycle's usage changed after the draft was built (8 mediated")
+    with pytest.raises(ValidationError, match="out of date"):
+        invoicing.do_finalize_invoice("test", draft)
+    assert (
+        invoice_of(billed_world["s1"]).status == "draft"
+        and invoicing.out_of_date(invoice_of(billed_world["s1"])) is None
+    )
+    run_billing()  # rebuilt from the usage as it is now
+    draft.refresh_from_db()
+    assert invoicing.out_of_date(draft) is None and draft.usage_records == 9
+    assert invoicing.do_finalize_invoice("test", draft).number == "INV-00000001"
+
+
+def test_invoice_numbers_are_gapless_when_a_finalize_rolls_back(billed_world):
+    from django.db import transaction
+
+    run_billing()
+    first, second = invoice_of(billed_world["s1"]), invoice_of(billed_world["s2"])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert invoicing.do_finalize_invoice("test", first).number == "INV-00000001"
+        raise RuntimeError("the finalizing transaction fails after numbering")
+    first.refresh_from_db()
+    assert first.status == "draft" and first.number is None
+    assert invoicing.do_finalize_invoice("test", second).number == "INV-00000001"  # the number came back
+    assert invoicing.do_finalize_invoice("test", first).number == "INV-00000002"

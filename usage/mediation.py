@@ -121,6 +121,7 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
             for prepared in parsed_ahead(rows, connection.vendor, batch_size()):
                 number += 1
                 batch = (number, prepared)
+                tracking.test_pause("mediation")
                 for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
                     try:
                         _mediate_batch(mediation_file, collector, owner, prepared, until, run)
