@@ -179,3 +179,63 @@ def test_a_worker_killed_mid_file_resumes_to_the_same_outcome(world, monkeypatch
         reference.charge_micros,
         reference.tax_micros,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_kill_loop_at_random_points_loses_and_doubles_nothing(world, monkeypatch):
+    """kill -9 of a real worker at random points, again and again until the file completes; then
+    every record is there once, with the outcome and sums of an uninterrupted run."""
+    import random
+
+    from django.db.models import Count, Sum
+    from django_q.conf import Conf
+
+    from usage.tasks import sweep_collectors
+
+    content = usage_file(60000, 11)
+    monkeypatch.setattr(Conf, "SYNC", True)
+    reference = services.do_receive_file("test", second_collector(world), "ref.csv", io.BytesIO(content))
+    reference.refresh_from_db()
+    monkeypatch.setattr(Conf, "SYNC", False)
+    victim = services.do_receive_file("test", world["collector"], "victim.csv", io.BytesIO(content))
+    rng = random.Random(15)
+    kills = interrupted = 0
+    while MediationFile.objects.get(pk=victim.pk).status != "completed" and kills < 12:
+        lease_end = UsageCollector.objects.get(pk=world["collector"].pk).lease_until
+        if lease_end is not None:  # the killed worker's claim lapses after the lease (3 s here)
+            time.sleep(max(0.0, (lease_end - timezone.now()).total_seconds()) + 0.2)
+        cluster = start_cluster(batch=1000)
+        sweep_collectors()
+        time.sleep(rng.uniform(0.2, 3.0))
+        stop(cluster, signal.SIGKILL)
+        kills += 1
+        at_kill = MediationFile.objects.get(pk=victim.pk)
+        interrupted += at_kill.status == "processing" and 0 < at_kill.lines_done < 60000
+    if MediationFile.objects.get(pk=victim.pk).status != "completed":
+        time.sleep(3.5)
+        cluster = start_cluster(batch=1000)
+        try:
+            sweep_collectors()
+            wait_for(lambda: MediationFile.objects.get(pk=victim.pk).status == "completed", 90, "the last resume")
+        finally:
+            stop(cluster)
+    victim.refresh_from_db()
+    per_line = UsageRecord.objects.filter(file=victim).values("line_no").annotate(n=Count("id"))
+    doubled = sum(row["n"] - 1 for row in per_line if row["n"] > 1)
+    lost = reference.total_lines - per_line.count()
+    mismatched = len(set(outcome(victim)) ^ set(outcome(reference)))
+    sums = UsageRecord.objects.filter(file=victim, status="mediated").aggregate(
+        c=Sum("charge_micros"), t=Sum("tax_micros")
+    )
+    print(
+        f"kill_loop kills={kills} mid_file={interrupted} records={victim.total_lines} lost={lost} doubled={doubled} "
+        f"mismatched={mismatched} charge={sums['c']} reference_charge={reference.charge_micros}"
+    )
+    assert interrupted >= 2  # killed mid-file at least twice
+    assert (lost, doubled, mismatched) == (0, 0, 0)
+    assert (sums["c"], sums["t"]) == (reference.charge_micros, reference.tax_micros)
+    assert (victim.mediated, victim.quarantined, victim.rejected_lines) == (
+        reference.mediated,
+        reference.quarantined,
+        reference.rejected_lines,
+    )
