@@ -81,9 +81,7 @@ def file_action(request, file_id, action):
             skipped = services.do_skip_file(request.user, mediation_file, request.POST.get("reason", "").strip()[:200])
             messages.warning(request, f"{skipped}: {skipped.error.splitlines()[0]}")
         else:
-            if mediation_file.status != MediationFile.Status.FAILED:
-                raise ValidationError(f"Nothing to retry: {mediation_file} is {mediation_file.status}.")
-            services.do_requeue_files(request.user, MediationFile.objects.filter(pk=mediation_file.pk))
+            services.do_retry_file(request.user, mediation_file)
             messages.success(request, f"{mediation_file} queued again; it resumes after its last committed batch.")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))

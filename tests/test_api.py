@@ -240,6 +240,7 @@ def test_files_upload_list_and_response_file(api, world):
     process_collector_queue(world["collector"].pk)
     listed = api.get("/api/v1/files/", {"collector__code": "DEMO"}).data["results"]
     assert listed[0]["id"] == file_id and listed[0]["status"] == "completed" and listed[0]["mediated"] == 8
+    assert (listed[0]["physical_lines"], listed[0]["header_lines"], listed[0]["total_lines"]) == (17, 1, 16)
     response = api.get(f"/api/v1/files/{file_id}/response/")
     text = b"".join(response.streaming_content).decode()
     assert response["Content-Type"] == "text/csv" and "NO_SERVICE" in text

@@ -143,8 +143,12 @@ def queue_mediation_run(actor, mediation_file: MediationFile, *, expected=None, 
 
 
 def retry_mediation_run(actor, run):
-    """Queue a failed file again: it resumes after its last committed batch."""
-    mediation_file = MediationFile.objects.select_related("collector").get(pk=run.params["file"])
+    """Queue a failed run's file again: it resumes after its last committed batch."""
+    return do_retry_file(actor, MediationFile.objects.select_related("collector").get(pk=run.params["file"]), run)
+
+
+def do_retry_file(actor, mediation_file: MediationFile, retry_of=None):
+    """Queue a failed file again (its new run); anything else has nothing to retry."""
     if mediation_file.status == MediationFile.Status.REJECTED:
         raise ValidationError(
             f"{mediation_file.name} was rejected as a whole ({mediation_file.error}); send a corrected file instead."
@@ -154,7 +158,7 @@ def retry_mediation_run(actor, run):
             f"Nothing to retry: {mediation_file} is {mediation_file.get_status_display().lower()} "
             f"({mediation_file.lines_done:,} records committed)."
         )
-    return do_requeue_files(actor, MediationFile.objects.filter(pk=mediation_file.pk), retry_of=run)[0]
+    return do_requeue_files(actor, MediationFile.objects.filter(pk=mediation_file.pk), retry_of=retry_of)[0]
 
 
 @transaction.atomic

@@ -75,7 +75,20 @@ class OutcomeSerializer(serializers.Serializer):
 class CollectorSerializer(serializers.ModelSerializer):
     class Meta:
         model = UsageCollector
-        fields = ["id", "code", "name", "supplier", "format", "is_active", "late_usage_policy"]
+        fields = [
+            "id",
+            "code",
+            "name",
+            "supplier",
+            "format",
+            "is_active",
+            "late_usage_policy",
+            "multiline_fields",
+            "max_duration_seconds",
+            "max_volume_bytes",
+            "max_quantity",
+            "max_amount",
+        ]
         read_only_fields = fields
 
 
@@ -106,6 +119,10 @@ class MediationFileSerializer(serializers.ModelSerializer):
             "rejected_lines",
             "blank_lines",
             "pending",
+            "physical_lines",
+            "header_lines",
+            "continuation_lines",
+            "lines_done",
             "charge",
             "tax",
         ]
