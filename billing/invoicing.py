@@ -10,7 +10,9 @@ same day are billed together. The run's activities, each shown in the Process Co
 4. Generation OTC — one-time products (activation, equipment) starting in the cycle, once ever.
 5. Invoice preparation — each draft's totals from its charges.
 
-Before each activity the run waits while any Reprocess run is running, whoever started it. Every
+Before each activity the run waits while any Reprocess run is running, whoever started it, or a
+usage file received before it is still to be mediated. A draft keeps the usage it was built from
+(`usage_fingerprint`) and is out of date, and cannot be finalized, once that changes. Every
 activity first removes what an earlier run of the cycle wrote to the still-draft invoices, so a
 re-run never doubles a charge; final invoices are never touched. The one rounding point of
 recurring charges is `prorate` (half-up to cents); usage charges are summed exactly as rated.
@@ -110,7 +112,7 @@ def execute_main_billing(run_id: int) -> ProcessRun | None:
         tracking.progress(run, 0, cycle_usage(cycle_start).filter(status="mediated").count())
         steps = [reprocess, mapping, subscription_generation, generation_otc, prepare_invoices]
         for position, (name, step) in enumerate(zip(ACTIVITIES, steps, strict=True), start=1):
-            wait_for_reprocess(run)
+            wait_until_usage_is_settled(run)
             with tracking.activity(run, position, name) as activity:
                 tracking.test_pause(f"billing:{name}")
                 activity.records, activity.detail = step(cycle_start)
@@ -128,7 +130,7 @@ def execute_main_billing(run_id: int) -> ProcessRun | None:
     return run
 
 
-def wait_for_reprocess(run: ProcessRun) -> None:
+def wait_until_usage_is_settled(run: ProcessRun) -> None:
     """Hold the run, shown as waiting, while a Reprocess run is running (anyone's) or a usage file
     received before the run started is still to be mediated: either may add usage to the cycle,
     and a draft built before it would miss that usage."""

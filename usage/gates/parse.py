@@ -355,7 +355,7 @@ class Parser:
             value = obj.get(key)
             if isinstance(value, dict | list | bool):
                 kind = {dict: "an object", list: "an array", bool: "true/false"}[type(value)]
-                raise LineError(f"Line {line_no}: {field} ({key!r}) is {kind}, a string or number was expected")
+                raise LineError(f"Line {line_no}: {field} ({key!r}) is {kind}, a string or number was expected.")
             values[field] = "" if value is None else value
         return values
 
