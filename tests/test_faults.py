@@ -163,6 +163,7 @@ def test_no_query_parameter_on_any_page_is_a_500(client, world, mediate, django_
     failures = []
     urls = page_urls(world, admin_user)
     assert len(urls) > 30
+    print(f"malformed parameters: {len(urls)} pages x {len(MALFORMED)} parameter sets")
     for url in urls:
         for params in MALFORMED:
             try:
