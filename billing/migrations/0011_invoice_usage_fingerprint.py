@@ -4,15 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0010_cache_table'),
+        ("billing", "0010_cache_table"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='invoice',
-            name='usage_fingerprint',
-            field=models.CharField(blank=True, default='', editable=False, help_text="What the draft was built from: the cycle's records of the account (count, mediated, charge, tax, highest id). When the usage differs now, the draft is out of date.", max_length=120),
+            model_name="invoice",
+            name="usage_fingerprint",
+            field=models.CharField(
+                blank=True,
+                default="",
+                editable=False,
+                help_text="What the draft was built from: the cycle's records of the account (count, mediated, charge, tax, highest id). When the usage differs now, the draft is out of date.",
+                max_length=120,
+            ),
         ),
     ]
