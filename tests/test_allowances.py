@@ -286,3 +286,23 @@ def test_admin_rebalance_previews_then_applies(allowances, mediate, client, oper
     SubscriptionPeriod.objects.filter(service=service).update(status="invoiced")
     refused = client.post(url, {"on_date": "2026-10-15", "preview": "1"})
     assert refused.status_code == 200 and b"Invoiced periods cannot be rebalanced" in refused.content
+
+
+def test_only_records_that_end_mediated_draw_allowances(allowances, mediate):
+    """A duplicate line in the same file is quarantined: it must not take the allowance away from
+    the call after it (before the fix the duplicate drew the last 200 s and D2 paid for all 300 s)."""
+    service = allowances["customer"]("61400000010")
+    rows = [
+        ("D1", ("2026-10-05T10:00:00Z", 400, "", "612345", "voice")),
+        ("D1", ("2026-10-05T10:00:00Z", 400, "", "612345", "voice")),
+        ("D2", ("2026-10-05T11:00:00Z", 300, "", "612345", "voice")),
+    ]
+    received = mediate(usage_file("61400000010", rows))
+    assert (received.mediated, received.duplicates) == (2, 1)
+    mediated = {r.record_id: r for r in received.records.filter(status="mediated")}
+    assert mediated["D1"].included_quantity == 400
+    assert (mediated["D2"].included_quantity, mediated["D2"].charge) == (200, Decimal("0.1667"))  # 100 s at 0.10/min
+    duplicate = received.records.get(reason="DUPLICATE")
+    assert not duplicate.included_quantity and duplicate.allowance_id is None
+    plan_iv = IncludedValue.objects.order_by("pk").first()
+    assert counters(service)[("A", plan_iv.pk)] == 600

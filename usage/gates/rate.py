@@ -120,6 +120,14 @@ def allowance_slots(kind: Drawing) -> str:
     )
 
 
+# Only a record that can end mediated draws an allowance or counts toward a period's tiers: not a
+# duplicate, and one the tax gate after this one will tax (else it would take allowance away from
+# later records without the draw ever being counted).
+WILL_BE_MEDIATED = (
+    "s.is_duplicate = %(false)s AND EXISTS (SELECT 1 FROM billing_taxrule t "
+    "WHERE t.category = s.category OR t.is_default)"
+)
+
 # What the allowance passes read of a record: narrow rows, so that the passes sort and carry little.
 DRAW_COLUMNS = ("_row", "period_id", "category", "usage_type", "destination", "usage_date", "usage_at", "record_key")
 
@@ -145,7 +153,7 @@ def allowance_candidates(kind: Drawing, passes: int) -> str:
     priced = "" if kind.money else "s.rate_id IS NOT NULL AND "
     return (
         f"SELECT {', '.join(columns)} FROM {{prev}} s {' '.join(joins)} WHERE {priced}"
-        f"{wanted} > 0 AND s.period_id IN (SELECT period_id FROM {kind.slots})"
+        f"{wanted} > 0 AND s.period_id IN (SELECT period_id FROM {kind.slots}) AND {WILL_BE_MEDIATED}"
     )
 
 
@@ -398,7 +406,7 @@ def gate(
     )
 
     if period_tiers:
-        tier_key = "CASE WHEN r.tier_scope = 'period' AND r.tier_mode <> 'none' THEN r.id END"
+        tier_key = f"CASE WHEN r.tier_scope = 'period' AND r.tier_mode <> 'none' AND {WILL_BE_MEDIATED} THEN r.id END"
         tier_at = (
             "CASE WHEN s._tier_key IS NULL THEN 0 ELSE COALESCE((SELECT pt.total FROM usage_periodcounter pt "
             "WHERE pt.period_id = s.period_id AND pt.kind = 'T' AND pt.owner_id = 0 AND pt.ref_id = s._tier_key), 0) "
