@@ -58,9 +58,10 @@ def main():
         sys.exit("no DEMO collector: run python bench/mediation.py first (it builds the bench database)")
     with usage.open("rb") as raw:
         prepared = staging.prepare(connection.vendor, Parser(collector, settings.TIME_ZONE).rows(raw), args.records)
+    staging.load_file(connection, [prepared], collector.pk)
     with transaction.atomic():
         pipeline.tune_session(connection)
-        loaded = staging.load(connection, prepared, collector.pk)
+        loaded = staging.take_batch(connection, collector.pk, 0, args.records).count
         table = staging.table_name(connection, collector.pk)
         with connection.cursor() as cursor:
             for last in args.last:

@@ -306,3 +306,41 @@ def test_only_records_that_end_mediated_draw_allowances(allowances, mediate):
     assert not duplicate.included_quantity and duplicate.allowance_id is None
     plan_iv = IncludedValue.objects.order_by("pk").first()
     assert counters(service)[("A", plan_iv.pk)] == 600
+
+
+def test_a_files_charges_do_not_depend_on_the_batch_size(allowances, mediate, settings):
+    """The same 120 calls and sessions, in shuffled file order, mediated in batches of 7, 25 and
+    1,000 records: every record is charged alike, because a file's records go through the gates in
+    time order, batch after batch, and draw allowances in that order."""
+    import random
+
+    rng = random.Random(16)
+    rows = []
+    for n in range(120):
+        minute = rng.randrange(0, 60 * 24 * 20)
+        start = (dt.datetime(2026, 10, 2, tzinfo=dt.UTC) + dt.timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if n % 5 == 4:
+            rows.append((f"B{n}", (start, "", rng.randrange(1, 3 * MB), "", "data")))
+        else:
+            rows.append((f"B{n}", (start, rng.randrange(1, 400), "", rng.choice(["612345", "4420", "3312"]), "voice")))
+    rows.append(("B3", rows[3][1]))  # a duplicate line: never drawn, whatever batch it is in
+    outcomes = []
+    for size, identifier in ((7, "61400000021"), (25, "61400000022"), (1000, "61400000023")):
+        service = allowances["customer"](identifier)
+        settings.TOLLGATE_MEDIATION_BATCH = size
+        received = mediate(usage_file(identifier, rows, suffix=f"-{size}"), name=f"batch-{size}.csv")
+        assert (received.mediated, received.duplicates) == (120, 1)
+        outcomes.append(
+            {
+                (r.record_id.split("-")[0], r.status): (
+                    r.included_quantity,
+                    r.charge_micros,
+                    r.tax_micros,
+                    r.allowance_id,
+                )
+                for r in UsageRecord.objects.filter(service=service)
+            }
+        )
+        outcomes[-1]["counters"] = sorted(counters(service).items())
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    assert sum(v[1] or 0 for k, v in outcomes[0].items() if k != "counters") > 0

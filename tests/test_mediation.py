@@ -453,7 +453,10 @@ def boom(on: bool):
 
 
 def lines(*record_ids, identifier="61400000002"):
-    return HEADER + "".join(f"{r},{identifier},{T},61,,,4410000000,voice,\n" for r in record_ids)
+    """Calls a minute apart, in file order: they are mediated in that order (time order)."""
+    return HEADER + "".join(
+        f"{r},{identifier},2026-10-05T10:{i:02d}:00Z,61,,,4410000000,voice,\n" for i, r in enumerate(record_ids)
+    )
 
 
 @override_settings(TOLLGATE_MEDIATION_BATCH=2)

@@ -37,6 +37,9 @@ class LeaseLost(Exception):
     pass
 
 
+LOAD_CHUNK = 50_000  # rows a parse-ahead chunk carries into the file table
+
+
 def batch_size() -> int:
     return int(getattr(settings, "TOLLGATE_MEDIATION_BATCH", 200_000))
 
@@ -111,27 +114,32 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     # The collector's lease makes this worker the file's only one: it takes over the file's run.
     run = tracking.start_run(queue_mediation_run("mediation worker", mediation_file).pk, take_over=True)
     parser = None
-    batch = None  # the batch being written: (number, Prepared)
-    number = 0
+    batch = None  # the batch being written: (number, records done before it, size)
     try:
         source = api_view(collector) if mediation_file.source_format == "api" else collector
         parser = Parser(source, settings.TIME_ZONE)
+        # The whole file is staged first, numbered in time order: batches then go through the gates
+        # in the order records draw allowances, so charges do not depend on the batch size.
         with mediation_file.raw.open("rb") as raw:
-            rows = parser.rows(raw, skip=mediation_file.lines_done)
-            for prepared in parsed_ahead(rows, connection.vendor, batch_size()):
-                number += 1
-                batch = (number, prepared)
-                tracking.test_pause("mediation")
-                for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
-                    try:
-                        _mediate_batch(mediation_file, collector, owner, prepared, until, run)
-                        break
-                    except OperationalError as exc:
-                        if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS:
-                            raise
-                        log.warning("batch of file %s: %s; trying again (%s)", mediation_file.pk, exc, attempt)
-                        time.sleep(0.05 * attempt)
-                batch = None
+            rows = parser.rows(raw)
+            total = staging.load_file(connection, parsed_ahead(rows, connection.vendor, LOAD_CHUNK), collector.pk)
+        done, number, size = mediation_file.lines_done, 0, batch_size()
+        while done < total:
+            number += 1
+            batch = (number, done, size)
+            tracking.test_pause("mediation")
+            for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+                try:
+                    taken = _mediate_batch(mediation_file, collector, owner, done, size, until, run)
+                    break
+                except OperationalError as exc:
+                    if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS:
+                        raise
+                    log.warning("batch of file %s: %s; trying again (%s)", mediation_file.pk, exc, attempt)
+                    time.sleep(0.05 * attempt)
+            done += taken
+            batch = None
+        staging.drop_file(connection, collector.pk)
     except FileRejected as exc:
         _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
         return MediationFile.Status.REJECTED
@@ -140,7 +148,7 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     except Exception as exc:
         log.exception("mediation of file %s failed", mediation_file.pk)
         refresh_file_counts([mediation_file.pk])
-        _finish(mediation_file, MediationFile.Status.FAILED, failure_message(exc, batch, parser), run)
+        _finish(mediation_file, MediationFile.Status.FAILED, failure_message(exc, batch, parser, collector), run)
         return MediationFile.Status.FAILED
     MediationFile.objects.filter(pk=mediation_file.pk).update(
         physical_lines=parser.physical_lines,
@@ -153,11 +161,12 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     return MediationFile.Status.COMPLETED
 
 
-def failure_message(exc: Exception, batch, parser) -> str:
+def failure_message(exc: Exception, batch, parser, collector) -> str:
     """Where an unexpected failure happened, what it was, and what the operator can do."""
     if batch is not None:
-        number, prepared = batch
-        where = f"Batch {number} (lines {prepared.first_line:,}–{prepared.last_line:,}, {prepared.count:,} records)"
+        number, done, size = batch
+        taken = staging.batch_lines(connection, collector.pk, done, size)
+        where = f"Batch {number} (lines {taken.first_line:,}–{taken.last_line:,}, {taken.count:,} records)"
     elif parser is not None and parser.physical_lines:
         where = f"Reading line {parser.physical_lines:,}"
     else:
@@ -178,25 +187,27 @@ def is_transient(exc: Exception) -> bool:
     return getattr(exc.__cause__, "pgcode", None) in TRANSIENT_CODES
 
 
-def _mediate_batch(mediation_file, collector, owner, prepared, until, run) -> None:
-    """One batch in one transaction, together with the file's progress marker."""
+def _mediate_batch(mediation_file, collector, owner, done, size, until, run) -> int:
+    """The file's next batch (records `done` + 1 .. in mediation order) in one transaction, together
+    with the file's progress marker; the number of records it held."""
     started = time.monotonic()
     with transaction.atomic():
         if not claim(collector.pk, owner):
             raise LeaseLost(f"lease of collector {collector.code} lost")
         pipeline.tune_session(connection)
-        loaded = staging.load(connection, prepared, collector.pk)
-        if loaded:
+        taken = staging.take_batch(connection, collector.pk, done, size)
+        if taken.count:
             table = staging.table_name(connection, collector.pk)
             with connection.cursor() as cursor:
-                pipeline.intake(cursor, collector, mediation_file.pk, table, until, rows=loaded)
+                pipeline.intake(cursor, collector, mediation_file.pk, table, until, rows=taken.count)
             MediationFile.objects.filter(pk=mediation_file.pk).update(
-                lines_done=F("lines_done") + loaded,
+                lines_done=F("lines_done") + taken.count,
                 processing_seconds=_plus("processing_seconds", time.monotonic() - started),
             )
             if run is not None:
-                tracking.add_progress(run, loaded)
+                tracking.add_progress(run, taken.count)
         staging.drop(connection, collector.pk)
+    return taken.count
 
 
 def parsed_ahead(rows, vendor: str, size: int):

@@ -288,7 +288,7 @@ def gate_outcome(cursor, collector, file_id: int, staging_table: str, last: str 
     produced = {c for g in gates for c in g.produces}
     later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
     defaults = [f"{DEFAULTS.get(c, NULL_BIGINT)} AS {c}" for c in later]
-    source = f"SELECT line_no AS _row, {', '.join([*STAGING_SELECT, *defaults])} FROM {staging_table}"
+    source = f"SELECT line_no AS _row, first_line, {', '.join([*STAGING_SELECT, *defaults])} FROM {staging_table}"
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros")]
     _outcome(cursor, gates, source, stored, {"file_id": file_id, "collector_id": collector.pk}, small=small)
     return gates, stored

@@ -1,4 +1,6 @@
-"""Loading parsed rows into a per-batch staging table: COPY on PostgreSQL, executemany on SQLite."""
+"""Staging a file for mediation: every parsed row into a file table (COPY on PostgreSQL,
+executemany on SQLite), numbered in mediation order; then each batch into the staging table the
+gates read."""
 
 import csv
 import datetime as dt
@@ -10,6 +12,7 @@ from typing import NamedTuple
 from .pipeline import STAGING_COLUMNS
 
 STAGING_TABLE = "usage_staging"  # SQLite: a temp table. PostgreSQL: one unlogged table per collector.
+FILE_TABLE = "usage_filestage"  # the whole file's rows, in mediation order
 DDL = (
     "line_no BIGINT, record_key VARCHAR(255), record_id VARCHAR(128), identifier VARCHAR(128), "
     "usage_at {ts}, usage_date DATE, duration BIGINT, volume BIGINT, quantity BIGINT, destination VARCHAR(64), "
@@ -18,16 +21,21 @@ DDL = (
 )
 
 
+BATCH_DDL = DDL + ", first_line BIGINT"
 # The PostgreSQL tables outlive a deploy: their name carries the column list, so a new one is made when it changes.
-SHAPE = hashlib.sha1(DDL.encode()).hexdigest()[:8]
+SHAPE = hashlib.sha1(BATCH_DDL.encode()).hexdigest()[:8]
 
 
 def table_name(connection, collector_id: int) -> str:
     return f"{STAGING_TABLE}_{SHAPE}_{collector_id}" if connection.vendor == "postgresql" else STAGING_TABLE
 
 
+def file_table_name(connection, collector_id: int) -> str:
+    return f"{FILE_TABLE}_{SHAPE}_{collector_id}" if connection.vendor == "postgresql" else FILE_TABLE
+
+
 class Prepared(NamedTuple):
-    """A batch ready for `load`, and the file lines it holds (for an error that names them)."""
+    """A chunk of parsed rows ready for `load_file`."""
 
     count: int
     payload: object
@@ -35,10 +43,18 @@ class Prepared(NamedTuple):
     last_line: int | None
 
 
+class Batch(NamedTuple):
+    """A batch taken into the staging table: how many records, and the lowest and highest line."""
+
+    count: int
+    first_line: int | None
+    last_line: int | None
+
+
 def prepare(vendor: str, rows, size: int) -> Prepared:
-    """Take up to `size` rows and turn them into what `load` sends: CSV bytes for COPY, or tuples
-    for SQLite. Runs on the parse-ahead thread, so this work overlaps the database's; rows are
-    written out in small chunks, so a batch is never held as Python objects."""
+    """Take up to `size` rows and turn them into what `load_file` sends: CSV bytes for COPY, or
+    tuples for SQLite. Runs on the parse-ahead thread, so this work overlaps the database's; rows
+    are written out in small chunks, so a chunk is never held as Python objects."""
     if vendor == "postgresql":
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
@@ -59,38 +75,94 @@ def prepare(vendor: str, rows, size: int) -> Prepared:
     return Prepared(len(batch), batch, batch[0][0] if batch else None, batch[-1][0] if batch else None)
 
 
-def load(connection, prepared: Prepared, collector_id: int) -> int:
-    """Empty and fill the batch's staging table in the current transaction; return the row count.
+# The order a file's records are mediated in, batch after batch: the order they draw allowances and
+# accumulate tiers in (usage.gates.rate.TIME_ORDER), so that a file's charges do not depend on the
+# batch size. Rows without a time (parse errors) come last on both databases.
+FILE_ORDER = "CASE WHEN usage_at IS NULL THEN 1 ELSE 0 END, usage_at, COALESCE(record_key, ''), line_no"
 
-    On PostgreSQL the table is UNLOGGED and belongs to the collector (whose lease serialises its
-    use): temp tables live in small per-session buffers, which made the gates ten times slower.
-    """
-    count, payload = prepared.count, prepared.payload
-    table = table_name(connection, collector_id)
+
+def load_file(connection, chunks, collector_id: int) -> int:
+    """Load every parsed row of a file into the collector's file table, numbered (`seq`) in
+    mediation order and with each record key's first line in the file (`first_line`, for dedup
+    across the whole file whatever the batch size); the number of rows.
+
+    Scratch, outside any batch transaction: a resumed worker loads the file again, and the same
+    rows get the same numbers, so `lines_done` (rows committed, in `seq` order) says where to go on.
+    On PostgreSQL the tables are UNLOGGED and belong to the collector (whose lease serialises their
+    use): temp tables live in small per-session buffers, which made the gates ten times slower."""
+    loading, table = file_table_name(connection, collector_id) + "_in", file_table_name(connection, collector_id)
+    postgres = connection.vendor == "postgresql"
+    columns = ", ".join(STAGING_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {loading}")
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        kind = "UNLOGGED" if postgres else "TEMP"
+        cursor.execute(f"CREATE {kind} TABLE {loading} ({DDL.format(ts='TIMESTAMPTZ' if postgres else 'DATETIME')})")
+        total = 0
+        for chunk in chunks:
+            if postgres:
+                cursor.cursor.copy_expert(
+                    f"COPY {loading} ({columns}) FROM STDIN WITH (FORMAT csv)", io.BytesIO(chunk.payload), size=1 << 20
+                )
+            else:
+                placeholders = ", ".join(["%s"] * len(STAGING_COLUMNS))
+                cursor.executemany(f"INSERT INTO {loading} VALUES ({placeholders})", chunk.payload)
+            total += chunk.count
+        cursor.execute(
+            f"CREATE {kind} TABLE {table} AS SELECT {columns}, "
+            "MIN(line_no) OVER (PARTITION BY record_key) AS first_line, "
+            f"ROW_NUMBER() OVER (ORDER BY {FILE_ORDER}) AS seq FROM {loading}"
+        )
+        cursor.execute(f"DROP TABLE {loading}")
+        cursor.execute(f"CREATE INDEX {table}_seq ON {table} (seq)")
+    return total
+
+
+def take_batch(connection, collector_id: int, done: int, size: int) -> Batch:
+    """Fill the batch staging table, in the current transaction, with the file's rows `done` + 1 ..
+    `done` + `size` in mediation order."""
+    table, source = table_name(connection, collector_id), file_table_name(connection, collector_id)
+    columns = ", ".join([*STAGING_COLUMNS, "first_line"])
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} ({DDL.format(ts='TIMESTAMPTZ')})")
+            cursor.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} ({BATCH_DDL.format(ts='TIMESTAMPTZ')})")
             cursor.execute(f"TRUNCATE {table}")
-            cursor.cursor.copy_expert(
-                f"COPY {table} ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
-                io.BytesIO(payload),
-                size=1 << 20,
-            )
+        else:
+            cursor.execute(f"DROP TABLE IF EXISTS temp.{STAGING_TABLE}")
+            cursor.execute(f"CREATE TEMP TABLE {STAGING_TABLE} ({BATCH_DDL.format(ts='DATETIME')})")
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} WHERE seq > %s AND seq <= %s",
+            [done, done + size],
+        )
+        if connection.vendor == "postgresql":
             cursor.execute(f"ANALYZE {table}")
-            return count
-        cursor.execute(f"DROP TABLE IF EXISTS temp.{STAGING_TABLE}")
-        cursor.execute(f"CREATE TEMP TABLE {STAGING_TABLE} ({DDL.format(ts='DATETIME')})")
-        placeholders = ", ".join(["%s"] * len(STAGING_COLUMNS))
-        cursor.executemany(f"INSERT INTO {STAGING_TABLE} VALUES ({placeholders})", payload)
-        return count
+        cursor.execute(f"SELECT COUNT(*), MIN(line_no), MAX(line_no) FROM {table}")
+        return Batch(*cursor.fetchone())
+
+
+def batch_lines(connection, collector_id: int, done: int, size: int) -> Batch:
+    """What `take_batch` takes for these numbers, read from the file table (for an error message)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*), MIN(line_no), MAX(line_no) FROM {file_table_name(connection, collector_id)} "
+            "WHERE seq > %s AND seq <= %s",
+            [done, done + size],
+        )
+        return Batch(*cursor.fetchone())
 
 
 def drop(connection, collector_id: int):
+    """Empty the batch staging table (at the end of each batch's transaction)."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {table_name(connection, collector_id)}")
         else:
             cursor.execute(f"DROP TABLE IF EXISTS temp.{STAGING_TABLE}")
+
+
+def drop_file(connection, collector_id: int):
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {file_table_name(connection, collector_id)}")
 
 
 def _sqlite_row(row):

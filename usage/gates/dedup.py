@@ -18,11 +18,11 @@ def gate(collector, dialect: Dialect) -> Gate:
         produces=("is_duplicate",),
         steps=(
             (
+                # first_line: the key's first line in the whole file (usage.staging.load_file), so a key
+                # repeated within the file keeps its first line whatever batch either line is in.
                 f"CASE WHEN s.record_key IS NOT NULL THEN {earlier.format(col='file_id')} END AS _dup_file, "
-                "rk.first_line AS _first_line",
-                # Keys repeated within the batch, by a hash aggregate (no sort of the batch).
-                "LEFT JOIN (SELECT record_key, MIN(line_no) AS first_line FROM {prev} WHERE record_key IS NOT NULL "
-                "GROUP BY record_key HAVING COUNT(*) > 1) rk ON rk.record_key = s.record_key" + dialect.fence,
+                "s.first_line AS _first_line",
+                dialect.fence,
             ),
             (
                 f"CASE WHEN s._dup_file IS NOT NULL THEN {earlier.format(col='line_no')} END AS _dup_line, "
