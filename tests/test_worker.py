@@ -192,7 +192,7 @@ def test_kill_loop_at_random_points_loses_and_doubles_nothing(world, monkeypatch
 
     from usage.tasks import sweep_collectors
 
-    content = usage_file(60000, 11)
+    content = usage_file(30000, 11)
     monkeypatch.setattr(Conf, "SYNC", True)
     reference = services.do_receive_file("test", second_collector(world), "ref.csv", io.BytesIO(content))
     reference.refresh_from_db()
@@ -200,17 +200,29 @@ def test_kill_loop_at_random_points_loses_and_doubles_nothing(world, monkeypatch
     victim = services.do_receive_file("test", world["collector"], "victim.csv", io.BytesIO(content))
     rng = random.Random(15)
     kills = interrupted = 0
-    while MediationFile.objects.get(pk=victim.pk).status != "completed" and kills < 12:
+    while MediationFile.objects.get(pk=victim.pk).status != "completed" and kills < 8:
         lease_end = UsageCollector.objects.get(pk=world["collector"].pk).lease_until
         if lease_end is not None:  # the killed worker's claim lapses after the lease (3 s here)
             time.sleep(max(0.0, (lease_end - timezone.now()).total_seconds()) + 0.2)
+        before = MediationFile.objects.get(pk=victim.pk).lines_done
         cluster = start_cluster(batch=1000)
         sweep_collectors()
-        time.sleep(rng.uniform(0.2, 3.0))
+        if kills % 3 == 2:  # now and then while the file is still being staged, before any batch
+            time.sleep(rng.uniform(0.1, 1.0))
+        else:  # else at a random point after the worker committed another batch
+            wait_for(
+                lambda before=before: (
+                    MediationFile.objects.get(pk=victim.pk).lines_done > before
+                    or MediationFile.objects.get(pk=victim.pk).status == "completed"
+                ),
+                60,
+                "another batch",
+            )
+            time.sleep(rng.uniform(0.0, 1.0))
         stop(cluster, signal.SIGKILL)
         kills += 1
         at_kill = MediationFile.objects.get(pk=victim.pk)
-        interrupted += at_kill.status == "processing" and 0 < at_kill.lines_done < 60000
+        interrupted += at_kill.status == "processing" and 0 < at_kill.lines_done < 30000
     if MediationFile.objects.get(pk=victim.pk).status != "completed":
         time.sleep(3.5)
         cluster = start_cluster(batch=1000)

@@ -87,6 +87,12 @@ STAGES = ("parse", "classify", "dedup", "identify", "bucket", "rate", "tax")
 REPROCESSABLE = ("identify", "bucket", "rate", "tax")
 
 
+def repeats_table(vendor: str, collector_id: int) -> str:
+    """The record keys repeated within the file being mediated, with their first line: written by
+    `usage.staging.load_file`, read by the dedup gate."""
+    return f"usage_filerepeats_{collector_id}" if vendor == "postgresql" else "usage_filerepeats"
+
+
 def gates_for(collector, first: str = "parse", last: str = "tax", *, staged: str | None = None) -> list[Gate]:
     """The gates `first`..`last` as SQL; `staged`, a small batch's staging table, limits the
     allowance passes to what the batch's services need."""
@@ -95,7 +101,7 @@ def gates_for(collector, first: str = "parse", last: str = "tax", *, staged: str
     built = {
         "parse": lambda: PARSE,
         "classify": lambda: classify.gate(collector),
-        "dedup": lambda: dedup.gate(collector, dialect),
+        "dedup": lambda: dedup.gate(collector, dialect, repeats_table(connection.vendor, collector.pk)),
         "identify": lambda: identify.GATE,
         "bucket": lambda: bucket.gate(collector),
         "rate": lambda: rate.gate(dialect, default_card, **allowance_passes(staged), **features),
@@ -288,7 +294,7 @@ def gate_outcome(cursor, collector, file_id: int, staging_table: str, last: str 
     produced = {c for g in gates for c in g.produces}
     later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
     defaults = [f"{DEFAULTS.get(c, NULL_BIGINT)} AS {c}" for c in later]
-    source = f"SELECT line_no AS _row, first_line, {', '.join([*STAGING_SELECT, *defaults])} FROM {staging_table}"
+    source = f"SELECT line_no AS _row, {', '.join([*STAGING_SELECT, *defaults])} FROM {staging_table}"
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros")]
     _outcome(cursor, gates, source, stored, {"file_id": file_id, "collector_id": collector.pk}, small=small)
     return gates, stored

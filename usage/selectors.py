@@ -46,7 +46,7 @@ def accounting(f: MediationFile) -> str:
         return (
             f"{f.get_status_display()}: {f.lines_done:,} records committed = {f.mediated:,} mediated + "
             f"{f.quarantined:,} quarantined + {f.duplicates:,} duplicates + {f.rejected_lines:,} rejected + "
-            f"{f.pending:,} pending; lines after them were not mediated"
+            f"{f.pending:,} pending; the file's other records were not mediated"
         )
     return (
         f"{f.physical_lines:,} physical lines = {f.header_lines:,} header + {f.blank_lines:,} blank + "

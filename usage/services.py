@@ -176,8 +176,8 @@ def do_requeue_files(actor, files, *, retry_of=None) -> list:
 @transaction.atomic
 def do_skip_file(actor, mediation_file: MediationFile, reason: str = "") -> MediationFile:
     """An operator gives up on a failed file so that the collector's later files go on. What it
-    committed stays (and is billed); the lines after its last committed batch are not mediated,
-    and the audit row and the file's error say which."""
+    committed stays (and is billed); its other records are not mediated, and the audit row and the
+    file's error say how many were committed."""
     locked = MediationFile.objects.select_for_update().select_related("collector").get(pk=mediation_file.pk)
     if locked.status != MediationFile.Status.FAILED:
         raise ValidationError(f"Only a failed file can be skipped; {locked} is {locked.get_status_display().lower()}.")
@@ -186,7 +186,7 @@ def do_skip_file(actor, mediation_file: MediationFile, reason: str = "") -> Medi
     who = getattr(actor, "username", None) or str(actor)
     what = (
         f"Skipped by {who}{': ' + reason if reason else ''}. {locked.lines_done:,} records were committed "
-        f"({locked.mediated:,} mediated, charge {locked.charge}); the records after them are not mediated."
+        f"({locked.mediated:,} mediated, charge {locked.charge}); the file's other records are not mediated."
     )
     before = {"status": locked.status, "error": locked.error}
     MediationFile.objects.filter(pk=locked.pk).update(

@@ -9,7 +9,7 @@ import io
 from itertools import islice
 from typing import NamedTuple
 
-from .pipeline import STAGING_COLUMNS
+from .pipeline import STAGING_COLUMNS, repeats_table
 
 STAGING_TABLE = "usage_staging"  # SQLite: a temp table. PostgreSQL: one unlogged table per collector.
 FILE_TABLE = "usage_filestage"  # the whole file's rows, in mediation order
@@ -21,9 +21,8 @@ DDL = (
 )
 
 
-BATCH_DDL = DDL + ", first_line BIGINT"
 # The PostgreSQL tables outlive a deploy: their name carries the column list, so a new one is made when it changes.
-SHAPE = hashlib.sha1(BATCH_DDL.encode()).hexdigest()[:8]
+SHAPE = hashlib.sha1(DDL.encode()).hexdigest()[:8]
 
 
 def table_name(connection, collector_id: int) -> str:
@@ -83,8 +82,8 @@ FILE_ORDER = "CASE WHEN usage_at IS NULL THEN 1 ELSE 0 END, usage_at, COALESCE(r
 
 def load_file(connection, chunks, collector_id: int) -> int:
     """Load every parsed row of a file into the collector's file table, numbered (`seq`) in
-    mediation order and with each record key's first line in the file (`first_line`, for dedup
-    across the whole file whatever the batch size); the number of rows.
+    mediation order, and the keys the file repeats with their first line (`pipeline.repeats_table`,
+    for dedup across the whole file whatever the batch size); the number of rows.
 
     Scratch, outside any batch transaction: a resumed worker loads the file again, and the same
     rows get the same numbers, so `lines_done` (rows committed, in `seq` order) says where to go on.
@@ -108,11 +107,23 @@ def load_file(connection, chunks, collector_id: int) -> int:
                 placeholders = ", ".join(["%s"] * len(STAGING_COLUMNS))
                 cursor.executemany(f"INSERT INTO {loading} VALUES ({placeholders})", chunk.payload)
             total += chunk.count
+        if postgres:  # a sort of the whole file: in memory, and not worth compiling
+            cursor.execute("SET work_mem = '256MB'")
+            cursor.execute("SET jit = off")
         cursor.execute(
             f"CREATE {kind} TABLE {table} AS SELECT {columns}, "
-            "MIN(line_no) OVER (PARTITION BY record_key) AS first_line, "
             f"ROW_NUMBER() OVER (ORDER BY {FILE_ORDER}) AS seq FROM {loading}"
         )
+        repeats = repeats_table(connection.vendor, collector_id)
+        cursor.execute(f"DROP TABLE IF EXISTS {repeats}")
+        cursor.execute(
+            f"CREATE {kind} TABLE {repeats} AS SELECT record_key, MIN(line_no) AS first_line FROM {loading} "
+            "WHERE record_key IS NOT NULL GROUP BY record_key HAVING COUNT(*) > 1"
+        )
+        if postgres:
+            cursor.execute("RESET work_mem")
+            cursor.execute("RESET jit")
+            cursor.execute(f"ANALYZE {repeats}")
         cursor.execute(f"DROP TABLE {loading}")
         cursor.execute(f"CREATE INDEX {table}_seq ON {table} (seq)")
     return total
@@ -122,14 +133,14 @@ def take_batch(connection, collector_id: int, done: int, size: int) -> Batch:
     """Fill the batch staging table, in the current transaction, with the file's rows `done` + 1 ..
     `done` + `size` in mediation order."""
     table, source = table_name(connection, collector_id), file_table_name(connection, collector_id)
-    columns = ", ".join([*STAGING_COLUMNS, "first_line"])
+    columns = ", ".join(STAGING_COLUMNS)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} ({BATCH_DDL.format(ts='TIMESTAMPTZ')})")
+            cursor.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} ({DDL.format(ts='TIMESTAMPTZ')})")
             cursor.execute(f"TRUNCATE {table}")
         else:
             cursor.execute(f"DROP TABLE IF EXISTS temp.{STAGING_TABLE}")
-            cursor.execute(f"CREATE TEMP TABLE {STAGING_TABLE} ({BATCH_DDL.format(ts='DATETIME')})")
+            cursor.execute(f"CREATE TEMP TABLE {STAGING_TABLE} ({DDL.format(ts='DATETIME')})")
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} WHERE seq > %s AND seq <= %s",
             [done, done + size],
@@ -163,6 +174,7 @@ def drop(connection, collector_id: int):
 def drop_file(connection, collector_id: int):
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {file_table_name(connection, collector_id)}")
+        cursor.execute(f"DROP TABLE IF EXISTS {repeats_table(connection.vendor, collector_id)}")
 
 
 def _sqlite_row(row):

@@ -5,7 +5,7 @@ from ..sql import Dialect
 from .base import Gate
 
 
-def gate(collector, dialect: Dialect) -> Gate:
+def gate(collector, dialect: Dialect, repeats: str) -> Gate:
     # One probe of the unique index per staged record: the cost does not grow with the table. The
     # step is fenced: inlined, the probe ran again at each of the three later references to it.
     # Written `NOT e.is_duplicate`, the index's own predicate: SQLite uses a partial index only then.
@@ -18,11 +18,11 @@ def gate(collector, dialect: Dialect) -> Gate:
         produces=("is_duplicate",),
         steps=(
             (
-                # first_line: the key's first line in the whole file (usage.staging.load_file), so a key
-                # repeated within the file keeps its first line whatever batch either line is in.
                 f"CASE WHEN s.record_key IS NOT NULL THEN {earlier.format(col='file_id')} END AS _dup_file, "
-                "s.first_line AS _first_line",
-                dialect.fence,
+                "rk.first_line AS _first_line",
+                # Keys repeated within the whole file, with their first line (usage.staging.load_file):
+                # a repeated key keeps its first line whatever batch either line is in.
+                f"LEFT JOIN {repeats} rk ON rk.record_key = s.record_key" + dialect.fence,
             ),
             (
                 f"CASE WHEN s._dup_file IS NOT NULL THEN {earlier.format(col='line_no')} END AS _dup_line, "
