@@ -90,13 +90,27 @@ def load_file(connection, chunks, collector_id: int) -> int:
     On PostgreSQL the tables are UNLOGGED and belong to the collector (whose lease serialises their
     use): temp tables live in small per-session buffers, which made the gates ten times slower."""
     loading, table = file_table_name(connection, collector_id) + "_in", file_table_name(connection, collector_id)
+    repeats = repeats_table(connection.vendor, collector_id)
     postgres = connection.vendor == "postgresql"
     columns = ", ".join(STAGING_COLUMNS)
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {loading}")
-        cursor.execute(f"DROP TABLE IF EXISTS {table}")
-        kind = "UNLOGGED" if postgres else "TEMP"
-        cursor.execute(f"CREATE {kind} TABLE {loading} ({DDL.format(ts='TIMESTAMPTZ' if postgres else 'DATETIME')})")
+        if postgres:
+            # Kept per collector and emptied, not made anew for every file: no catalog churn, and no
+            # lock per file piling up in a transaction that receives many files.
+            ddl = DDL.format(ts="TIMESTAMPTZ")
+            cursor.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {loading} ({ddl})")
+            cursor.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} ({ddl}, seq BIGINT)")
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_seq ON {table} (seq)")
+            cursor.execute(
+                f"CREATE UNLOGGED TABLE IF NOT EXISTS {repeats} (record_key VARCHAR(255), first_line BIGINT)"
+            )
+            cursor.execute(f"TRUNCATE {loading}, {table}, {repeats}")
+        else:
+            for name in (loading, table, repeats):
+                cursor.execute(f"DROP TABLE IF EXISTS {name}")
+            cursor.execute(f"CREATE TEMP TABLE {loading} ({DDL.format(ts='DATETIME')})")
+            cursor.execute(f"CREATE TEMP TABLE {table} ({DDL.format(ts='DATETIME')}, seq BIGINT)")
+            cursor.execute(f"CREATE TEMP TABLE {repeats} (record_key VARCHAR(255), first_line BIGINT)")
         total = 0
         for chunk in chunks:
             if postgres:
@@ -111,21 +125,21 @@ def load_file(connection, chunks, collector_id: int) -> int:
             cursor.execute("SET work_mem = '256MB'")
             cursor.execute("SET jit = off")
         cursor.execute(
-            f"CREATE {kind} TABLE {table} AS SELECT {columns}, "
-            f"ROW_NUMBER() OVER (ORDER BY {FILE_ORDER}) AS seq FROM {loading}"
+            f"INSERT INTO {table} ({columns}, seq) SELECT {columns}, "
+            f"ROW_NUMBER() OVER (ORDER BY {FILE_ORDER}) FROM {loading}"
         )
-        repeats = repeats_table(connection.vendor, collector_id)
-        cursor.execute(f"DROP TABLE IF EXISTS {repeats}")
         cursor.execute(
-            f"CREATE {kind} TABLE {repeats} AS SELECT record_key, MIN(line_no) AS first_line FROM {loading} "
+            f"INSERT INTO {repeats} (record_key, first_line) SELECT record_key, MIN(line_no) FROM {loading} "
             "WHERE record_key IS NOT NULL GROUP BY record_key HAVING COUNT(*) > 1"
         )
         if postgres:
             cursor.execute("RESET work_mem")
             cursor.execute("RESET jit")
+            cursor.execute(f"TRUNCATE {loading}")
             cursor.execute(f"ANALYZE {repeats}")
-        cursor.execute(f"DROP TABLE {loading}")
-        cursor.execute(f"CREATE INDEX {table}_seq ON {table} (seq)")
+        else:
+            cursor.execute(f"CREATE INDEX {table}_seq ON {table} (seq)")
+            cursor.execute(f"DROP TABLE {loading}")
     return total
 
 
@@ -172,9 +186,13 @@ def drop(connection, collector_id: int):
 
 
 def drop_file(connection, collector_id: int):
+    tables = (file_table_name(connection, collector_id), repeats_table(connection.vendor, collector_id))
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {file_table_name(connection, collector_id)}")
-        cursor.execute(f"DROP TABLE IF EXISTS {repeats_table(connection.vendor, collector_id)}")
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)}")
+        else:
+            for name in tables:
+                cursor.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def _sqlite_row(row):
