@@ -124,8 +124,11 @@ LOGIN_URL = "admin:login"
 # collector's queue lasts without renewal (a killed worker's claim lapses after it).
 TOLLGATE_MEDIATION_BATCH = int(os.environ.get("TOLLGATE_MEDIATION_BATCH", "200000"))
 TOLLGATE_COLLECTOR_LEASE_SECONDS = int(os.environ.get("TOLLGATE_COLLECTOR_LEASE_SECONDS", "120"))
-# Batches up to this many records (an API request's) have their gate statement planned step by step.
-TOLLGATE_SMALL_BATCH = int(os.environ.get("TOLLGATE_SMALL_BATCH", "20000"))
+# The mediation engine's DuckDB (usage/engine): its memory limit, threads, and where what does not
+# fit in memory spills (default: the system's temp directory).
+TOLLGATE_DUCKDB_MEMORY_LIMIT = os.environ.get("TOLLGATE_DUCKDB_MEMORY_LIMIT", "1GB")
+TOLLGATE_DUCKDB_THREADS = int(os.environ.get("TOLLGATE_DUCKDB_THREADS", "2"))
+TOLLGATE_DUCKDB_TEMP_DIR = os.environ.get("TOLLGATE_DUCKDB_TEMP_DIR", "")
 
 # Process runs: a running run not renewed within this many seconds lost its worker. Main Billing
 # looks this often whether the Reprocess it waits for has finished.

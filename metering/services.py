@@ -19,7 +19,7 @@ from django.utils import timezone
 from billing import audit
 from console import tracking
 from console.models import ProcessKind
-from usage.pipeline import USAGE_WRITE_LOCK
+from usage.store import USAGE_WRITE_LOCK
 
 from .guiding import guided_input
 from .models import Meter, MeterReading, MeterType, Stream, StreamExecution

@@ -25,6 +25,7 @@ from console import tracking
 from console.models import RunStatus
 
 from . import pipeline, staging
+from .engine import duck, reference
 from .gates.parse import FileRejected, Parser, api_view
 from .models import MediationFile, UsageCollector
 from .selectors import queue_head
@@ -115,6 +116,7 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     run = tracking.start_run(queue_mediation_run("mediation worker", mediation_file).pk, take_over=True)
     parser = None
     batch = None  # the batch being written: (number, records done before it, size)
+    engine_db = duck.connect()
     try:
         source = api_view(collector) if mediation_file.source_format == "api" else collector
         parser = Parser(source, settings.TIME_ZONE)
@@ -122,7 +124,8 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
         # in the order records draw allowances, so charges do not depend on the batch size.
         with mediation_file.raw.open("rb") as raw:
             rows = parser.rows(raw)
-            total = staging.load_file(connection, parsed_ahead(rows, connection.vendor, LOAD_CHUNK), collector.pk)
+            total = staging.load_file(engine_db, parsed_ahead(rows, LOAD_CHUNK))
+        reference.load(engine_db, connection, staging.identifiers(engine_db))
         done, number, size = mediation_file.lines_done, 0, batch_size()
         while done < total:
             number += 1
@@ -130,7 +133,7 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
             tracking.test_pause("mediation")
             for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
                 try:
-                    taken = _mediate_batch(mediation_file, collector, owner, done, size, until, run)
+                    taken = _mediate_batch(engine_db, mediation_file, collector, owner, done, size, until, run)
                     break
                 except OperationalError as exc:
                     if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS:
@@ -139,7 +142,6 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
                     time.sleep(0.05 * attempt)
             done += taken
             batch = None
-        staging.drop_file(connection, collector.pk)
     except FileRejected as exc:
         _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
         return MediationFile.Status.REJECTED
@@ -148,8 +150,10 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     except Exception as exc:
         log.exception("mediation of file %s failed", mediation_file.pk)
         refresh_file_counts([mediation_file.pk])
-        _finish(mediation_file, MediationFile.Status.FAILED, failure_message(exc, batch, parser, collector), run)
+        _finish(mediation_file, MediationFile.Status.FAILED, failure_message(exc, batch, parser, engine_db), run)
         return MediationFile.Status.FAILED
+    finally:
+        engine_db.close()
     MediationFile.objects.filter(pk=mediation_file.pk).update(
         physical_lines=parser.physical_lines,
         header_lines=parser.header_lines,
@@ -161,11 +165,11 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     return MediationFile.Status.COMPLETED
 
 
-def failure_message(exc: Exception, batch, parser, collector) -> str:
+def failure_message(exc: Exception, batch, parser, engine_db) -> str:
     """Where an unexpected failure happened, what it was, and what the operator can do."""
     if batch is not None:
         number, done, size = batch
-        taken = staging.batch_lines(connection, collector.pk, done, size)
+        taken = staging.batch_lines(engine_db, done, size)
         where = f"Batch {number} (lines {taken.first_line:,}–{taken.last_line:,}, {taken.count:,} records)"
     elif parser is not None and parser.physical_lines:
         where = f"Reading line {parser.physical_lines:,}"
@@ -187,30 +191,26 @@ def is_transient(exc: Exception) -> bool:
     return getattr(exc.__cause__, "pgcode", None) in TRANSIENT_CODES
 
 
-def _mediate_batch(mediation_file, collector, owner, done, size, until, run) -> int:
+def _mediate_batch(engine_db, mediation_file, collector, owner, done, size, until, run) -> int:
     """The file's next batch (records `done` + 1 .. in mediation order) in one transaction, together
     with the file's progress marker; the number of records it held."""
     started = time.monotonic()
     with transaction.atomic():
         if not claim(collector.pk, owner):
             raise LeaseLost(f"lease of collector {collector.code} lost")
-        pipeline.tune_session(connection)
-        taken = staging.take_batch(connection, collector.pk, done, size)
+        taken = staging.take_batch(engine_db, done, size)
         if taken.count:
-            table = staging.table_name(connection, collector.pk)
-            with connection.cursor() as cursor:
-                pipeline.intake(cursor, collector, mediation_file.pk, table, until, rows=taken.count)
+            pipeline.intake(connection, engine_db, collector, mediation_file.pk, until)
             MediationFile.objects.filter(pk=mediation_file.pk).update(
                 lines_done=F("lines_done") + taken.count,
                 processing_seconds=_plus("processing_seconds", time.monotonic() - started),
             )
             if run is not None:
                 tracking.add_progress(run, taken.count)
-        staging.drop(connection, collector.pk)
     return taken.count
 
 
-def parsed_ahead(rows, vendor: str, size: int):
+def parsed_ahead(rows, size: int):
     """Yield prepared batches of `rows`, parsing the next batch on a thread while the caller's
     database statement runs (the driver releases the GIL while it waits): parse and SQL overlap
     on the machine's two cores. A parse exception is raised here, in the caller's thread."""
@@ -229,7 +229,7 @@ def parsed_ahead(rows, vendor: str, size: int):
     def work():
         try:
             while not stop.is_set():
-                prepared = staging.prepare(vendor, rows, size)
+                prepared = staging.prepare(rows, size)
                 if not put(("batch", prepared)) or prepared.count < size:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread

@@ -22,7 +22,7 @@ from console.models import ProcessKind
 from . import pipeline
 from .models import PeriodCounter, micros_to_money
 from .services import refresh_file_counts
-from .sql import dialect_for
+from .sql import is_distinct
 
 CYCLE_TABLE = "usage_rebalance_periods"
 DIFF_LINES = 1000
@@ -117,7 +117,6 @@ def do_rebalance(
         | Q(kind=PeriodCounter.Kind.TIER, ref_id__in=tiered_rates)
     ).delete()
     with connection.cursor() as cursor:
-        pipeline.tune_session(connection)
         cursor.execute(f"DROP TABLE IF EXISTS {CYCLE_TABLE}")
         cursor.execute(f"CREATE TEMP TABLE {CYCLE_TABLE} (id BIGINT PRIMARY KEY)")
         cursor.executemany(f"INSERT INTO {CYCLE_TABLE} (id) VALUES (%s)", [(pk,) for pk in period_ids])
@@ -192,8 +191,9 @@ def _compare(cursor, table: str, result: RebalanceResult) -> None:
     records are written."""
     old = "CASE WHEN _old_status = 'mediated' THEN _old_charge_micros ELSE 0 END"
     new = "CASE WHEN status = 'mediated' THEN charge_micros ELSE 0 END"
-    dialect = dialect_for(connection)
-    differs = " OR ".join(dialect.is_distinct(f"_old_{c}", c) for c in ("status", "charge_micros", "included_quantity"))
+    differs = " OR ".join(
+        is_distinct(connection.vendor, f"_old_{c}", c) for c in ("status", "charge_micros", "included_quantity")
+    )
     cursor.execute(
         f"SELECT COALESCE(SUM({old}), 0), COALESCE(SUM({new}), 0), "
         f"COALESCE(SUM(CASE WHEN {differs} THEN 1 ELSE 0 END), 0) FROM {table}"

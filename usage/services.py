@@ -278,7 +278,6 @@ def do_reprocess_records(actor, records) -> dict:
     selected = UsageRecord.objects.filter(pk__in=RawSQL(f"SELECT id FROM {REPROCESS_SELECTION}", []))
     collectors = {c.pk: c for c in UsageCollector.objects.filter(pk__in={g[0] for g in groups})}
     file_ids = set(selected.values_list("file_id", flat=True).distinct())
-    pipeline.tune_session(connection)
     for collector_id, stage in groups:
         first = "rate" if stage == "tax" else stage
         # stage: our own name. Written as EXISTS: for an IN list SQLite guesses a handful of rows and then
@@ -313,7 +312,6 @@ def do_advance_stage(actor, stage: str, *, collector=None, include_quarantined=F
     if collector is not None:
         waiting = waiting.filter(collector=collector)
     total = 0
-    pipeline.tune_session(connection)
     for collector_id in waiting.values_list("collector_id", flat=True).distinct():
         chosen = waiting.filter(collector_id=collector_id)
         file_ids = set(chosen.values_list("file_id", flat=True).distinct())

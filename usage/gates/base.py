@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Gate:
-    """One mediation gate as SQL.
+    """One mediation gate as DuckDB SQL (parameters as `$name`, from `params`).
 
     `steps` are SELECT lists with joins: each becomes `SELECT s.*, <select> FROM <previous> s <joins>`,
     so a gate only adds columns (names starting with `_` are scratch and never stored). `ok` says,
@@ -11,8 +11,6 @@ class Gate:
     `produces` are the record columns the gate sets: a chain that starts at this gate recomputes them.
     A step whose select list is `@name` defines a side table `name` (its joins are the query, which
     may read `{prev}`) for later steps to join, without adding columns.
-    A step whose joins end with the dialect's `fence` is computed once per record: inlined, its costly
-    expressions (an index probe, the exact charge arithmetic) would run again at every later reference.
     `counters` are what the gate's records add to their period's counters (`PeriodCounter`): tuples
     of (kind, owner column, ref column, quantity column) over the gate's output.
     """

@@ -21,13 +21,12 @@ def gate(collector) -> Gate:
             ),
             (
                 "CASE WHEN s._found_status = 'open' THEN s._found_period "
-                f"WHEN s._found_period IS NOT NULL AND %(late_policy)s = 'roll_forward' THEN {next_open} "
+                f"WHEN s._found_period IS NOT NULL AND $late_policy = 'roll_forward' THEN {next_open} "
                 "END AS period_id",
                 "",
             ),
             (
-                "CASE WHEN s.period_id IS NOT NULL AND s._found_status <> 'open' THEN %(true)s ELSE %(false)s END "
-                "AS is_late",
+                "CASE WHEN s.period_id IS NOT NULL AND s._found_status <> 'open' THEN TRUE ELSE FALSE END AS is_late",
                 "",
             ),
         ),
@@ -35,7 +34,7 @@ def gate(collector) -> Gate:
         reason="CASE WHEN _found_period IS NOT NULL THEN 'LATE_CLOSED_PERIOD' ELSE 'NO_PERIOD' END",
         message=(
             "CASE WHEN _found_period IS NOT NULL THEN 'The period containing ' || usage_at || ' is ' || "
-            "_found_status || (CASE WHEN %(late_policy)s = 'roll_forward' THEN ' and the service has no later open "
+            "_found_status || (CASE WHEN $late_policy = 'roll_forward' THEN ' and the service has no later open "
             "period' ELSE '' END) ELSE 'The service has no subscription period containing ' || usage_at END"
         ),
         params={"late_policy": collector.late_usage_policy if collector else "quarantine"},

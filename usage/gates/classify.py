@@ -10,8 +10,8 @@ def gate(collector) -> Gate:
     for i, (usage_type, category) in enumerate(sorted(rules.items())):
         params[f"classify_t{i}"] = usage_type
         params[f"classify_c{i}"] = category
-        whens.append(f"WHEN %(classify_t{i})s THEN %(classify_c{i})s")
-    expr = f"CASE s.usage_type {' '.join(whens)} ELSE %(classify_default)s END" if whens else "%(classify_default)s"
+        whens.append(f"WHEN $classify_t{i} THEN $classify_c{i}")
+    expr = f"CASE s.usage_type {' '.join(whens)} ELSE $classify_default END" if whens else "$classify_default"
     return Gate(
         name="classify",
         produces=("category",),

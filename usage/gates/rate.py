@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from billing.models import UNIT_BASE_SIZE
 
-from ..sql import decimal_step
+from ..sql import bigint, decimal_step, exact, micros, round_div, seconds_of_day
 from .base import Gate
 
 UNIT_BASE = " ".join(f"WHEN '{unit}' THEN {size}" for unit, size in UNIT_BASE_SIZE.items())
@@ -39,14 +39,12 @@ QUANTITY_OF_UNIT = (
 )
 
 
-def rate_patterns(dialect) -> str:
-    """Rates with a zone become one row per zone prefix, matched like a prefix of that length. Fenced:
-    the patterns are joined to the records as one small set, so the prefix test filters the record
-    and rate pairs at once, before any time band or holiday is looked up."""
+def rate_patterns() -> str:
+    """Rates with a zone become one row per zone prefix, matched like a prefix of that length."""
     return (
         "(SELECT r.*, COALESCE(zp.prefix, r.destination_prefix) AS match_prefix FROM billing_rate r "
         "LEFT JOIN billing_zoneprefix zp ON zp.zone_id = r.zone_id WHERE r.zone_id IS NULL OR zp.id IS NOT NULL"
-        f"{dialect.fence})"
+        ")"
     )
 
 
@@ -68,7 +66,7 @@ CARDS_OF_RECORD = (
     "AND (sub.ends_on IS NULL OR sub.ends_on >= k.usage_date) "
     "LEFT JOIN billing_product pr ON pr.id = sub.product_id LEFT JOIN billing_plan pl ON pl.id = sub.plan_id "
     "WHERE COALESCE(pr.rate_card_id, pl.rate_card_id) IS NOT NULL "
-    f"UNION ALL SELECT {RECORD}, 3, CAST(NULL AS DATE), CAST(%(default_card)s AS BIGINT) FROM {{prev}} k "
+    f"UNION ALL SELECT {RECORD}, 3, CAST(NULL AS DATE), CAST($default_card AS BIGINT) FROM {{prev}} k "
     "WHERE k.service_id IS NOT NULL"
 )
 
@@ -124,8 +122,7 @@ def allowance_slots(kind: Drawing) -> str:
 # duplicate, and one the tax gate after this one will tax (else it would take allowance away from
 # later records without the draw ever being counted).
 WILL_BE_MEDIATED = (
-    "s.is_duplicate = %(false)s AND EXISTS (SELECT 1 FROM billing_taxrule t "
-    "WHERE t.category = s.category OR t.is_default)"
+    "s.is_duplicate = FALSE AND EXISTS (SELECT 1 FROM billing_taxrule t WHERE t.category = s.category OR t.is_default)"
 )
 
 # What the allowance passes read of a record: narrow rows, so that the passes sort and carry little.
@@ -200,18 +197,18 @@ def first_drawn(kind: Drawing, passes: int) -> str:
     return " ".join(f"WHEN s.{kind.col('inc', j)} > 0 THEN s.{kind.col('iv', j)}" for j in range(1, passes + 1))
 
 
-def best_rates(dialect, candidates: str, key: tuple[str, ...], same_unit: bool = False) -> str:
+def best_rates(candidates: str, key: tuple[str, ...], same_unit: bool = False) -> str:
     """The best rate (`rate_id`) per `key` among `candidates`: rows of a record (or part of one) with
     the card that may price it (owner, in precedence order prio then expires), its category, usage
     type, destination, date, local weekday and seconds. Within the first card with a match: longest
     prefix, exact usage type, banded over unbanded, lowest id. `same_unit`: only rates quoted in the
     candidate's `unit` (parts of a split call)."""
-    band_start = dialect.seconds_of_day("b.starts")
-    band_end = dialect.seconds_of_day("b.ends")
+    band_start = seconds_of_day("b.starts")
+    band_end = seconds_of_day("b.ends")
     day = "CASE WHEN h.id IS NULL THEN CAST(c.local_weekday AS CHAR(1)) ELSE 'H' END"
     at = "c.local_seconds"
     in_band = (
-        f"({dialect.contains('b.days', day)} AND CASE "
+        f"(strpos(b.days, {day}) > 0 AND CASE "
         f"WHEN {band_start} < {band_end} THEN {at} >= {band_start} AND {at} < {band_end} "
         f"WHEN {band_start} > {band_end} THEN {at} >= {band_start} OR {at} < {band_end} ELSE 1 = 1 END)"
     )
@@ -223,7 +220,7 @@ def best_rates(dialect, candidates: str, key: tuple[str, ...], same_unit: bool =
         "CASE WHEN r.usage_type = '' THEN 1 ELSE 0 END, CASE WHEN r.time_band_id IS NULL THEN 1 ELSE 0 END, r.id) "
         "AS rank "
         f"FROM ({candidates}) c "
-        f"JOIN {rate_patterns(dialect)} r "
+        f"JOIN {rate_patterns()} r "
         "ON COALESCE(r.rate_card_id, -r.service_id) = c.owner AND r.category = c.category "
         "AND (r.usage_type = c.usage_type OR r.usage_type = '') "
         "AND substr(c.destination, 1, length(r.match_prefix)) = r.match_prefix "
@@ -237,38 +234,37 @@ def best_rates(dialect, candidates: str, key: tuple[str, ...], same_unit: bool =
 TIME_UNITS = "('second', 'minute', 'hour')"
 
 
-def band_split_steps(dialect) -> tuple:
+def band_split_steps() -> tuple:
     """A call on a card that splits at time bands is cut at the card's band edges (and midnight)
     within the day it starts and the next; each part is priced at the rate its start matches, in the
     unit of the call's own rate. The rated quantity's rounding (increments) falls in the last part,
     and allowances cover the call from its start, so the charged quantity is the tail of the call.
     Adds `_split`: the sum of charged part quantity x part price (micro-units over the unit)."""
     edges = " UNION ".join(
-        f"SELECT r.rate_card_id AS card_id, {dialect.seconds_of_day(f'b.{end}')} AS edge FROM billing_rate r "
+        f"SELECT r.rate_card_id AS card_id, {seconds_of_day(f'b.{end}')} AS edge FROM billing_rate r "
         "JOIN billing_timeband b ON b.id = r.time_band_id JOIN billing_ratecard c ON c.id = r.rate_card_id "
-        "WHERE c.split_time_bands = %(true)s"
+        "WHERE c.split_time_bands = TRUE"
         for end in ("starts", "ends")
     )
     edge = "(e.edge + d.day * 86400)"
     parts_in_order = "PARTITION BY c._row ORDER BY c._part"
     part_rates = best_rates(
-        dialect,
         "SELECT p._row, p._part, p.category, p.usage_type, p.destination, p.unit, "
-        f"{dialect.add_days('p.usage_date', 'p._day')} AS usage_date, "
-        "((p.local_weekday + p._day - 1) %% 7) + 1 AS local_weekday, p._part - p._day * 86400 AS local_seconds, "
+        "(p.usage_date + p._day) AS usage_date, "
+        "((p.local_weekday + p._day - 1) % 7) + 1 AS local_weekday, p._part - p._day * 86400 AS local_seconds, "
         "0 AS prio, CAST(NULL AS DATE) AS expires, p.card_id AS owner FROM band_parts p",
         ("_row", "_part"),
         same_unit=True,
     )
-    price = dialect.exact(dialect.micros("r.price_per_unit"))
+    price = exact(micros("r.price_per_unit"))
     return (
-        ("@band_edges", f"{edges} UNION SELECT c.id, 0 FROM billing_ratecard c WHERE c.split_time_bands = %(true)s"),
+        ("@band_edges", f"{edges} UNION SELECT c.id, 0 FROM billing_ratecard c WHERE c.split_time_bands = TRUE"),
         (
             "@split_calls",
             "SELECT k._row, r.id AS start_rate, r.rate_card_id AS card_id, r.unit, k.category, k.usage_type, "
             "k.destination, k.usage_date, k.local_weekday, k.local_seconds, k.duration, k.rated_quantity, "
             "k._chargeable FROM {prev} k JOIN billing_rate r ON r.id = k.rate_id "
-            "JOIN billing_ratecard c ON c.id = r.rate_card_id AND c.split_time_bands = %(true)s "
+            "JOIN billing_ratecard c ON c.id = r.rate_card_id AND c.split_time_bands = TRUE "
             f"WHERE r.unit IN {TIME_UNITS} AND r.tier_mode = 'none' AND k._chargeable > 0 AND k.duration > 0",
         ),
         (
@@ -297,7 +293,7 @@ def band_split_steps(dialect) -> tuple:
         ),
         (
             "sp._split AS _split",
-            f"LEFT JOIN (SELECT pc._row, SUM({dialect.exact('pc._charged')} * {price}) AS _split "
+            f"LEFT JOIN (SELECT pc._row, SUM({exact('pc._charged')} * {price}) AS _split "
             "FROM part_charges pc LEFT JOIN part_rates pr ON pr._row = pc._row AND pr._part = pc._part "
             "JOIN billing_rate r ON r.id = COALESCE(pr.rate_id, pc.start_rate) GROUP BY pc._row) sp "
             "ON sp._row = s._row",
@@ -306,7 +302,6 @@ def band_split_steps(dialect) -> tuple:
 
 
 def gate(
-    dialect,
     default_card_id,
     *,
     allowance_passes: int = 0,
@@ -318,7 +313,7 @@ def gate(
     """`allowance_passes`, `money_passes`: the most quantity and money allowances a service can have
     (one drawing pass each); `split_bands`: whether a card splits calls at time bands; `tiers`, `period_tiers`:
     whether any rate has tiers, and counts them over the period (else those steps are left out)."""
-    best_rate = f"LEFT JOIN ({best_rates(dialect, CARDS_OF_RECORD, ('_row',))}) best ON best._row = s._row"
+    best_rate = f"LEFT JOIN ({best_rates(CARDS_OF_RECORD, ('_row',))}) best ON best._row = s._row"
     # A discount is of one service or of one account (a check constraint): two equality joins, which
     # hash, instead of one join on `service OR account`, which compares every record with every discount.
     discounts_of_records = " UNION ALL ".join(
@@ -338,21 +333,21 @@ def gate(
     first = "COALESCE(r.first_increment, r.increment)"
     rated = (
         f"CASE WHEN s._qty <= 0 THEN 0 WHEN s._qty <= {first} THEN {first} "
-        f"ELSE {first} + ((s._qty - {first} + r.increment - 1) / r.increment) * r.increment END"
+        f"ELSE {first} + ((s._qty - {first} + r.increment - 1) // r.increment) * r.increment END"
     )
-    x = dialect.exact
+    x = exact
     unit = x(f"CASE r.unit {UNIT_BASE} END")
-    price = x(dialect.micros("r.price_per_unit"))
+    price = x(micros("r.price_per_unit"))
     charged = "s._chargeable"
 
     # Tiers: the chargeable quantity occupies positions [s._tier_at, s._tier_at + chargeable) of the
     # rate's tier bands [lo, hi) (base units, the rate's own price below its first tier).
     tier_bands = (
         "(SELECT rate_id, lo, LEAD(lo) OVER (PARTITION BY rate_id ORDER BY lo) AS hi, price FROM ("
-        f"SELECT r.id AS rate_id, 0 AS lo, {dialect.micros('r.price_per_unit')} AS price FROM billing_rate r "
+        f"SELECT r.id AS rate_id, 0 AS lo, {micros('r.price_per_unit')} AS price FROM billing_rate r "
         "WHERE r.tier_mode <> 'none' UNION ALL "
         f"SELECT t.rate_id, CAST(ROUND(t.from_quantity * CASE r.unit {UNIT_BASE} END) AS BIGINT), "
-        f"{dialect.micros('t.price_per_unit')} FROM billing_ratetier t JOIN billing_rate r ON r.id = t.rate_id "
+        f"{micros('t.price_per_unit')} FROM billing_ratetier t JOIN billing_rate r ON r.id = t.rate_id "
         "WHERE r.tier_mode <> 'none') bands)"
     )
     start, end = "k._tier_at", "(k._tier_at + k._chargeable)"
@@ -376,16 +371,15 @@ def gate(
         f"ELSE {x(charged)} * {price} END"
     )
     # Priced in two steps. The first looks up the rate, card and discount and computes the amount before
-    # bounds, the bounds and the rounding inputs, once per record (fenced); the second bounds, discounts
-    # and rounds, referring to them several times (inlined, each reference recomputed the arithmetic).
+    # bounds, the bounds and the rounding inputs; the second bounds, discounts and rounds.
     pricing_inputs = (
-        f"({x(dialect.micros('r.connect_fee'))} * {unit} + {amount}) AS _base, "
-        f"CASE WHEN r.minimum_charge IS NOT NULL THEN {x(dialect.micros('r.minimum_charge'))} * {unit} END AS _low, "
-        f"CASE WHEN r.maximum_charge IS NOT NULL THEN {x(dialect.micros('r.maximum_charge'))} * {unit} END AS _high, "
+        f"({x(micros('r.connect_fee'))} * {unit} + {amount}) AS _base, "
+        f"CASE WHEN r.minimum_charge IS NOT NULL THEN {x(micros('r.minimum_charge'))} * {unit} END AS _low, "
+        f"CASE WHEN r.maximum_charge IS NOT NULL THEN {x(micros('r.maximum_charge'))} * {unit} END AS _high, "
         f"{unit} AS _unit, {x(decimal_step('COALESCE(c.rounding_decimals, dc.rounding_decimals, 4)'))} AS _step, "
         "COALESCE(c.rounding_mode, dc.rounding_mode, 'half_up') AS _mode, d.kind AS _discount_kind, "
-        f"{x(dialect.micros('d.amount_per_unit'))} AS _discount_per_unit, "
-        f"{x(dialect.bigint('ROUND(d.percent * 100)'))} AS _discount_hundredths"
+        f"{x(micros('d.amount_per_unit'))} AS _discount_per_unit, "
+        f"{x(bigint('ROUND(d.percent * 100)'))} AS _discount_hundredths"
     )
     bounded = (
         "(CASE WHEN s._low IS NOT NULL AND s._base < s._low THEN s._low "
@@ -395,7 +389,7 @@ def gate(
     less_unit_discount = f"{bounded} - {x(charged)} * s._discount_per_unit"
 
     def rounded(num, den):
-        return f"{dialect.round_div(num, f'{den} * s._step', 's._mode')} * s._step"
+        return f"{round_div(num, f'{den} * s._step', 's._mode')} * s._step"
 
     by_percent = rounded(f"{bounded} * (10000 - s._discount_hundredths)", "s._unit * 10000")
     by_unit = f"CASE WHEN {less_unit_discount} <= 0 THEN 0 ELSE {rounded(less_unit_discount, 's._unit')} END"
@@ -457,13 +451,13 @@ def gate(
                 "",
             ),
             *tier_steps,
-            *(band_split_steps(dialect) if split_bands else (("CAST(NULL AS BIGINT) AS _split", ""),)),
+            *(band_split_steps() if split_bands else (("CAST(NULL AS BIGINT) AS _split", ""),)),
             ("tt._tiered AS _tiered", tiered) if tiers else ("CAST(NULL AS BIGINT) AS _tiered", ""),
             (
                 pricing_inputs,
                 "LEFT JOIN billing_rate r ON r.id = s.rate_id LEFT JOIN billing_ratecard c ON c.id = r.rate_card_id "
-                "LEFT JOIN billing_ratecard dc ON dc.id = %(default_card)s "
-                "LEFT JOIN billing_discount d ON d.id = s.discount_id" + dialect.fence,
+                "LEFT JOIN billing_ratecard dc ON dc.id = $default_card "
+                "LEFT JOIN billing_discount d ON d.id = s.discount_id",
             ),
             (
                 f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s.rated_quantity IS NOT NULL THEN {charge} END "
@@ -475,7 +469,7 @@ def gate(
                 "s._priced - s._mleft AS included_micros, s._mleft AS charge_micros, "
                 f"CASE WHEN s._qallowance IS NOT NULL THEN s._qallowance {first_drawn(MONEY, money_passes)} END "
                 "AS allowance_id",
-                dialect.fence,  # the charge arithmetic once per record (later steps refer to it several times)
+                "",
             ),
         ),
         ok="charge_micros IS NOT NULL",

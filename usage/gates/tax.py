@@ -1,16 +1,14 @@
 """Tax: the rule for the record's category, else the default rule. Tax is computed from the rounded
 charge and rounded half-up to the same decimals; the final charge is charge + tax."""
 
-from ..sql import decimal_step
+from ..sql import bigint, decimal_step, exact, round_div
 from .base import Gate
 
 
-def gate(dialect, default_tax_id, default_card_id) -> Gate:
-    percent_millis = dialect.bigint("ROUND(COALESCE(tc.percent, td.percent) * 1000)")
-    step = dialect.exact(decimal_step("s._tax_decimals"))
-    tax = dialect.round_div(
-        f"{dialect.exact('s.charge_micros')} * {dialect.exact('s._tax_millis')}", f"100000 * {step}", "'half_up'"
-    )
+def gate(default_tax_id, default_card_id) -> Gate:
+    percent_millis = bigint("ROUND(COALESCE(tc.percent, td.percent) * 1000)")
+    step = exact(decimal_step("s._tax_decimals"))
+    tax = round_div(f"{exact('s.charge_micros')} * {exact('s._tax_millis')}", f"100000 * {step}", "'half_up'")
     return Gate(
         name="tax",
         produces=("tax_micros",),
@@ -19,16 +17,12 @@ def gate(dialect, default_tax_id, default_card_id) -> Gate:
                 f"{percent_millis} AS _tax_millis, "
                 "COALESCE(rc.rounding_decimals, dc.rounding_decimals, 6) AS _tax_decimals",
                 "LEFT JOIN billing_taxrule tc ON tc.category = s.category "
-                "LEFT JOIN billing_taxrule td ON td.id = %(default_tax)s "
+                "LEFT JOIN billing_taxrule td ON td.id = $default_tax "
                 "LEFT JOIN billing_rate tr ON tr.id = s.rate_id "
                 "LEFT JOIN billing_ratecard rc ON rc.id = tr.rate_card_id "
-                "LEFT JOIN billing_ratecard dc ON dc.id = %(default_card)s",
+                "LEFT JOIN billing_ratecard dc ON dc.id = $default_card",
             ),
-            # Fenced: the tax arithmetic once per record (the outcome refers to it several times).
-            (
-                f"CASE WHEN s._tax_millis IS NOT NULL THEN {dialect.bigint(f'{tax} * {step}')} END AS tax_micros",
-                dialect.fence,
-            ),
+            (f"CASE WHEN s._tax_millis IS NOT NULL THEN {bigint(f'{tax} * {step}')} END AS tax_micros", ""),
         ),
         ok="tax_micros IS NOT NULL",
         reason="'NO_TAX'",

@@ -1,0 +1,142 @@
+"""DuckDB inside the worker: one in-memory database per file or reprocess, and the moves of rows
+between it and the store.
+
+Store → DuckDB: PostgreSQL COPYs a query out as CSV (empty strings quoted, NULLs bare); SQLite rows
+go as JSON lines (null and "" stay apart). DuckDB → store: PostgreSQL COPYs DuckDB's CSV in; SQLite
+gets the rows by executemany. Times are UTC without zone inside DuckDB (TIMESTAMP).
+"""
+
+import datetime as dt
+import decimal
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+
+import duckdb
+from django.conf import settings
+from django.db import models
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB for one unit of work, bounded by `TOLLGATE_DUCKDB_MEMORY_LIMIT` and
+    `TOLLGATE_DUCKDB_THREADS`; what does not fit spills to `TOLLGATE_DUCKDB_TEMP_DIR`."""
+    config = {
+        "memory_limit": str(getattr(settings, "TOLLGATE_DUCKDB_MEMORY_LIMIT", "1GB")),
+        "threads": int(getattr(settings, "TOLLGATE_DUCKDB_THREADS", 2)),
+        "temp_directory": str(getattr(settings, "TOLLGATE_DUCKDB_TEMP_DIR", "") or tempfile.gettempdir()),
+        "autoinstall_known_extensions": False,  # no extension is needed, nor fetched
+        "autoload_known_extensions": False,
+    }
+    return duckdb.connect(":memory:", config=config)
+
+
+def duck_type(field) -> str:
+    """The DuckDB type of a model field's column (foreign keys as their id)."""
+    if field.is_relation:
+        return "BIGINT"
+    kind = field.get_internal_type()
+    if kind == "DecimalField":
+        return f"DECIMAL({min(field.max_digits, 38)},{field.decimal_places})"
+    return {
+        "BooleanField": "BOOLEAN",
+        "DateField": "DATE",
+        "DateTimeField": "TIMESTAMP",
+        "TimeField": "TIME",
+        "FloatField": "DOUBLE",
+    }.get(kind, "BIGINT" if "Integer" in kind or "AutoField" in kind else "VARCHAR")
+
+
+def model_columns(model: type[models.Model]) -> dict[str, str]:
+    return {f.column: duck_type(f) for f in model._meta.concrete_fields}
+
+
+@contextmanager
+def scratch_file(suffix: str):
+    handle, path = tempfile.mkstemp(prefix="tollgate-", suffix=suffix, dir=settings.TOLLGATE_DUCKDB_TEMP_DIR or None)
+    os.close(handle)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def load_query(duck, connection, name: str, columns: dict[str, str], query: str, params=()) -> int:
+    """Create DuckDB table `name` (`columns`: name → DuckDB type, in the query's order) from a store
+    query, and return its row count. TIMESTAMP columns must come out of the query in UTC (use
+    `utc()` around them)."""
+    spec = "{" + ", ".join(f"{quote(c)}: {quote(t)}" for c, t in columns.items()) + "}"
+    with scratch_file(".data") as path:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                sql = cursor.mogrify(query, params).decode()
+                with open(path, "wb") as out:
+                    cursor.cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", out, size=1 << 20)
+                reader = (
+                    f"read_csv({quote(path)}, header=false, columns={spec}, allow_quoted_nulls=false, "
+                    "auto_detect=false)"
+                )
+            else:
+                cursor.execute(query, params)
+                names = list(columns)
+                with open(path, "w", encoding="utf-8") as out:
+                    while rows := cursor.fetchmany(10_000):
+                        out.writelines(
+                            json.dumps(dict(zip(names, row, strict=True)), default=_json) + "\n" for row in rows
+                        )
+                reader = f"read_json({quote(path)}, format='newline_delimited', columns={spec})"
+        duck.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {reader}")
+    return duck.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
+
+
+def _json(value):
+    if isinstance(value, decimal.Decimal | dt.date | dt.time | dt.datetime):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def utc(connection, column: str) -> str:
+    """A timestamp column as UTC without zone, as DuckDB reads it."""
+    return f"({column} AT TIME ZONE 'UTC')" if connection.vendor == "postgresql" else column
+
+
+def empty_table(duck, name: str, columns: dict[str, str]) -> None:
+    duck.execute(f"CREATE OR REPLACE TABLE {name} ({', '.join(f'{c} {t}' for c, t in columns.items())})")
+
+
+def store_rows(duck, connection, select: str, table: str, columns: list[str], *, timestamps=()) -> int:
+    """Write the rows of a DuckDB SELECT (columns in `columns` order) into store table `table`; how
+    many. `timestamps`: the TIMESTAMP columns (UTC), written with their zone or as Django's SQLite text."""
+    exprs = [_out_timestamp(c, connection.vendor) if c in timestamps else c for c in columns]
+    query = f"SELECT {', '.join(exprs)} FROM ({select}) AS out_rows"
+    names = ", ".join(columns)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with scratch_file(".csv") as path:
+                duck.execute(f"COPY ({query}) TO {quote(path)} (FORMAT csv, HEADER false)")
+                with open(path, "rb") as data:
+                    cursor.cursor.copy_expert(
+                        f"COPY {table} ({names}) FROM STDIN WITH (FORMAT csv)", data, size=1 << 20
+                    )
+                return cursor.cursor.rowcount
+        result = duck.execute(query)
+        placeholders = ", ".join(["%s"] * len(columns))
+        count = 0
+        while rows := result.fetchmany(20_000):
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", rows)
+            count += len(rows)
+        return count
+
+
+def _out_timestamp(column: str, vendor: str) -> str:
+    if vendor == "postgresql":
+        return f"strftime({column}, '%Y-%m-%d %H:%M:%S.%f') || '+00' AS {column}"
+    # Django's SQLite text: microseconds only when there are some.
+    return (
+        f"CASE WHEN epoch_us({column}) % 1000000 = 0 THEN strftime({column}, '%Y-%m-%d %H:%M:%S') "
+        f"ELSE strftime({column}, '%Y-%m-%d %H:%M:%S.%f') END AS {column}"
+    )

@@ -1,0 +1,91 @@
+"""The catalogue a unit of work can reach, loaded from the store into DuckDB once.
+
+Identifiers, services, their periods, subscriptions, override rates and discounts: only for the
+identifier values of the file (or the services of the records being re-rated). Rate cards, their
+rates, tiers, zones, bands, holidays, plans, products, allowances and tax rules: whole (the
+catalogue is small beside the usage). Each DuckDB table has the store table's name and columns, so
+a gate reads as it would over the store.
+"""
+
+import json
+
+from billing.models import (
+    Discount,
+    Holiday,
+    IncludedValue,
+    Plan,
+    Product,
+    Rate,
+    RateCard,
+    RateTier,
+    Service,
+    ServiceIdentifier,
+    Subscription,
+    SubscriptionPeriod,
+    TaxRule,
+    TimeBand,
+    ZonePrefix,
+)
+from usage.models import PeriodCounter
+
+from .duck import empty_table, load_query, model_columns, utc
+
+WHOLE = (Plan, Product, RateCard, RateTier, ZonePrefix, TimeBand, Holiday, IncludedValue, TaxRule)
+
+
+def any_of(connection, column: str) -> str:
+    """`column` is one of a list parameter: an array on PostgreSQL, a JSON array on SQLite."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)"
+    return f"{column} IN (SELECT value FROM json_each(%s))"
+
+
+def list_param(connection, values: list):
+    return list(values) if connection.vendor == "postgresql" else json.dumps(list(values))
+
+
+def load_model(duck, connection, model, where: str = "", params=()) -> int:
+    columns = model_columns(model)
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    select = ", ".join(
+        utc(connection, f"t.{c}") if fields[c].get_internal_type() == "DateTimeField" else f"t.{c}" for c in columns
+    )
+    query = f"SELECT {select} FROM {model._meta.db_table} t" + (f" WHERE {where}" if where else "")
+    return load_query(duck, connection, model._meta.db_table, columns, query, params)
+
+
+def load(duck, connection, identifiers: list[str], services: list[int] = ()) -> None:
+    """Load the catalogue that `identifiers` (values, at any time) and `services` (ids) can reach."""
+    load_model(
+        duck, connection, ServiceIdentifier, any_of(connection, "t.value"), [list_param(connection, identifiers)]
+    )
+    reached = {row[0] for row in duck.execute("SELECT DISTINCT service_id FROM billing_serviceidentifier").fetchall()}
+    ids = sorted(reached | set(services))
+    of_services = [list_param(connection, ids)]
+    load_model(duck, connection, Service, any_of(connection, "t.id"), of_services)
+    accounts = [row[0] for row in duck.execute("SELECT DISTINCT account_id FROM billing_service").fetchall()]
+    load_model(duck, connection, SubscriptionPeriod, any_of(connection, "t.service_id"), of_services)
+    load_model(duck, connection, Subscription, any_of(connection, "t.service_id"), of_services)
+    load_model(
+        duck,
+        connection,
+        Rate,
+        f"t.rate_card_id IS NOT NULL OR {any_of(connection, 't.service_id')}",
+        of_services,
+    )
+    load_model(
+        duck,
+        connection,
+        Discount,
+        f"{any_of(connection, 't.service_id')} OR {any_of(connection, 't.account_id')}",
+        [*of_services, list_param(connection, accounts)],
+    )
+    for model in WHOLE:
+        load_model(duck, connection, model)
+    empty_table(duck, PeriodCounter._meta.db_table, model_columns(PeriodCounter))
+
+
+def load_counters(duck, connection, period_ids: list[int]) -> None:
+    """The period counters of `period_ids`, as they are in the store now (read inside the batch's
+    transaction, after its counter locks)."""
+    load_model(duck, connection, PeriodCounter, any_of(connection, "t.period_id"), [list_param(connection, period_ids)])

@@ -1,0 +1,108 @@
+"""The storage contract: what the engine's outcome becomes in the store, and the guarantees the
+store keeps (docs/architecture.md).
+
+- Records are written by COPY on PostgreSQL (executemany on SQLite) in the batch's transaction,
+  together with the file's progress marker: a killed worker leaves a whole batch or none.
+- Dedup is backed by a unique index on (collector, record key) over records that are not
+  duplicates: two batches can never both keep a key.
+- Period counters (allowance draws, period tiers) are read after taking the counter locks and
+  added to before commit: two batches drawing from the same period take turns.
+"""
+
+from django.db import connection as default_connection
+
+from .engine.duck import load_query, store_rows
+from .engine.reference import any_of, list_param, load_counters
+
+USAGE_WRITE_LOCK = 73_010_001
+USAGE_COUNTERS_LOCK = 73_010_002
+OUTCOME_TABLE = "usage_gate_outcome"
+DELTA_TABLE = "usage_counter_delta"
+
+
+def lock_for_insert(connection=default_connection) -> None:
+    """Metering reads the highest record id under this lock (exclusive): see metering.services."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [USAGE_WRITE_LOCK])
+
+
+def lock_counters(connection=default_connection) -> None:
+    """Batches that draw allowances or count period tiers (any collector, reprocess, rebalance) take
+    turns until commit, so none draws from a total another has not yet added to. (SQLite has one
+    writer.)"""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [USAGE_COUNTERS_LOCK])
+
+
+def read_counters(duck, connection, period_ids: list[int]) -> None:
+    load_counters(duck, connection, period_ids)
+
+
+def earlier_keys(duck, connection, collector_id: int, keys: list[str]) -> int:
+    """DuckDB table `earlier_keys`: where each of `keys` was first kept by the collector (file, line)."""
+    return load_query(
+        duck,
+        connection,
+        "earlier_keys",
+        {"record_key": "VARCHAR", "file_id": "BIGINT", "line_no": "BIGINT"},
+        "SELECT e.record_key, e.file_id, e.line_no FROM usage_usagerecord e WHERE e.collector_id = %s "
+        f"AND NOT e.is_duplicate AND {any_of(connection, 'e.record_key')}",
+        [collector_id, list_param(connection, keys)],
+    )
+
+
+def insert_records(duck, connection, select: str, columns: list[str]) -> int:
+    """COPY the rows of a DuckDB SELECT into usage_usagerecord."""
+    return store_rows(duck, connection, select, "usage_usagerecord", columns, timestamps=("usage_at",))
+
+
+def add_counters(duck, connection, delta: str = "counter_delta") -> None:
+    """Add DuckDB table `delta` (period, kind, owner, ref, total) to the store's period counters."""
+    if not duck.execute(f"SELECT COUNT(*) FROM {delta}").fetchone()[0]:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {DELTA_TABLE} "
+            "(period_id BIGINT, kind VARCHAR(1), owner_id BIGINT, ref_id BIGINT, total BIGINT)"
+        )
+        cursor.execute(f"DELETE FROM {DELTA_TABLE}")
+        store_rows(
+            duck,
+            connection,
+            f"SELECT * FROM {delta}",
+            DELTA_TABLE,
+            ["period_id", "kind", "owner_id", "ref_id", "total"],
+        )
+        # `WHERE 1 = 1`: SQLite needs a WHERE before an upsert's ON CONFLICT after INSERT … SELECT.
+        cursor.execute(
+            "INSERT INTO usage_periodcounter (period_id, kind, owner_id, ref_id, total) "
+            f"SELECT period_id, kind, owner_id, ref_id, total FROM {DELTA_TABLE} WHERE 1 = 1 "
+            "ON CONFLICT (period_id, kind, owner_id, ref_id) DO UPDATE SET total = usage_periodcounter.total + "
+            "excluded.total"
+        )
+        cursor.execute(f"DELETE FROM {DELTA_TABLE}")
+
+
+def outcome_to_store(duck, connection, outcome: str, columns: list[str], types: dict[str, str]) -> None:
+    """The outcome of re-run records as the store's temporary table OUTCOME_TABLE (for comparison
+    before the records are written: see `usage.rebalance`)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {OUTCOME_TABLE}")
+        ddl = ", ".join(f"{c} {_store_type(types[c], connection.vendor)}" for c in columns)
+        cursor.execute(f"CREATE TEMP TABLE {OUTCOME_TABLE} ({ddl})")
+    timestamps = tuple(c for c in columns if types[c] == "TIMESTAMP")
+    store_rows(
+        duck, connection, f"SELECT {', '.join(columns)} FROM {outcome}", OUTCOME_TABLE, columns, timestamps=timestamps
+    )
+
+
+def _store_type(duck_type: str, vendor: str) -> str:
+    if duck_type == "TIMESTAMP":
+        return "TIMESTAMPTZ" if vendor == "postgresql" else "DATETIME"
+    if duck_type in ("HUGEINT", "INTEGER", "SMALLINT"):
+        return "BIGINT"
+    if duck_type.startswith("DECIMAL"):
+        return "NUMERIC"
+    return duck_type
