@@ -96,6 +96,9 @@ def main():
         f"outcome: mediated={received.mediated} quarantined={received.quarantined} "
         f"rejected_lines={received.rejected_lines} duplicates={received.duplicates} charge={received.charge}"
     )
+    from usage.engine.timing import report
+
+    print(f"phases: {report()}")
     print(
         f"mediation records={received.total_lines} seconds={seconds:.2f} "
         f"records_per_s={received.total_lines / seconds:.0f} copy_ratio={seconds / copy_seconds:.2f} "

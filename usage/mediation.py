@@ -26,6 +26,7 @@ from console.models import RunStatus
 
 from . import pipeline, staging
 from .engine import duck, reference
+from .engine.timing import phase
 from .gates.parse import FileRejected, Parser, api_view
 from .models import MediationFile, UsageCollector
 from .selectors import queue_head
@@ -122,10 +123,11 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
         parser = Parser(source, settings.TIME_ZONE)
         # The whole file is staged first, numbered in time order: batches then go through the gates
         # in the order records draw allowances, so charges do not depend on the batch size.
-        with mediation_file.raw.open("rb") as raw:
+        with mediation_file.raw.open("rb") as raw, phase("parse and stage"):
             rows = parser.rows(raw)
             total = staging.load_file(engine_db, parsed_ahead(rows, LOAD_CHUNK))
-        reference.load(engine_db, connection, staging.identifiers(engine_db))
+        with phase("reference"):
+            reference.load(engine_db, connection, staging.identifiers(engine_db))
         done, number, size = mediation_file.lines_done, 0, batch_size()
         while done < total:
             number += 1
@@ -198,7 +200,8 @@ def _mediate_batch(engine_db, mediation_file, collector, owner, done, size, unti
     with transaction.atomic():
         if not claim(collector.pk, owner):
             raise LeaseLost(f"lease of collector {collector.code} lost")
-        taken = staging.take_batch(engine_db, done, size)
+        with phase("take batch"):
+            taken = staging.take_batch(engine_db, done, size)
         if taken.count:
             pipeline.intake(connection, engine_db, collector, mediation_file.pk, until)
             MediationFile.objects.filter(pk=mediation_file.pk).update(

@@ -318,10 +318,6 @@ class UsageRecord(models.Model):
 
     class Meta:
         constraints = [
-            # Never billed twice: one live record per collector and key. Duplicates are kept, flagged.
-            models.UniqueConstraint(
-                fields=["collector", "record_key"], condition=Q(is_duplicate=False), name="usage_record_key_once"
-            ),
             models.CheckConstraint(
                 condition=Q(status="mediated", stage="done", reason="") | ~Q(status="mediated"),
                 name="usage_record_mediated_is_done",
@@ -367,6 +363,28 @@ class UsageRecord(models.Model):
         if self.rated_quantity is None:
             return None
         return self.rated_quantity - (self.included_quantity or 0)
+
+
+class RecordKey(models.Model):
+    """Never billed twice: where each record key of a collector was first kept (file, line).
+
+    The primary key is the guarantee: a batch COPYs the keys of the records it keeps (every record
+    that is not a DUPLICATE) in its transaction, and a key already here refuses the batch. Its own
+    narrow table, not a unique index on the records: the dedup lookup reads this alone, and writing
+    records maintains one index less. Text keys in byte order ("C"), not hashes (random inserts)."""
+
+    pk = models.CompositePrimaryKey("collector_id", "record_key")
+    collector = models.ForeignKey(
+        UsageCollector, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
+    record_key = models.CharField(max_length=255)
+    file = models.ForeignKey(
+        MediationFile, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
+    line_no = models.PositiveIntegerField()
+
+    def __str__(self):
+        return f"{self.record_key} (file {self.file_id}, line {self.line_no})"
 
 
 class PeriodCounter(models.Model):

@@ -10,9 +10,9 @@ from billing.models import TierMode, TierScope
 
 from . import store
 from .engine import compute, duck, reference
+from .engine.timing import phase
 from .gates import bucket, classify, dedup, identify, rate, tax
 from .gates.base import Gate
-from .sql import is_distinct
 
 # Columns of usage_usagerecord that gates read or write (besides id, file, collector).
 RECORD_COLUMNS = (
@@ -128,21 +128,21 @@ def rating_features(duck_db) -> tuple[int | None, int | None, dict]:
     return default_card, default_tax, features
 
 
-def run_chain(duck_db, connection, gates, source: str, period_source=None) -> str:
+def run_chain(duck_db, connection, gates, source: str) -> str:
     """Run `gates` over DuckDB table `source`; the last gate's table. Before the rate gate, the
     counter locks are taken and the counters of the batch's periods read (in the caller's
     transaction): the gates before it run outside those locks."""
     names = [g.name for g in gates]
     split = names.index("rate") if "rate" in names else len(gates)
-    tip = compute.run_gates(duck_db, gates[:split], source)
+    with phase("gates before rate"):
+        tip = compute.run_gates(duck_db, gates[:split], source)
     if split < len(gates):
-        store.lock_counters(connection)
-        periods = [
-            r[0]
-            for r in duck_db.execute(f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL").fetchall()
-        ]
-        store.read_counters(duck_db, connection, periods)
-        tip = compute.run_gates(duck_db, gates[split:], tip)
+        with phase("counters lock and read"):
+            store.lock_counters(connection)
+            periods = duck.values(duck_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
+            store.read_counters(duck_db, connection, periods)
+        with phase("gates rate and tax"):
+            tip = compute.run_gates(duck_db, gates[split:], tip)
     return tip
 
 
@@ -158,14 +158,28 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
         f"CREATE OR REPLACE TABLE gate_source AS SELECT line_no AS _row, {', '.join([*STAGING_SELECT, *defaults])} "
         "FROM batch"
     )
-    keys = [
-        r[0] for r in engine_db.execute("SELECT DISTINCT record_key FROM batch WHERE record_key IS NOT NULL").fetchall()
-    ]
-    store.earlier_keys(engine_db, connection, collector.pk, keys)
-    tip = run_chain(engine_db, connection, gates, "gate_source")
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros", "raw")]
     params = {g_param: value for g in gates for g_param, value in g.params.items()}
-    outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES, params)
+    keys = duck.values(engine_db, "SELECT DISTINCT record_key FROM batch WHERE record_key IS NOT NULL")
+    for attempt in range(1, KEY_ATTEMPTS + 1):
+        with phase("dedup lookup"):
+            store.earlier_keys(engine_db, connection, collector.pk, keys)
+        tip = run_chain(engine_db, connection, gates, "gate_source")
+        with phase("outcome"):
+            outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES, params)
+        try:
+            with phase("write keys"):
+                store.insert_keys(
+                    engine_db,
+                    connection,
+                    f"SELECT {int(collector.pk)} AS collector_id, record_key, {int(file_id)} AS file_id, line_no "
+                    f"FROM {outcome} "
+                    "WHERE record_key IS NOT NULL AND NOT is_duplicate ORDER BY record_key",
+                )
+            break
+        except store.KeyTaken:
+            if attempt == KEY_ATTEMPTS:
+                raise  # the batch fails; the next try of the file looks the keys up again
     columns = ["file_id", "collector_id", *stored, *OUTCOME_COLUMNS, "raw"]
     # In line order: record ids follow the file's lines.
     select = (
@@ -173,9 +187,11 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
         f"{', '.join(f'o.{c}' for c in [*stored, *OUTCOME_COLUMNS])}, COALESCE(b.raw, '') AS raw "
         f"FROM {outcome} o JOIN batch b ON b.line_no = o._row ORDER BY o._row"
     )
-    count = store.insert_records(engine_db, connection, select, columns)
-    compute.counter_deltas(engine_db, gates, outcome)
-    store.add_counters(engine_db, connection)
+    with phase("write records"):
+        count = store.insert_records(engine_db, connection, select, columns)
+    with phase("write counters"):
+        compute.counter_deltas(engine_db, gates, outcome)
+        store.add_counters(engine_db, connection)
     return count
 
 
@@ -184,10 +200,10 @@ def advance(cursor, collector, first: str, last: str, where: str, params: dict |
     one collector, or of any collector when `collector` is None (possible from `rate` on: the later
     gates do not depend on the collector's settings). Returns how many records were run.
 
-    The outcome table keeps each record's previous values as `_old_<column>`: `before_write(cursor,
-    outcome_table)` may compare them before the records change, and only the records whose outcome
-    differs are written (a rebalance mostly confirms what is there, and rewriting a row costs a new
-    row version and an entry in every index)."""
+    The engine's outcome table keeps each record's previous values as `_old_<column>`:
+    `before_write(engine_db, outcome_table)` may compare them before the records change, and only
+    the records whose outcome differs are written (a rebalance mostly confirms what is there, and
+    rewriting a row costs a new row version and an entry in every index)."""
     from .models import UsageRecord
 
     connection = cursor.db
@@ -227,14 +243,9 @@ def _advance(cursor, connection, engine_db, record_model, collector, first, last
     )
     if not count:
         return 0
-    identifiers = [r[0] for r in engine_db.execute("SELECT DISTINCT identifier FROM advance_source").fetchall()]
+    identifiers = duck.values(engine_db, "SELECT DISTINCT identifier FROM advance_source")
     service = "service_id" if "service_id" in source_columns else "_old_service_id"
-    services = [
-        r[0]
-        for r in engine_db.execute(
-            f"SELECT DISTINCT {service} FROM advance_source WHERE {service} IS NOT NULL"
-        ).fetchall()
-    ]
+    services = duck.values(engine_db, f"SELECT DISTINCT {service} FROM advance_source WHERE {service} IS NOT NULL")
     reference.load(engine_db, connection, identifiers, services)
     gates = gates_for(collector, engine_db, first, last)
     engine_db.execute(
@@ -246,16 +257,18 @@ def _advance(cursor, connection, engine_db, record_model, collector, first, last
     columns = ["id", *assigned, *shown, *(f"_old_{c}" for c in written)]
     gate_params = {k: v for g in gates for k, v in g.params.items()}
     outcome = compute.run_outcome(engine_db, gates, tip, columns, STAGES, gate_params)
-    out_types = dict(engine_db.execute(f"SELECT column_name, column_type FROM (DESCRIBE {outcome})").fetchall())
-    stored = list(out_types)
-    store.outcome_to_store(engine_db, connection, outcome, stored, out_types)
     if before_write is not None:
-        before_write(cursor, store.OUTCOME_TABLE)
-    changed = " OR ".join(is_distinct(connection.vendor, f"_old_{c}", c) for c in written)
+        before_write(engine_db, outcome)
+    # Only the records whose outcome differs go back to the store.
+    changed = " OR ".join(f"_old_{c} IS DISTINCT FROM {c}" for c in written)
+    engine_db.execute(
+        f"CREATE OR REPLACE TABLE changed AS SELECT id, {', '.join(written)} FROM {outcome} WHERE {changed}"
+    )
+    out_types = dict(engine_db.execute("SELECT column_name, column_type FROM (DESCRIBE changed)").fetchall())
+    store.outcome_to_store(engine_db, connection, "changed", list(out_types), out_types)
     sets = ", ".join(f"{c} = r.{c}" for c in written)
     cursor.execute(
-        f"UPDATE usage_usagerecord SET {sets} FROM (SELECT * FROM {store.OUTCOME_TABLE} WHERE {changed}) r "
-        "WHERE usage_usagerecord.id = r.id"
+        f"UPDATE usage_usagerecord SET {sets} FROM {store.OUTCOME_TABLE} r WHERE usage_usagerecord.id = r.id"
     )
     compute.counter_deltas(engine_db, gates, outcome)
     store.add_counters(engine_db, connection)
@@ -281,3 +294,6 @@ GATE_PRODUCES = {
     "tax": ("tax_micros",),
 }
 OUTCOME_COLUMNS = ("stage", "status", "reason", "message", "charge_micros", "tax_micros")
+# A key kept by another batch between lookup and write (the collector's lease makes this rare): the
+# batch's dedup is computed again with the new keys, its records then DUPLICATEs pointing at them.
+KEY_ATTEMPTS = 3

@@ -20,9 +20,9 @@ from console import tracking
 from console.models import ProcessKind
 
 from . import pipeline
+from .engine import duck
 from .models import PeriodCounter, micros_to_money
 from .services import refresh_file_counts
-from .sql import is_distinct
 
 CYCLE_TABLE = "usage_rebalance_periods"
 DIFF_LINES = 1000
@@ -186,24 +186,21 @@ def retry_rebalance_run(actor, run):
     return result.run
 
 
-def _compare(cursor, table: str, result: RebalanceResult) -> None:
-    """Old against new, from the outcome table (which keeps each record's old values), before the
-    records are written."""
+def _compare(engine_db, table: str, result: RebalanceResult) -> None:
+    """Old against new, from the engine's outcome table (which keeps each record's old values),
+    before the records are written."""
     old = "CASE WHEN _old_status = 'mediated' THEN _old_charge_micros ELSE 0 END"
     new = "CASE WHEN status = 'mediated' THEN charge_micros ELSE 0 END"
-    differs = " OR ".join(
-        is_distinct(connection.vendor, f"_old_{c}", c) for c in ("status", "charge_micros", "included_quantity")
-    )
-    cursor.execute(
+    differs = " OR ".join(f"_old_{c} IS DISTINCT FROM {c}" for c in ("status", "charge_micros", "included_quantity"))
+    totals = engine_db.execute(
         f"SELECT COALESCE(SUM({old}), 0), COALESCE(SUM({new}), 0), "
         f"COALESCE(SUM(CASE WHEN {differs} THEN 1 ELSE 0 END), 0) FROM {table}"
-    )
-    result.old_total_micros, result.new_total_micros, result.changed = (int(v) for v in cursor.fetchone())
-    cursor.execute(
+    ).fetchone()
+    result.old_total_micros, result.new_total_micros, result.changed = (int(v) for v in totals)
+    rows = engine_db.execute(
         "SELECT id, record_id, service_id, usage_at, category, _old_status, status, _old_charge_micros, "
         f"charge_micros, _old_included_quantity, included_quantity FROM {table} WHERE {differs} "
         f"ORDER BY usage_at, id LIMIT {DIFF_LINES}"
-    )
-    result.lines = [RebalanceLine(*row) for row in cursor.fetchall()]
-    cursor.execute(f"SELECT DISTINCT file_id FROM {table} WHERE {differs}")
-    result.file_ids = {row[0] for row in cursor.fetchall()}
+    ).fetchall()
+    result.lines = [RebalanceLine(*row[:3], row[3].replace(tzinfo=dt.UTC), *row[4:]) for row in rows]
+    result.file_ids = set(duck.values(engine_db, f"SELECT DISTINCT file_id FROM {table} WHERE {differs}"))

@@ -46,8 +46,3 @@ def decimal_step(decimals: str) -> str:
         f"CASE {decimals} WHEN 0 THEN 1000000 WHEN 1 THEN 100000 WHEN 2 THEN 10000 WHEN 3 THEN 1000 "
         "WHEN 4 THEN 100 WHEN 5 THEN 10 ELSE 1 END"
     )
-
-
-def is_distinct(vendor: str, a: str, b: str) -> str:
-    """a differs from b, NULL counting as a value, in the store's SQL."""
-    return f"{a} IS DISTINCT FROM {b}" if vendor == "postgresql" else f"{a} IS NOT {b}"

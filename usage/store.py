@@ -3,12 +3,13 @@ store keeps (docs/architecture.md).
 
 - Records are written by COPY on PostgreSQL (executemany on SQLite) in the batch's transaction,
   together with the file's progress marker: a killed worker leaves a whole batch or none.
-- Dedup is backed by a unique index on (collector, record key) over records that are not
-  duplicates: two batches can never both keep a key.
+- Dedup is backed by the record-key table's primary key (collector, record key): the keys a batch
+  keeps are COPYed with it, so two batches can never both keep a key.
 - Period counters (allowance draws, period tiers) are read after taking the counter locks and
   added to before commit: two batches drawing from the same period take turns.
 """
 
+from django.db import IntegrityError, transaction
 from django.db import connection as default_connection
 
 from .engine.duck import load_query, store_rows
@@ -47,10 +48,25 @@ def earlier_keys(duck, connection, collector_id: int, keys: list[str]) -> int:
         connection,
         "earlier_keys",
         {"record_key": "VARCHAR", "file_id": "BIGINT", "line_no": "BIGINT"},
-        "SELECT e.record_key, e.file_id, e.line_no FROM usage_usagerecord e WHERE e.collector_id = %s "
-        f"AND NOT e.is_duplicate AND {any_of(connection, 'e.record_key')}",
+        "SELECT k.record_key, k.file_id, k.line_no FROM usage_recordkey k WHERE k.collector_id = %s "
+        f"AND {any_of(connection, 'k.record_key')}",
         [collector_id, list_param(connection, keys)],
     )
+
+
+class KeyTaken(Exception):
+    """A key of the batch was kept by another batch since it was looked up."""
+
+
+def insert_keys(duck, connection, select: str) -> int:
+    """COPY the keys the batch keeps (rows of `select`: collector_id, record_key, file_id, line_no) into
+    the record-key table, under a savepoint: a key already there raises KeyTaken and writes nothing."""
+    columns = ["collector_id", "record_key", "file_id", "line_no"]
+    try:
+        with transaction.atomic(using=connection.alias):
+            return store_rows(duck, connection, select, "usage_recordkey", columns)
+    except IntegrityError as exc:
+        raise KeyTaken(str(exc)) from exc
 
 
 def insert_records(duck, connection, select: str, columns: list[str]) -> int:

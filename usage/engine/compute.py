@@ -9,6 +9,8 @@ statement over the last gate's table.
 
 import re
 
+from .timing import phase
+
 PARAM = re.compile(r"\$([A-Za-z_]\w*)")
 
 
@@ -43,7 +45,8 @@ def run_gate(duck, gate, source: str) -> str:
             materialize()
         joins = joins.replace("{prev}", tip)
         if select.startswith("@"):
-            execute(duck, f"CREATE OR REPLACE TABLE {select[1:]} AS {joins}", gate.params)
+            with phase(f"gate {gate.name}: {select[1:]}"):
+                execute(duck, f"CREATE OR REPLACE TABLE {select[1:]} AS {joins}", gate.params)
             continue
         previous = ctes[-1][0] if ctes else tip
         ctes.append((f"step{len(ctes) + 1}", f"SELECT s.*, {select} FROM {previous} s {joins}"))
@@ -54,7 +57,8 @@ def run_gate(duck, gate, source: str) -> str:
 
 def _create(duck, name: str, ctes, params) -> str:
     body = ",\n".join(f"{cte} AS ({query})" for cte, query in ctes)
-    execute(duck, f"CREATE OR REPLACE TABLE {name} AS WITH {body}\nSELECT * FROM {ctes[-1][0]}", params)
+    with phase(name):
+        execute(duck, f"CREATE OR REPLACE TABLE {name} AS WITH {body}\nSELECT * FROM {ctes[-1][0]}", params)
     return name
 
 

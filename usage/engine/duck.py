@@ -104,6 +104,11 @@ def utc(connection, column: str) -> str:
     return f"({column} AT TIME ZONE 'UTC')" if connection.vendor == "postgresql" else column
 
 
+def values(duck, query: str, params=None) -> list:
+    """The first column of a DuckDB query's rows."""
+    return [row[0] for row in duck.execute(query, params).fetchall()]
+
+
 def empty_table(duck, name: str, columns: dict[str, str]) -> None:
     duck.execute(f"CREATE OR REPLACE TABLE {name} ({', '.join(f'{c} {t}' for c, t in columns.items())})")
 

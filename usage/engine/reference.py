@@ -28,7 +28,7 @@ from billing.models import (
 )
 from usage.models import PeriodCounter
 
-from .duck import empty_table, load_query, model_columns, utc
+from .duck import empty_table, load_query, model_columns, utc, values
 
 WHOLE = (Plan, Product, RateCard, RateTier, ZonePrefix, TimeBand, Holiday, IncludedValue, TaxRule)
 
@@ -59,11 +59,11 @@ def load(duck, connection, identifiers: list[str], services: list[int] = ()) -> 
     load_model(
         duck, connection, ServiceIdentifier, any_of(connection, "t.value"), [list_param(connection, identifiers)]
     )
-    reached = {row[0] for row in duck.execute("SELECT DISTINCT service_id FROM billing_serviceidentifier").fetchall()}
+    reached = set(values(duck, "SELECT DISTINCT service_id FROM billing_serviceidentifier"))
     ids = sorted(reached | set(services))
     of_services = [list_param(connection, ids)]
     load_model(duck, connection, Service, any_of(connection, "t.id"), of_services)
-    accounts = [row[0] for row in duck.execute("SELECT DISTINCT account_id FROM billing_service").fetchall()]
+    accounts = values(duck, "SELECT DISTINCT account_id FROM billing_service")
     load_model(duck, connection, SubscriptionPeriod, any_of(connection, "t.service_id"), of_services)
     load_model(duck, connection, Subscription, any_of(connection, "t.service_id"), of_services)
     load_model(
