@@ -138,7 +138,7 @@ def run_chain(duck_db, connection, gates, source: str) -> str:
         tip = compute.run_gates(duck_db, gates[:split], source)
     if split < len(gates):
         with phase("counters lock and read"):
-            store.lock_counters(connection)
+            store.lock_counters(connection, store.counter_buckets(duck_db, tip))
             periods = duck.values(duck_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
             store.read_counters(duck_db, connection, periods)
         with phase("gates rate and tax"):

@@ -16,7 +16,7 @@ from .engine.duck import load_query, store_rows
 from .engine.reference import any_of, list_param, load_counters
 
 USAGE_WRITE_LOCK = 73_010_001
-USAGE_COUNTERS_LOCK = 73_010_002
+USAGE_COUNTERS_LOCK = 73_010_002  # with a bucket: pg_advisory_xact_lock(int, int)
 OUTCOME_TABLE = "usage_gate_outcome"
 DELTA_TABLE = "usage_counter_delta"
 
@@ -28,13 +28,38 @@ def lock_for_insert(connection=default_connection) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [USAGE_WRITE_LOCK])
 
 
-def lock_counters(connection=default_connection) -> None:
-    """Batches that draw allowances or count period tiers (any collector, reprocess, rebalance) take
-    turns until commit, so none draws from a total another has not yet added to. (SQLite has one
-    writer.)"""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [USAGE_COUNTERS_LOCK])
+# Counters are locked by bucket: a record draws only allowances and tiers of its own category, so
+# the counters a batch can touch are those of its (period, category) pairs. Buckets bound the number
+# of locks a batch holds (PostgreSQL's lock table is small); the formula is the same on every worker.
+COUNTER_BUCKETS = 1024
+CATEGORY_CODES = {"telephony": 0, "data": 1, "misc": 2}
+
+
+def counter_buckets(duck, tip: str) -> list[int]:
+    """The counter lock buckets of the (period, category) pairs of DuckDB table `tip`."""
+    codes = " ".join(f"WHEN '{name}' THEN {code}" for name, code in CATEGORY_CODES.items())
+    return [
+        row[0]
+        for row in duck.execute(
+            f"SELECT DISTINCT CAST((period_id * 3 + CASE category {codes} ELSE 0 END) % {COUNTER_BUCKETS} AS INTEGER) "
+            f"AS bucket FROM {tip} WHERE period_id IS NOT NULL ORDER BY bucket"
+        ).fetchall()
+    ]
+
+
+def lock_counters(connection, buckets: list[int]) -> None:
+    """Take the counter locks of `buckets` until commit, in ascending order (no deadlock between
+    batches). Batches that draw from the same periods and categories (any collector, reprocess,
+    rebalance) take turns, so none draws from a total another has not yet added to; batches of other
+    periods or categories run side by side. (SQLite has one writer.)"""
+    if connection.vendor != "postgresql" or not buckets:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(pg_advisory_xact_lock(%s, b)) FROM "
+            "(SELECT b FROM unnest(%s::integer[]) AS b ORDER BY b OFFSET 0) ordered",
+            [USAGE_COUNTERS_LOCK, buckets],
+        )
 
 
 def read_counters(duck, connection, period_ids: list[int]) -> None:

@@ -22,7 +22,7 @@ def connect() -> duckdb.DuckDBPyConnection:
     """A DuckDB for one unit of work, bounded by `TOLLGATE_DUCKDB_MEMORY_LIMIT` and
     `TOLLGATE_DUCKDB_THREADS`; what does not fit spills to `TOLLGATE_DUCKDB_TEMP_DIR`."""
     config = {
-        "memory_limit": str(getattr(settings, "TOLLGATE_DUCKDB_MEMORY_LIMIT", "1GB")),
+        "memory_limit": str(getattr(settings, "TOLLGATE_DUCKDB_MEMORY_LIMIT", "400MB")),
         "threads": int(getattr(settings, "TOLLGATE_DUCKDB_THREADS", 2)),
         "temp_directory": str(getattr(settings, "TOLLGATE_DUCKDB_TEMP_DIR", "") or tempfile.gettempdir()),
         "autoinstall_known_extensions": False,  # no extension is needed, nor fetched
