@@ -86,11 +86,12 @@ def media_in_tmp(settings, tmp_path):
 
 @pytest.fixture(params=["small batch", "large batch"])
 def both_gate_plans(request, settings):
-    """Run the test with the gate chain composed both ways: as a small batch's (up to
-    TOLLGATE_SMALL_BATCH records: the steps that join materialized, the steps before the first that
-    reads counters a statement of their own) and as a large batch's (steps inlined). The numbers
-    must agree."""
-    settings.TOLLGATE_SMALL_BATCH = 20_000 if request.param == "small batch" else 0
+    """Run the test with files mediated in batches of 3 records (many batches, each drawing after the
+    counters the one before added, on one DuckDB thread) and of 200,000 (one batch, two threads).
+    The numbers must agree: they depend neither on the batch size nor on the threads."""
+    small = request.param == "small batch"
+    settings.TOLLGATE_MEDIATION_BATCH = 3 if small else 200_000
+    settings.TOLLGATE_DUCKDB_THREADS = 1 if small else 2
 
 
 @pytest.fixture
