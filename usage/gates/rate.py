@@ -157,20 +157,23 @@ def allowance_candidates(kind: Drawing, passes: int) -> str:
 def allowance_draws(kind: Drawing, j: int) -> tuple[str, str]:
     """Side table draws<j>: pass j over draws<j-1>. The records covered by their period's j-th
     allowance draw what is left of it in time order: a running sum of what earlier records still
-    wanted, after what the period had already drawn. Within a period slot j is one allowance, so
-    every pass runs over the same order (partition by period): one sort serves all passes."""
+    wanted, after what the period had already drawn. Within a period slot j is one allowance. Only
+    the records slot j covers are sorted for the running sum; the others pass through, drawing 0
+    (most services have one or two allowances: the later passes are small)."""
     left, iv = f"s.{kind.col('left', j - 1)}", f"s.{kind.col('iv', j)}"
     inc, before = kind.col("inc", j), kind.col("before", j)
     running = (
-        f"SUM(CASE WHEN {iv} IS NOT NULL THEN {left} END) OVER (PARTITION BY s.period_id "
+        f"SUM({left}) OVER (PARTITION BY s.period_id "
         f"ORDER BY {DRAW_ORDER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
     )
     room = f"(s.{kind.col('avail', j)} - COALESCE(s.{before}, 0))"
     drawn = f"CASE WHEN {iv} IS NULL OR {room} <= 0 THEN 0 WHEN {room} < {left} THEN {room} ELSE {left} END"
+    previous = f"{kind.p}draws{j - 1}"
     return (
         f"@{kind.p}draws{j}",
         f"SELECT s.*, {left} - s.{inc} AS {kind.col('left', j)} FROM (SELECT s.*, {drawn} AS {inc} FROM ("
-        f"SELECT s.*, {running} AS {before} FROM {kind.p}draws{j - 1} s) s) s",
+        f"SELECT s.*, {running} AS {before} FROM {previous} s WHERE {iv} IS NOT NULL "
+        f"UNION ALL SELECT s.*, CAST(NULL AS HUGEINT) AS {before} FROM {previous} s WHERE {iv} IS NULL) s) s",
     )
 
 
