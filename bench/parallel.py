@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -52,36 +51,24 @@ def main():
     import django
 
     django.setup()
-    from django.db import connection
-
-    from usage import services
     from usage.models import UsageCollector
 
     first = UsageCollector.objects.get(code="DEMO")
     second = UsageCollector.objects.get(pk=first.pk)
     second.pk, second.code, second.name = None, "DEMO2", "Second carrier"
     second.save()
-    connection.close()
 
-    def receive(collector, path):
-        try:
-            with path.open("rb") as handle:
-                received = services.do_receive_file("bench", collector, path.name, handle, via="bench")
-            received.refresh_from_db()
-            assert received.status == "completed", received.error
-        finally:
-            connection.close()
+    def receive(code, path):
+        """A worker process of its own, as two django-q2 workers would be (mediation runs inline)."""
+        return subprocess.Popen([*manage, "receive", "--collector", code, str(path)], cwd=ROOT)
 
     started = time.monotonic()
-    receive(first, files[0])
-    receive(second, files[1])
+    for code, path in (("DEMO", files[0]), ("DEMO2", files[1])):
+        assert receive(code, path).wait() == 0
     serial = time.monotonic() - started
     started = time.monotonic()
-    threads = [threading.Thread(target=receive, args=(c, f)) for c, f in ((first, files[2]), (second, files[3]))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    workers = [receive("DEMO", files[2]), receive("DEMO2", files[3])]
+    assert [w.wait() for w in workers] == [0, 0]
     parallel = time.monotonic() - started
     print(
         f"parallel collectors=2 records={args.records} serial_s={serial:.2f} parallel_s={parallel:.2f} "

@@ -128,27 +128,33 @@ def rating_features(duck_db) -> tuple[int | None, int | None, dict]:
     return default_card, default_tax, features
 
 
-def run_chain(duck_db, connection, gates, source: str) -> str:
-    """Run `gates` over DuckDB table `source`; the last gate's table. Before the rate gate, the
-    counter locks are taken and the counters of the batch's periods read (in the caller's
-    transaction): the gates before it run outside those locks."""
+def split_at_rate(gates) -> tuple[list, list]:
+    """The gates before rate (they need no counters) and from rate on."""
     names = [g.name for g in gates]
     split = names.index("rate") if "rate" in names else len(gates)
-    with phase("gates before rate"):
-        tip = compute.run_gates(duck_db, gates[:split], source)
-    if split < len(gates):
-        with phase("counters lock and read"):
-            store.lock_counters(connection, store.counter_buckets(duck_db, tip))
-            periods = duck.values(duck_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
-            store.read_counters(duck_db, connection, periods)
-        with phase("gates rate and tax"):
-            tip = compute.run_gates(duck_db, gates[split:], tip)
-    return tip
+    return gates[:split], gates[split:]
+
+
+def run_drawing_gates(duck_db, connection, gates, tip: str) -> str:
+    """Run the gates from rate on over DuckDB table `tip`, after taking the counter locks of its
+    periods and reading their counters (in the caller's transaction, held to commit)."""
+    if not gates:
+        return tip
+    with phase("counters lock and read"):
+        store.lock_counters(connection, store.counter_buckets(duck_db, tip))
+        periods = duck.values(duck_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
+        store.read_counters(duck_db, connection, periods)
+    with phase("gates rate and tax"):
+        return compute.run_gates(duck_db, gates, tip)
 
 
 def intake(connection, engine_db, collector, file_id: int, last: str = "tax") -> int:
     """Mediate the staged batch (DuckDB table `batch`, see usage.staging) of one file into usage
-    records, in the caller's transaction; the number written."""
+    records, in the caller's transaction; the number written.
+
+    The batch's kept keys are written right after the gates before rate, before the counter locks:
+    batches of other collectors drawing from the same periods then wait only for the rate gate and
+    the records' write."""
     store.lock_for_insert(connection)
     gates = gates_for(collector, engine_db, "parse", last)
     produced = {c for g in gates for c in g.produces}
@@ -161,25 +167,27 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros", "raw")]
     params = {g_param: value for g in gates for g_param, value in g.params.items()}
     keys = duck.values(engine_db, "SELECT DISTINCT record_key FROM batch WHERE record_key IS NOT NULL")
+    before, drawing = split_at_rate(gates)
     for attempt in range(1, KEY_ATTEMPTS + 1):
         with phase("dedup lookup"):
             store.earlier_keys(engine_db, connection, collector.pk, keys)
-        tip = run_chain(engine_db, connection, gates, "gate_source")
-        with phase("outcome"):
-            outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES, params)
+        with phase("gates before rate"):
+            tip = compute.run_gates(engine_db, before, "gate_source")
         try:
             with phase("write keys"):
                 store.insert_keys(
                     engine_db,
                     connection,
                     f"SELECT {int(collector.pk)} AS collector_id, record_key, {int(file_id)} AS file_id, line_no "
-                    f"FROM {outcome} "
-                    "WHERE record_key IS NOT NULL AND NOT is_duplicate ORDER BY record_key",
+                    f"FROM {tip} WHERE record_key IS NOT NULL AND NOT is_duplicate ORDER BY record_key",
                 )
             break
         except store.KeyTaken:
             if attempt == KEY_ATTEMPTS:
                 raise  # the batch fails; the next try of the file looks the keys up again
+    tip = run_drawing_gates(engine_db, connection, drawing, tip)
+    with phase("outcome"):
+        outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES, params)
     columns = ["file_id", "collector_id", *stored, *OUTCOME_COLUMNS, "raw"]
     # In line order: record ids follow the file's lines.
     select = (
@@ -252,7 +260,8 @@ def _advance(cursor, connection, engine_db, record_model, collector, first, last
         "CREATE OR REPLACE TABLE gate_source AS SELECT *, id AS _row, CAST(NULL AS VARCHAR) AS parse_error, "
         "CAST(NULL AS VARCHAR) AS parse_reason FROM advance_source"
     )
-    tip = run_chain(engine_db, connection, gates, "gate_source")
+    before, drawing = split_at_rate(gates)
+    tip = run_drawing_gates(engine_db, connection, drawing, compute.run_gates(engine_db, before, "gate_source"))
     shown = [c for c in ("file_id", "record_id", "service_id", "usage_at", "category") if c not in assigned]
     columns = ["id", *assigned, *shown, *(f"_old_{c}" for c in written)]
     gate_params = {k: v for g in gates for k, v in g.params.items()}
