@@ -11,6 +11,7 @@ import decimal
 import json
 import os
 import tempfile
+import uuid
 from contextlib import contextmanager
 
 import duckdb
@@ -24,7 +25,12 @@ def connect() -> duckdb.DuckDBPyConnection:
     config = {
         "memory_limit": str(getattr(settings, "TOLLGATE_DUCKDB_MEMORY_LIMIT", "400MB")),
         "threads": int(getattr(settings, "TOLLGATE_DUCKDB_THREADS", 2)),
-        "temp_directory": str(getattr(settings, "TOLLGATE_DUCKDB_TEMP_DIR", "") or tempfile.gettempdir()),
+        # A directory of its own (DuckDB makes it when it first spills, and removes it on close), so
+        # workers sharing a temp directory never share a spill file.
+        "temp_directory": os.path.join(
+            str(getattr(settings, "TOLLGATE_DUCKDB_TEMP_DIR", "") or tempfile.gettempdir()),
+            f"tollgate-duckdb-{uuid.uuid4().hex}",
+        ),
         "autoinstall_known_extensions": False,  # no extension is needed, nor fetched
         "autoload_known_extensions": False,
     }
