@@ -287,20 +287,7 @@ def _advance(cursor, connection, engine_db, record_model, collector, first, last
 
 # What each gate sets (a chain that starts at a gate recomputes these).
 GATE_PRODUCES = {
-    "classify": ("category",),
-    "dedup": ("is_duplicate",),
-    "identify": ("service_id", "account_id"),
-    "bucket": ("period_id", "is_late"),
-    "rate": (
-        "rate_id",
-        "rated_quantity",
-        "included_quantity",
-        "allowance_id",
-        "discount_id",
-        "charge_micros",
-        "included_micros",
-    ),
-    "tax": ("tax_micros",),
+    gate.__name__.rsplit(".", 1)[1]: gate.PRODUCES for gate in (classify, dedup, identify, bucket, rate, tax)
 }
 OUTCOME_COLUMNS = ("stage", "status", "reason", "message", "charge_micros", "tax_micros")
 # A key kept by another batch between lookup and write (the collector's lease makes this rare): the

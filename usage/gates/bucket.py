@@ -4,6 +4,8 @@ period of the service, flagged late."""
 
 from .base import Gate
 
+PRODUCES = ("period_id", "is_late")  # the record columns this gate sets
+
 
 def gate(collector) -> Gate:
     next_open = (
@@ -12,7 +14,7 @@ def gate(collector) -> Gate:
     )
     return Gate(
         name="bucket",
-        produces=("period_id", "is_late"),
+        produces=PRODUCES,
         steps=(
             (
                 "p.id AS _found_period, p.status AS _found_status",

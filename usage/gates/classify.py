@@ -2,6 +2,8 @@
 
 from .base import Gate
 
+PRODUCES = ("category",)  # the record columns this gate sets
+
 
 def gate(collector) -> Gate:
     rules = {k: v for k, v in (collector.category_rules or {}).items() if v in ("telephony", "data", "misc")}
@@ -14,7 +16,7 @@ def gate(collector) -> Gate:
     expr = f"CASE s.usage_type {' '.join(whens)} ELSE $classify_default END" if whens else "$classify_default"
     return Gate(
         name="classify",
-        produces=("category",),
+        produces=PRODUCES,
         steps=((f"{expr} AS category", ""),),
         ok="1 = 1",
         reason="''",

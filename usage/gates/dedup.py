@@ -9,9 +9,11 @@ duplicates."""
 
 from .base import Gate
 
+PRODUCES = ("is_duplicate",)  # the record columns this gate sets
+
 GATE = Gate(
     name="dedup",
-    produces=("is_duplicate",),
+    produces=PRODUCES,
     steps=(
         (
             "ek.file_id AS _dup_file, ek.line_no AS _dup_line, rk.first_line AS _first_line",

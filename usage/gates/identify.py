@@ -2,9 +2,11 @@
 
 from .base import Gate
 
+PRODUCES = ("service_id", "account_id")  # the record columns this gate sets
+
 GATE = Gate(
     name="identify",
-    produces=("service_id", "account_id"),
+    produces=PRODUCES,
     steps=(
         (
             "i.service_id AS service_id, sv.account_id AS account_id",

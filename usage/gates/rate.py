@@ -31,6 +31,16 @@ from billing.models import UNIT_BASE_SIZE
 from ..sql import bigint, decimal_step, exact, micros, round_div, seconds_of_day
 from .base import Gate
 
+PRODUCES = (  # the record columns this gate sets
+    "rate_id",
+    "rated_quantity",
+    "included_quantity",
+    "allowance_id",
+    "discount_id",
+    "charge_micros",
+    "included_micros",
+)
+
 UNIT_BASE = " ".join(f"WHEN '{unit}' THEN {size}" for unit, size in UNIT_BASE_SIZE.items())
 QUANTITY_OF_UNIT = (
     "CASE r.unit WHEN 'second' THEN s.duration WHEN 'minute' THEN s.duration WHEN 'hour' THEN s.duration "
@@ -426,15 +436,7 @@ def gate(
     )
     return Gate(
         name="rate",
-        produces=(
-            "rate_id",
-            "rated_quantity",
-            "included_quantity",
-            "allowance_id",
-            "discount_id",
-            "charge_micros",
-            "included_micros",
-        ),
+        produces=PRODUCES,
         steps=(
             (f"CASE WHEN {pre_priced} THEN NULL ELSE best.rate_id END AS rate_id", best_rate),
             (f"{QUANTITY_OF_UNIT} AS _qty", "LEFT JOIN billing_rate r ON r.id = s.rate_id"),

@@ -4,6 +4,8 @@ charge and rounded half-up to the same decimals; the final charge is charge + ta
 from ..sql import bigint, decimal_step, exact, round_div
 from .base import Gate
 
+PRODUCES = ("tax_micros",)  # the record columns this gate sets
+
 
 def gate(default_tax_id, default_card_id) -> Gate:
     percent_millis = bigint("ROUND(COALESCE(tc.percent, td.percent) * 1000)")
@@ -11,7 +13,7 @@ def gate(default_tax_id, default_card_id) -> Gate:
     tax = round_div(f"{exact('s.charge_micros')} * {exact('s._tax_millis')}", f"100000 * {step}", "'half_up'")
     return Gate(
         name="tax",
-        produces=("tax_micros",),
+        produces=PRODUCES,
         steps=(
             (
                 f"{percent_millis} AS _tax_millis, "
