@@ -143,7 +143,7 @@ def run_drawing_gates(duck_db, connection, gates, tip: str) -> str:
     with phase("counters lock and read"):
         store.lock_counters(connection, store.counter_buckets(duck_db, tip))
         periods = duck.values(duck_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
-        store.read_counters(duck_db, connection, periods)
+        reference.load_counters(duck_db, connection, periods)
     with phase("gates rate and tax"):
         return compute.run_gates(duck_db, gates, tip)
 
@@ -165,7 +165,6 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
         "FROM batch"
     )
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros", "raw")]
-    params = {g_param: value for g in gates for g_param, value in g.params.items()}
     keys = duck.values(engine_db, "SELECT DISTINCT record_key FROM batch WHERE record_key IS NOT NULL")
     before, drawing = split_at_rate(gates)
     for attempt in range(1, KEY_ATTEMPTS + 1):
@@ -187,7 +186,7 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
                 raise  # the batch fails; the next try of the file looks the keys up again
     tip = run_drawing_gates(engine_db, connection, drawing, tip)
     with phase("outcome"):
-        outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES, params)
+        outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES)
     columns = ["file_id", "collector_id", *stored, *OUTCOME_COLUMNS, "raw"]
     # In line order: record ids follow the file's lines.
     select = (
@@ -264,8 +263,7 @@ def _advance(cursor, connection, engine_db, record_model, collector, first, last
     tip = run_drawing_gates(engine_db, connection, drawing, compute.run_gates(engine_db, before, "gate_source"))
     shown = [c for c in ("file_id", "record_id", "service_id", "usage_at", "category") if c not in assigned]
     columns = ["id", *assigned, *shown, *(f"_old_{c}" for c in written)]
-    gate_params = {k: v for g in gates for k, v in g.params.items()}
-    outcome = compute.run_outcome(engine_db, gates, tip, columns, STAGES, gate_params)
+    outcome = compute.run_outcome(engine_db, gates, tip, columns, STAGES)
     if before_write is not None:
         before_write(engine_db, outcome)
     # Only the records whose outcome differs go back to the store.

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db import connection as default_connection
 
 from .engine.duck import load_query, store_rows
-from .engine.reference import any_of, list_param, load_counters
+from .engine.reference import any_of, list_param
 
 USAGE_WRITE_LOCK = 73_010_001
 USAGE_COUNTERS_LOCK = 73_010_002  # with a bucket: pg_advisory_xact_lock(int, int)
@@ -60,10 +60,6 @@ def lock_counters(connection, buckets: list[int]) -> None:
             "(SELECT b FROM unnest(%s::integer[]) AS b ORDER BY b OFFSET 0) ordered",
             [USAGE_COUNTERS_LOCK, buckets],
         )
-
-
-def read_counters(duck, connection, period_ids: list[int]) -> None:
-    load_counters(duck, connection, period_ids)
 
 
 def earlier_keys(duck, connection, collector_id: int, keys: list[str]) -> int:

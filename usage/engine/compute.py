@@ -80,7 +80,7 @@ def outcome_select(gates, stages: tuple[str, ...]) -> str:
     )
 
 
-def run_outcome(duck, gates, tip: str, columns, stages, params: dict, name: str = "outcome") -> str:
+def run_outcome(duck, gates, tip: str, columns, stages, name: str = "outcome") -> str:
     """Table `name`: `columns` of the last gate's table `tip`, the counter columns, and the outcome."""
     kept = sorted({"period_id", *(c for g in gates for counter in g.counters for c in counter[1:] if c != "0")})
     extra = [c for c in kept if c not in columns]
@@ -89,7 +89,7 @@ def run_outcome(duck, gates, tip: str, columns, stages, params: dict, name: str 
         duck,
         f"CREATE OR REPLACE TABLE {name} AS SELECT {', '.join([*columns, *extra])}, {outcome_select(gates, stages)} "
         f"FROM (SELECT s.*, CASE {first_failure} END AS _failed FROM {tip} s) s",
-        params,
+        {k: v for g in gates for k, v in g.params.items()},
     )
     return name
 
