@@ -9,22 +9,21 @@ PRODUCES = ("tax_micros",)  # the record columns this gate sets
 
 def gate(default_tax_id, default_card_id) -> Gate:
     percent_millis = bigint("ROUND(COALESCE(tc.percent, td.percent) * 1000)")
-    step = exact(decimal_step("s._tax_decimals"))
-    tax = round_div(f"{exact('s.charge_micros')} * {exact('s._tax_millis')}", f"100000 * {step}", "'half_up'")
+    step = exact(decimal_step("COALESCE(rc.rounding_decimals, dc.rounding_decimals, 6)"))
+    tax = round_div(f"{exact('s.charge_micros')} * {exact('s._tax_millis')}", "100000 * s._tax_step", "'half_up'")
     return Gate(
         name="tax",
         produces=PRODUCES,
         steps=(
             (
-                f"{percent_millis} AS _tax_millis, "
-                "COALESCE(rc.rounding_decimals, dc.rounding_decimals, 6) AS _tax_decimals",
+                f"{percent_millis} AS _tax_millis, {step} AS _tax_step",
                 "LEFT JOIN billing_taxrule tc ON tc.category = s.category "
                 "LEFT JOIN billing_taxrule td ON td.id = $default_tax "
                 "LEFT JOIN billing_rate tr ON tr.id = s.rate_id "
                 "LEFT JOIN billing_ratecard rc ON rc.id = tr.rate_card_id "
                 "LEFT JOIN billing_ratecard dc ON dc.id = $default_card",
             ),
-            (f"CASE WHEN s._tax_millis IS NOT NULL THEN {bigint(f'{tax} * {step}')} END AS tax_micros", ""),
+            (f"CASE WHEN s._tax_millis IS NOT NULL THEN {bigint(f'{tax} * s._tax_step')} END AS tax_micros", ""),
         ),
         ok="tax_micros IS NOT NULL",
         reason="'NO_TAX'",
