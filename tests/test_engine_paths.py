@@ -6,6 +6,7 @@ graduated data tiers, a card that splits calls at time bands, a service override
 discount, late usage rolled into the next open period, in-file duplicates and bad lines."""
 
 import datetime as dt
+import logging
 import random
 from decimal import Decimal
 
@@ -178,3 +179,50 @@ def test_file_api_and_reprocess_give_the_same_records_and_rebalance_keeps_them(c
         result = do_rebalance("test", service.account, dt.date(2026, 10, 15))
         assert result.changed == 0, result.lines
     assert {k: v for k, v in records(by_file).items() if k[1] == "mediated"} == mediated
+
+
+@pytest.mark.django_db(transaction=True)
+def test_overlapped_batches_give_the_records_of_batches_one_by_one(catalogue, mediate, settings, monkeypatch, caplog):
+    """PostgreSQL computes batch k+1 while batch k is written; a batch whose counters changed in the
+    meantime is computed again under its locks. Neither changes a record."""
+    from django.db import connection
+
+    from usage import store
+    from usage.engine import timing
+
+    if connection.vendor != "postgresql":
+        pytest.skip("batches overlap on PostgreSQL only")
+    rows = usage_rows()
+    overlapped, stale, one_by_one = (catalogue(f"6140000005{n}") for n in range(3))
+    settings.TOLLGATE_MEDIATION_BATCH = 7
+    exported = timing.PHASES["export"]
+    # Each commit waits a little: the next batch reads the counters before it, with its deltas in flight.
+    monkeypatch.setenv("TOLLGATE_TEST_PAUSE", "mediation commit:0.2")
+    caplog.set_level(logging.INFO, logger="usage.mediation")
+    mediate(as_file("61400000050", rows), name="overlapped.csv")
+    monkeypatch.delenv("TOLLGATE_TEST_PAUSE")
+    assert timing.PHASES["export"] > exported, "the batches were prepared for a writer thread"
+    assert "computed again" not in caplog.text, "each batch read the deltas of the batch in flight"
+
+    checks = []
+    unchanged = store.counters_unchanged
+
+    def first_two_changed(connection, periods, path):
+        checks.append(periods)
+        return len(checks) > 2 and unchanged(connection, periods, path)
+
+    monkeypatch.setattr(store, "counters_unchanged", first_two_changed)
+    received = mediate(as_file("61400000051", rows), name="stale.csv")
+    assert len(checks) > 2 and received.status == "completed"
+    assert caplog.text.count("computed again") == 2
+    monkeypatch.setattr(store, "counters_unchanged", unchanged)
+
+    settings.TOLLGATE_MEDIATION_OVERLAP = False
+    mediate(as_file("61400000052", rows), name="one-by-one.csv")
+    expected = records(one_by_one)
+    assert len(expected) == len(rows) - 1  # the bad line has no service
+    assert sum(v[9] or 0 for v in expected.values()) > 0
+    assert records(overlapped) == expected
+    assert records(stale) == expected
+    assert sorted(counters(overlapped).values()) == sorted(counters(one_by_one).values())
+    assert sorted(counters(stale).values()) == sorted(counters(one_by_one).values())

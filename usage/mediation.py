@@ -11,10 +11,13 @@ import datetime as dt
 import logging
 import os
 import queue
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -115,8 +118,7 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     MediationFile.objects.filter(pk=mediation_file.pk).update(status=MediationFile.Status.PROCESSING)
     # The collector's lease makes this worker the file's only one: it takes over the file's run.
     run = tracking.start_run(queue_mediation_run("mediation worker", mediation_file).pk, take_over=True)
-    parser = None
-    batch = None  # the batch being written: (number, records done before it, size)
+    parser = batches = None
     engine_db = duck.connect()
     try:
         source = api_view(collector) if mediation_file.source_format == "api" else collector
@@ -128,22 +130,11 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
             total = staging.load_file(engine_db, parsed_ahead(rows, LOAD_CHUNK))
         with phase("reference"):
             reference.load(engine_db, connection, staging.identifiers(engine_db))
-        done, number, size = mediation_file.lines_done, 0, batch_size()
-        while done < total:
-            number += 1
-            batch = (number, done, size)
-            tracking.test_pause("mediation")
-            for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
-                try:
-                    taken = _mediate_batch(engine_db, mediation_file, collector, owner, done, size, until, run)
-                    break
-                except OperationalError as exc:
-                    if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS:
-                        raise
-                    log.warning("batch of file %s: %s; trying again (%s)", mediation_file.pk, exc, attempt)
-                    time.sleep(0.05 * attempt)
-            done += taken
-            batch = None
+        batches = Batches(engine_db, mediation_file, collector, owner, until, run)
+        if overlapped(total - mediation_file.lines_done, batches.size):
+            batches.overlapped(total)
+        else:
+            batches.one_by_one(total)
     except FileRejected as exc:
         _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
         return MediationFile.Status.REJECTED
@@ -152,6 +143,7 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     except Exception as exc:
         log.exception("mediation of file %s failed", mediation_file.pk)
         refresh_file_counts([mediation_file.pk])
+        batch = batches.failed if batches is not None else None
         _finish(mediation_file, MediationFile.Status.FAILED, failure_message(exc, batch, parser, engine_db), run)
         return MediationFile.Status.FAILED
     finally:
@@ -191,6 +183,151 @@ TRANSIENT_ATTEMPTS = 5
 
 def is_transient(exc: Exception) -> bool:
     return getattr(exc.__cause__, "pgcode", None) in TRANSIENT_CODES
+
+
+def overlapped(remaining: int, size: int) -> bool:
+    """Whether a file's batches overlap (the next one computed while the last is written): on
+    PostgreSQL, for more than one batch, unless TOLLGATE_MEDIATION_OVERLAP is off. Not inside an
+    outer transaction (the writer's connection would not see its rows)."""
+    return (
+        bool(getattr(settings, "TOLLGATE_MEDIATION_OVERLAP", True))
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and remaining > size
+    )
+
+
+class Batches:
+    """A staged file's batches, in mediation order, each committed with the file's progress marker.
+
+    One by one: each batch computed and written in its transaction, under its counter locks. Overlapped
+    (PostgreSQL): batch k+1 is computed in this thread while a writer thread COPYs batch k, so the
+    engine and the store work at once. Batch k+1 reads the store's counters without locks, plus batch
+    k's deltas when k was not yet committed at that moment (`commit_lock` makes the two exclusive);
+    its write checks under its locks that those counters are still the store's, and a batch whose
+    counters or keys changed meanwhile (`pipeline.Stale`: another collector drew from the same
+    periods) is computed again one by one. Either way a batch draws from exactly the totals before it."""
+
+    def __init__(self, engine_db, mediation_file, collector, owner, until, run):
+        self.engine_db, self.file, self.collector, self.owner = engine_db, mediation_file, collector, owner
+        self.until, self.run, self.size = until, run, batch_size()
+        self.done = mediation_file.lines_done  # records committed or, overlapped, handed to the writer
+        self.number = 0
+        self.failed = None  # the batch an error belongs to: (number, records done before it, size)
+        self.commit_lock = threading.Lock()
+        self.committed = self.done  # records committed (the writer moves it, under commit_lock)
+        self.mark = time.monotonic()  # when the last batch committed: processing time runs from there
+        self.recomputed = 0
+
+    def one_by_one(self, total: int) -> None:
+        while self.done < total:
+            self.done += self.retrying(self.done)
+
+    def retrying(self, done: int) -> int:
+        """Batch `done` + 1 .. computed and written in one transaction, again after a deadlock."""
+        self.number += 1
+        self.failed = (self.number, done, self.size)
+        tracking.test_pause("mediation")
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                taken = _mediate_batch(
+                    self.engine_db, self.file, self.collector, self.owner, done, self.size, self.until, self.run
+                )
+                break
+            except OperationalError as exc:
+                if not is_transient(exc) or attempt == TRANSIENT_ATTEMPTS:
+                    raise
+                log.warning("batch of file %s: %s; trying again (%s)", self.file.pk, exc, attempt)
+                time.sleep(0.05 * attempt)
+        self.committed = done + taken
+        self.mark = time.monotonic()
+        self.failed = None
+        return taken
+
+    def overlapped(self, total: int) -> None:
+        scratch = tempfile.mkdtemp(prefix="tollgate-batches-", dir=settings.TOLLGATE_DUCKDB_TEMP_DIR or None)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediation-writer")
+        in_flight = None  # (future, prepared, records done before it, batch number)
+        try:
+            while self.done < total or in_flight is not None:
+                prepared = None
+                if self.done < total:
+                    self.number += 1
+                    tracking.test_pause("mediation")
+                    prepared = self.prepare(in_flight, os.path.join(scratch, str(self.number)))
+                if in_flight is not None:
+                    future, written, before, number = in_flight
+                    in_flight = None
+                    self.failed = (number, before, self.size)
+                    try:
+                        future.result()
+                    except (pipeline.Stale, OperationalError) as exc:
+                        if isinstance(exc, OperationalError) and not is_transient(exc):
+                            raise
+                        # Computed again under its locks; the batch prepared after it read its deltas.
+                        log.info("batch %s of file %s is computed again: %s", number, self.file.pk, exc)
+                        self.recomputed += 1
+                        self.number = number - 1
+                        self.done = before + self.retrying(before)
+                        continue
+                    finally:
+                        shutil.rmtree(written.directory, ignore_errors=True)
+                    self.failed = None
+                if prepared is not None:
+                    before = self.done
+                    self.done += prepared.count
+                    self.engine_db.execute("CREATE OR REPLACE TABLE in_flight_delta AS SELECT * FROM counter_delta")
+                    future = writer.submit(self.write, prepared, before)
+                    in_flight = (future, prepared, before, self.number)
+        finally:
+            if in_flight is not None:
+                in_flight[0].exception()  # let the writer finish (its transaction commits or rolls back)
+            writer.submit(lambda: connection.close()).result()  # the writer thread's own connection
+            writer.shutdown()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def prepare(self, in_flight, directory: str):
+        """Compute the next batch (records `self.done` + 1 ..) while the batch in flight is written."""
+        os.makedirs(directory, exist_ok=True)
+        self.failed = (self.number, self.done, self.size)
+        with phase("take batch"):
+            staging.take_batch(self.engine_db, self.done, self.size)
+        in_flight_end = self.done if in_flight is not None else None
+
+        def read_counters(periods):
+            with self.commit_lock:
+                reference.load_counters(self.engine_db, connection, periods)
+                seen = self.committed
+            if in_flight_end is not None and seen < in_flight_end:
+                reference.add_in_flight(self.engine_db, "in_flight_delta", periods)
+
+        return pipeline.prepare_intake(
+            connection, self.engine_db, self.collector, self.file.pk, self.until, read_counters, directory
+        )
+
+    def write(self, prepared, before: int) -> None:
+        """The writer thread: one prepared batch in its transaction, with the file's progress marker."""
+        acquired = False
+        try:
+            with transaction.atomic():
+                if not claim(self.collector.pk, self.owner):
+                    raise LeaseLost(f"lease of collector {self.collector.code} lost")
+                pipeline.write_prepared(connection, prepared)
+                seconds = time.monotonic() - self.mark
+                MediationFile.objects.filter(pk=self.file.pk).update(
+                    lines_done=F("lines_done") + prepared.count,
+                    processing_seconds=_plus("processing_seconds", seconds),
+                )
+                if self.run is not None:
+                    tracking.add_progress(self.run, prepared.count)
+                tracking.test_pause("mediation commit")
+                self.commit_lock.acquire()
+                acquired = True
+            self.committed = before + prepared.count
+            self.mark = time.monotonic()
+        finally:
+            if acquired:
+                self.commit_lock.release()
 
 
 def _mediate_batch(engine_db, mediation_file, collector, owner, done, size, until, run) -> int:

@@ -6,6 +6,9 @@ outcome (usage/store). The first gate a record fails sets its stage, status QUAR
 message; a record passing every gate of a chain that ends before tax waits, PENDING, at the next gate.
 """
 
+import os
+from dataclasses import dataclass
+
 from billing.models import TierMode, TierScope
 
 from . import store
@@ -148,14 +151,9 @@ def run_drawing_gates(duck_db, connection, gates, tip: str) -> str:
         return compute.run_gates(duck_db, gates, tip)
 
 
-def intake(connection, engine_db, collector, file_id: int, last: str = "tax") -> int:
-    """Mediate the staged batch (DuckDB table `batch`, see usage.staging) of one file into usage
-    records, in the caller's transaction; the number written.
-
-    The batch's kept keys are written right after the gates before rate, before the counter locks:
-    batches of other collectors drawing from the same periods then wait only for the rate gate and
-    the records' write."""
-    store.lock_for_insert(connection)
+def _intake_gates(engine_db, collector, last: str):
+    """The gates of an intake, its source table `gate_source` over the batch, the record columns the
+    outcome keeps, and the batch's distinct keys."""
     gates = gates_for(collector, engine_db, "parse", last)
     produced = {c for g in gates for c in g.produces}
     later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
@@ -166,20 +164,46 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
     )
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros", "raw")]
     keys = duck.values(engine_db, "SELECT DISTINCT record_key FROM batch WHERE record_key IS NOT NULL")
+    return gates, stored, keys
+
+
+def _kept_keys(collector, file_id: int, tip: str) -> str:
+    return (
+        f"SELECT {int(collector.pk)} AS collector_id, record_key, {int(file_id)} AS file_id, line_no "
+        f"FROM {tip} WHERE record_key IS NOT NULL AND NOT is_duplicate ORDER BY record_key"
+    )
+
+
+def _records(collector, file_id: int, stored, outcome: str) -> tuple[str, list[str]]:
+    """The SELECT of the batch's records as the store gets them, in line order (record ids follow
+    the file's lines), and its columns."""
+    columns = ["file_id", "collector_id", *stored, *OUTCOME_COLUMNS, "raw"]
+    select = (
+        f"SELECT {int(file_id)} AS file_id, {int(collector.pk)} AS collector_id, "
+        f"{', '.join(f'o.{c}' for c in [*stored, *OUTCOME_COLUMNS])}, COALESCE(b.raw, '') AS raw "
+        f"FROM {outcome} o JOIN batch b ON b.line_no = o._row ORDER BY o._row"
+    )
+    return select, columns
+
+
+def intake(connection, engine_db, collector, file_id: int, last: str = "tax") -> int:
+    """Mediate the staged batch (DuckDB table `batch`, see usage.staging) of one file into usage
+    records, in the caller's transaction; the number written.
+
+    The batch's kept keys are written right after the gates before rate, before the counter locks:
+    batches of other collectors drawing from the same periods then wait only for the rate gate and
+    the records' write."""
+    store.lock_for_insert(connection)
+    gates, stored, keys = _intake_gates(engine_db, collector, last)
     before, drawing = split_at_rate(gates)
     for attempt in range(1, KEY_ATTEMPTS + 1):
         with phase("dedup lookup"):
-            store.earlier_keys(engine_db, connection, collector.pk, keys)
+            store.earlier_keys(engine_db, connection, collector.pk, file_id, keys)
         with phase("gates before rate"):
             tip = compute.run_gates(engine_db, before, "gate_source")
         try:
             with phase("write keys"):
-                store.insert_keys(
-                    engine_db,
-                    connection,
-                    f"SELECT {int(collector.pk)} AS collector_id, record_key, {int(file_id)} AS file_id, line_no "
-                    f"FROM {tip} WHERE record_key IS NOT NULL AND NOT is_duplicate ORDER BY record_key",
-                )
+                store.insert_keys(engine_db, connection, _kept_keys(collector, file_id, tip))
             break
         except store.KeyTaken:
             if attempt == KEY_ATTEMPTS:
@@ -187,18 +211,85 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
     tip = run_drawing_gates(engine_db, connection, drawing, tip)
     with phase("outcome"):
         outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES)
-    columns = ["file_id", "collector_id", *stored, *OUTCOME_COLUMNS, "raw"]
-    # In line order: record ids follow the file's lines.
-    select = (
-        f"SELECT {int(file_id)} AS file_id, {int(collector.pk)} AS collector_id, "
-        f"{', '.join(f'o.{c}' for c in [*stored, *OUTCOME_COLUMNS])}, COALESCE(b.raw, '') AS raw "
-        f"FROM {outcome} o JOIN batch b ON b.line_no = o._row ORDER BY o._row"
-    )
+    select, columns = _records(collector, file_id, stored, outcome)
     with phase("write records"):
         count = store.insert_records(engine_db, connection, select, columns)
     with phase("write counters"):
         compute.counter_deltas(engine_db, gates, outcome)
         store.add_counters(engine_db, connection)
+    return count
+
+
+class Stale(Exception):
+    """A prepared batch's counters or keys changed in the store before it could be written: it is
+    computed again under its locks."""
+
+
+@dataclass
+class PreparedBatch:
+    """A batch computed outside any transaction, as the files its write COPYs (PostgreSQL), and what
+    its write checks: the counter lock buckets and the counters it computed with."""
+
+    directory: str
+    count: int
+    buckets: list[int]
+    periods: list[int]
+    record_columns: list[str]
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, f"{name}.csv")
+
+
+def prepare_intake(connection, engine_db, collector, file_id: int, last: str, read_counters, directory: str):
+    """Compute the staged batch as `intake` does, but outside a transaction: `read_counters(periods)`
+    fills the engine's counter table (without locks), and the outcome is exported to `directory`
+    for `write_prepared`. The batch's counter deltas stay in engine table `counter_delta`."""
+    gates, stored, keys = _intake_gates(engine_db, collector, last)
+    before, drawing = split_at_rate(gates)
+    with phase("dedup lookup"):
+        store.earlier_keys(engine_db, connection, collector.pk, file_id, keys)
+    with phase("gates before rate"):
+        tip = compute.run_gates(engine_db, before, "gate_source")
+    buckets, periods = [], []
+    if drawing:
+        buckets = store.counter_buckets(engine_db, tip)
+        periods = duck.values(engine_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
+        with phase("counters read"):
+            read_counters(periods)
+        with phase("gates rate and tax"):
+            tip = compute.run_gates(engine_db, drawing, tip)
+    with phase("outcome"):
+        outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES)
+        compute.counter_deltas(engine_db, gates, outcome)
+    select, columns = _records(collector, file_id, stored, outcome)
+    prepared = PreparedBatch(directory, 0, buckets, periods, columns)
+    with phase("export"):
+        duck.export_csv(engine_db, _kept_keys(collector, file_id, outcome), store.KEY_COLUMNS, prepared.path("keys"))
+        duck.export_csv(engine_db, select, columns, prepared.path("records"), timestamps=("usage_at",))
+        duck.export_csv(engine_db, "SELECT * FROM counter_delta", store.COUNTER_COLUMNS, prepared.path("deltas"))
+        used = "SELECT period_id, kind, owner_id, ref_id, total FROM usage_periodcounter"
+        duck.export_csv(engine_db, used, store.COUNTER_COLUMNS, prepared.path("used"))
+    prepared.count = engine_db.execute(f"SELECT COUNT(*) FROM {outcome}").fetchone()[0]
+    return prepared
+
+
+def write_prepared(connection, prepared: PreparedBatch) -> int:
+    """Write a prepared batch in the caller's transaction, after its counter locks; Stale when a
+    counter it read or a key it keeps changed in the store since it was computed."""
+    store.lock_for_insert(connection)
+    with phase("counters lock and check"):
+        store.lock_counters(connection, prepared.buckets)
+        if prepared.periods and not store.counters_unchanged(connection, prepared.periods, prepared.path("used")):
+            raise Stale("the counters of the batch's periods changed while it was computed")
+    with phase("write keys"):
+        try:
+            store.copy_keys(connection, prepared.path("keys"))
+        except store.KeyTaken as exc:
+            raise Stale(str(exc)) from exc
+    with phase("write records"):
+        count = duck.copy_csv(connection, prepared.path("records"), "usage_usagerecord", prepared.record_columns)
+    with phase("write counters"):
+        store.copy_counters(connection, prepared.path("deltas"))
     return count
 
 

@@ -12,13 +12,14 @@ store keeps (docs/architecture.md).
 from django.db import IntegrityError, transaction
 from django.db import connection as default_connection
 
-from .engine.duck import load_query, store_rows
+from .engine.duck import copy_csv, load_query, store_rows
 from .engine.reference import any_of, list_param
 
 USAGE_WRITE_LOCK = 73_010_001
 USAGE_COUNTERS_LOCK = 73_010_002  # with a bucket: pg_advisory_xact_lock(int, int)
 OUTCOME_TABLE = "usage_gate_outcome"
 DELTA_TABLE = "usage_counter_delta"
+USED_TABLE = "usage_counter_used"  # the counters a batch computed with (overlapped batches)
 
 
 def lock_for_insert(connection=default_connection) -> None:
@@ -62,16 +63,18 @@ def lock_counters(connection, buckets: list[int]) -> None:
         )
 
 
-def earlier_keys(duck, connection, collector_id: int, keys: list[str]) -> int:
-    """DuckDB table `earlier_keys`: where each of `keys` was first kept by the collector (file, line)."""
+def earlier_keys(duck, connection, collector_id: int, file_id: int, keys: list[str]) -> int:
+    """DuckDB table `earlier_keys`: where each of `keys` was first kept by the collector (file, line)
+    in another file. The file's own repeats are the engine's (`file_repeats`): a record repeating a
+    line of its file reads alike whether that line's batch is committed, in flight or the same."""
     return load_query(
         duck,
         connection,
         "earlier_keys",
         {"record_key": "VARCHAR", "file_id": "BIGINT", "line_no": "BIGINT"},
         "SELECT k.record_key, k.file_id, k.line_no FROM usage_recordkey k WHERE k.collector_id = %s "
-        f"AND {any_of(connection, 'k.record_key')}",
-        [collector_id, list_param(connection, keys)],
+        f"AND k.file_id <> %s AND {any_of(connection, 'k.record_key')}",
+        [collector_id, file_id, list_param(connection, keys)],
     )
 
 
@@ -79,13 +82,25 @@ class KeyTaken(Exception):
     """A key of the batch was kept by another batch since it was looked up."""
 
 
+KEY_COLUMNS = ["collector_id", "record_key", "file_id", "line_no"]
+COUNTER_COLUMNS = ["period_id", "kind", "owner_id", "ref_id", "total"]
+
+
 def insert_keys(duck, connection, select: str) -> int:
-    """COPY the keys the batch keeps (rows of `select`: collector_id, record_key, file_id, line_no) into
-    the record-key table, under a savepoint: a key already there raises KeyTaken and writes nothing."""
-    columns = ["collector_id", "record_key", "file_id", "line_no"]
+    """COPY the keys the batch keeps (rows of `select`: KEY_COLUMNS) into the record-key table, under a
+    savepoint: a key already there raises KeyTaken and writes nothing."""
+    return _keeping_keys(connection, lambda: store_rows(duck, connection, select, "usage_recordkey", KEY_COLUMNS))
+
+
+def copy_keys(connection, path: str) -> int:
+    """`insert_keys` from a CSV file exported by the engine (PostgreSQL)."""
+    return _keeping_keys(connection, lambda: copy_csv(connection, path, "usage_recordkey", KEY_COLUMNS))
+
+
+def _keeping_keys(connection, write) -> int:
     try:
         with transaction.atomic(using=connection.alias):
-            return store_rows(duck, connection, select, "usage_recordkey", columns)
+            return write()
     except IntegrityError as exc:
         raise KeyTaken(str(exc)) from exc
 
@@ -97,21 +112,25 @@ def insert_records(duck, connection, select: str, columns: list[str]) -> int:
 
 def add_counters(duck, connection, delta: str = "counter_delta") -> None:
     """Add DuckDB table `delta` (period, kind, owner, ref, total) to the store's period counters."""
-    if not duck.execute(f"SELECT COUNT(*) FROM {delta}").fetchone()[0]:
-        return
+    if duck.execute(f"SELECT COUNT(*) FROM {delta}").fetchone()[0]:
+        _add_deltas(
+            connection, lambda: store_rows(duck, connection, f"SELECT * FROM {delta}", DELTA_TABLE, COUNTER_COLUMNS)
+        )
+
+
+def copy_counters(connection, path: str) -> None:
+    """`add_counters` from a CSV file exported by the engine (PostgreSQL)."""
+    _add_deltas(connection, lambda: copy_csv(connection, path, DELTA_TABLE, COUNTER_COLUMNS))
+
+
+def _add_deltas(connection, fill) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {DELTA_TABLE} "
             "(period_id BIGINT, kind VARCHAR(1), owner_id BIGINT, ref_id BIGINT, total BIGINT)"
         )
         cursor.execute(f"DELETE FROM {DELTA_TABLE}")
-        store_rows(
-            duck,
-            connection,
-            f"SELECT * FROM {delta}",
-            DELTA_TABLE,
-            ["period_id", "kind", "owner_id", "ref_id", "total"],
-        )
+        fill()
         # `WHERE 1 = 1`: SQLite needs a WHERE before an upsert's ON CONFLICT after INSERT … SELECT.
         cursor.execute(
             "INSERT INTO usage_periodcounter (period_id, kind, owner_id, ref_id, total) "
@@ -120,6 +139,26 @@ def add_counters(duck, connection, delta: str = "counter_delta") -> None:
             "excluded.total"
         )
         cursor.execute(f"DELETE FROM {DELTA_TABLE}")
+
+
+def counters_unchanged(connection, periods: list[int], path: str) -> bool:
+    """Whether the store's counters of `periods` are still those a batch computed with (a CSV file
+    of COUNTER_COLUMNS exported by the engine): read after the batch's counter locks (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {USED_TABLE} "
+            "(period_id BIGINT, kind VARCHAR(1), owner_id BIGINT, ref_id BIGINT, total BIGINT)"
+        )
+        cursor.execute(f"DELETE FROM {USED_TABLE}")
+        copy_csv(connection, path, USED_TABLE, COUNTER_COLUMNS)
+        now = f"SELECT {', '.join(COUNTER_COLUMNS)} FROM usage_periodcounter WHERE period_id = ANY(%s)"
+        used = f"SELECT {', '.join(COUNTER_COLUMNS)} FROM {USED_TABLE}"
+        cursor.execute(
+            f"SELECT EXISTS ({now} EXCEPT {used}) OR EXISTS ({used} EXCEPT {now})", [list(periods), list(periods)]
+        )
+        changed = cursor.fetchone()[0]
+        cursor.execute(f"DELETE FROM {USED_TABLE}")
+    return not changed
 
 
 def outcome_to_store(duck, connection, outcome: str, columns: list[str], types: dict[str, str]) -> None:

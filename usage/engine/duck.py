@@ -122,25 +122,40 @@ def empty_table(duck, name: str, columns: dict[str, str]) -> None:
 def store_rows(duck, connection, select: str, table: str, columns: list[str], *, timestamps=()) -> int:
     """Write the rows of a DuckDB SELECT (columns in `columns` order) into store table `table`; how
     many. `timestamps`: the TIMESTAMP columns (UTC), written with their zone or as Django's SQLite text."""
-    exprs = [_out_timestamp(c, connection.vendor) if c in timestamps else c for c in columns]
-    query = f"SELECT {', '.join(exprs)} FROM ({select}) AS out_rows"
-    names = ", ".join(columns)
+    if connection.vendor == "postgresql":
+        with scratch_file(".csv") as path:
+            export_csv(duck, select, columns, path, timestamps=timestamps)
+            return copy_csv(connection, path, table, columns)
+    query = _out_query(select, columns, timestamps, connection.vendor)
+    placeholders = ", ".join(["%s"] * len(columns))
+    result = duck.execute(query)
+    count = 0
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            with scratch_file(".csv") as path:
-                duck.execute(f"COPY ({query}) TO {quote(path)} (FORMAT csv, HEADER false)")
-                with open(path, "rb") as data:
-                    cursor.cursor.copy_expert(
-                        f"COPY {table} ({names}) FROM STDIN WITH (FORMAT csv)", data, size=1 << 20
-                    )
-                return cursor.cursor.rowcount
-        result = duck.execute(query)
-        placeholders = ", ".join(["%s"] * len(columns))
-        count = 0
         while rows := result.fetchmany(20_000):
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", rows)
+            cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows)
             count += len(rows)
-        return count
+    return count
+
+
+def export_csv(duck, select: str, columns: list[str], path: str, *, timestamps=()) -> None:
+    """The rows of a DuckDB SELECT as a CSV file PostgreSQL's COPY reads (see `copy_csv`)."""
+    duck.execute(
+        f"COPY ({_out_query(select, columns, timestamps, 'postgresql')}) TO {quote(path)} (FORMAT csv, HEADER false)"
+    )
+
+
+def copy_csv(connection, path: str, table: str, columns: list[str]) -> int:
+    """COPY a CSV file made by `export_csv` into PostgreSQL table `table`; how many rows."""
+    with connection.cursor() as cursor, open(path, "rb") as data:
+        cursor.cursor.copy_expert(
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", data, size=1 << 20
+        )
+        return cursor.cursor.rowcount
+
+
+def _out_query(select: str, columns: list[str], timestamps, vendor: str) -> str:
+    exprs = [_out_timestamp(c, vendor) if c in timestamps else c for c in columns]
+    return f"SELECT {', '.join(exprs)} FROM ({select}) AS out_rows"
 
 
 def _out_timestamp(column: str, vendor: str) -> str:

@@ -89,3 +89,24 @@ def load_counters(duck, connection, period_ids: list[int]) -> None:
     """The period counters of `period_ids`, as they are in the store now (read inside the batch's
     transaction, after its counter locks)."""
     load_model(duck, connection, PeriodCounter, any_of(connection, "t.period_id"), [list_param(connection, period_ids)])
+
+
+def add_in_flight(duck, delta: str, period_ids: list[int]) -> None:
+    """Add DuckDB table `delta` (what a batch not yet committed adds: period, kind, owner, ref, total)
+    to the counters `load_counters` loaded for `period_ids`."""
+    table = PeriodCounter._meta.db_table
+    key = ("period_id", "kind", "owner_id", "ref_id")
+    columns = [
+        "c.id"
+        if c == "id"
+        else "COALESCE(c.total, 0) + COALESCE(d.total, 0) AS total"
+        if c == "total"
+        else f"COALESCE(c.{c}, d.{c}) AS {c}"
+        for c in model_columns(PeriodCounter)
+    ]
+    duck.execute(
+        f"CREATE OR REPLACE TABLE {table} AS SELECT {', '.join(columns)} FROM {table} c FULL JOIN "
+        f"(SELECT * FROM {delta} WHERE period_id IN (SELECT UNNEST($periods))) d "
+        f"ON {' AND '.join(f'd.{k} = c.{k}' for k in key)}",
+        {"periods": list(period_ids)},
+    )
