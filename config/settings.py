@@ -124,6 +124,8 @@ LOGIN_URL = "admin:login"
 # collector's queue lasts without renewal (a killed worker's claim lapses after it).
 TOLLGATE_MEDIATION_BATCH = int(os.environ.get("TOLLGATE_MEDIATION_BATCH", "200000"))
 TOLLGATE_COLLECTOR_LEASE_SECONDS = int(os.environ.get("TOLLGATE_COLLECTOR_LEASE_SECONDS", "120"))
+# PostgreSQL: a file's next batch is computed while the last one is written (docs/architecture.md).
+TOLLGATE_MEDIATION_OVERLAP = env_bool("TOLLGATE_MEDIATION_OVERLAP", True)
 # The mediation engine's DuckDB (usage/engine): its memory limit, threads, and where what does not
 # fit in memory spills (default: the system's temp directory).
 TOLLGATE_DUCKDB_MEMORY_LIMIT = os.environ.get("TOLLGATE_DUCKDB_MEMORY_LIMIT", "400MB")
