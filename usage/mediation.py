@@ -217,7 +217,6 @@ class Batches:
         self.commit_lock = threading.Lock()
         self.committed = self.done  # records committed (the writer moves it, under commit_lock)
         self.mark = time.monotonic()  # when the last batch committed: processing time runs from there
-        self.recomputed = 0
 
     def one_by_one(self, total: int) -> None:
         while self.done < total:
@@ -266,7 +265,6 @@ class Batches:
                             raise
                         # Computed again under its locks; the batch prepared after it read its deltas.
                         log.info("batch %s of file %s is computed again: %s", number, self.file.pk, exc)
-                        self.recomputed += 1
                         self.number = number - 1
                         self.done = before + self.retrying(before)
                         continue
