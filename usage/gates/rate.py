@@ -141,67 +141,93 @@ DRAW_COLUMNS = ("_row", "period_id", "category", "usage_type", "destination", "u
 
 def allowance_candidates(kind: Drawing, passes: int) -> str:
     """Side table draws0: the records that may draw, each with the allowance of every slot of its
-    period that covers it (category, usage type, zone, the subscription active on the usage date)."""
+    period that covers it (category, usage type, zone, the subscription active on the usage date):
+    one join of the records with their periods' slots, turned into a column per slot."""
     wanted = "s._priced" if kind.money else "s.rated_quantity"
-    columns = [f"s.{c}" for c in DRAW_COLUMNS]
-    columns += [f"{wanted} AS {kind.col('left', 0)}", f"{RECORD_KEY_ORDER} AS _draw_key"]
-    joins = []
-    for j in range(1, passes + 1):
-        a = f"a{j}"
-        columns += [f"{a}.iv_id AS {kind.col('iv', j)}", f"{a}.sub_id AS {kind.col('sub', j)}"]
-        columns.append(f"{a}.avail AS {kind.col('avail', j)}")
-        joins.append(
-            f"LEFT JOIN {kind.slots} {a} ON {a}.period_id = s.period_id AND {a}.slot = {j} "
-            f"AND {a}.category = s.category AND ({a}.usage_type = '' OR {a}.usage_type = s.usage_type) "
-            f"AND {a}.starts_on <= s.usage_date AND ({a}.ends_on IS NULL OR {a}.ends_on >= s.usage_date) "
-            f"AND ({a}.zone_id IS NULL OR EXISTS (SELECT 1 FROM billing_zoneprefix zp WHERE zp.zone_id = {a}.zone_id "
-            "AND substr(s.destination, 1, length(zp.prefix)) = zp.prefix))"
-        )
     priced = "" if kind.money else "s.rate_id IS NOT NULL AND "
+    candidates = (
+        f"SELECT {', '.join(f's.{c}' for c in DRAW_COLUMNS)}, {wanted} AS {kind.col('left', 0)}, "
+        f"{RECORD_KEY_ORDER} AS _draw_key FROM {{prev}} s WHERE {priced}{wanted} > 0 "
+        f"AND s.period_id IN (SELECT period_id FROM {kind.slots}) AND {WILL_BE_MEDIATED}"
+    )
+    covers = (
+        f"SELECT k._row, a.slot, a.iv_id, a.sub_id, a.avail FROM candidates k JOIN {kind.slots} a "
+        f"ON a.period_id = k.period_id AND a.slot <= {passes} AND a.category = k.category "
+        "AND (a.usage_type = '' OR a.usage_type = k.usage_type) AND a.starts_on <= k.usage_date "
+        "AND (a.ends_on IS NULL OR a.ends_on >= k.usage_date) "
+        "AND (a.zone_id IS NULL OR EXISTS (SELECT 1 FROM billing_zoneprefix zp WHERE zp.zone_id = a.zone_id "
+        "AND substr(k.destination, 1, length(zp.prefix)) = zp.prefix))"
+    )
+    # A period's slot is one allowance: at most one cover per record and slot.
+    per_slot = ", ".join(
+        f"MAX(CASE WHEN slot = {j} THEN {column} END) AS {kind.col(name, j)}"
+        for j in range(1, passes + 1)
+        for column, name in (("iv_id", "iv"), ("sub_id", "sub"), ("avail", "avail"))
+    )
     return (
-        f"SELECT {', '.join(columns)} FROM {{prev}} s {' '.join(joins)} WHERE {priced}"
-        f"{wanted} > 0 AND s.period_id IN (SELECT period_id FROM {kind.slots}) AND {WILL_BE_MEDIATED}"
+        f"WITH candidates AS ({candidates}), covers AS ({covers}) "
+        f"SELECT c.*, {', '.join(f'a.{kind.col(n, j)}' for j in range(1, passes + 1) for n in ('iv', 'sub', 'avail'))} "
+        f"FROM candidates c LEFT JOIN (SELECT _row, {per_slot} FROM covers GROUP BY _row) a ON a._row = c._row"
     )
 
 
 def allowance_draws(kind: Drawing, j: int) -> tuple[str, str]:
-    """Side table draws<j>: pass j over draws<j-1>. The records covered by their period's j-th
-    allowance draw what is left of it in time order: a running sum of what earlier records still
-    wanted, after what the period had already drawn. Within a period slot j is one allowance. Only
-    the records slot j covers are sorted for the running sum; the others pass through, drawing 0
-    (most services have one or two allowances: the later passes are small)."""
-    left, iv = f"s.{kind.col('left', j - 1)}", f"s.{kind.col('iv', j)}"
-    inc, before = kind.col("inc", j), kind.col("before", j)
+    """Side table draws<j>: pass j. The records covered by their period's j-th allowance draw what
+    is left of it in time order: a running sum of what earlier records still wanted, after what the
+    period had already drawn. Within a period slot j is one allowance. A pass holds only the records
+    slot j covers (`_row`, what each drew, what is then left of it): most services have one or two
+    allowances, so the later passes are small. What a record still wants is what the last pass
+    that covered it left (`still_wanted`)."""
+    left, inc, before, avail = (kind.col(c, j) for c in ("left", "inc", "before", "avail"))
     running = (
-        f"SUM({left}) OVER (PARTITION BY s.period_id "
+        f"SUM(s._wanted) OVER (PARTITION BY s.period_id "
         f"ORDER BY {DRAW_ORDER} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
     )
-    room = f"(s.{kind.col('avail', j)} - COALESCE(s.{before}, 0))"
-    drawn = f"CASE WHEN {iv} IS NULL OR {room} <= 0 THEN 0 WHEN {room} < {left} THEN {room} ELSE {left} END"
-    previous = f"{kind.p}draws{j - 1}"
+    room = f"(s.{avail} - COALESCE(s.{before}, 0))"
+    drawn = f"CASE WHEN {room} <= 0 THEN 0 WHEN {room} < s._wanted THEN {room} ELSE s._wanted END"
+    covered = (
+        f"SELECT s.*, {still_wanted(kind, j - 1)} AS _wanted FROM {kind.p}draws0 s {pass_joins(kind, j - 1)} "
+        f"WHERE s.{kind.col('iv', j)} IS NOT NULL"
+    )
     return (
         f"@{kind.p}draws{j}",
-        f"SELECT s.*, {left} - s.{inc} AS {kind.col('left', j)} FROM (SELECT s.*, {drawn} AS {inc} FROM ("
-        f"SELECT s.*, {running} AS {before} FROM {previous} s WHERE {iv} IS NOT NULL "
-        f"UNION ALL SELECT s.*, CAST(NULL AS HUGEINT) AS {before} FROM {previous} s WHERE {iv} IS NULL) s) s",
+        f"SELECT _row, {inc}, _wanted - {inc} AS {left} FROM (SELECT s._row, s._wanted, {drawn} AS {inc} FROM ("
+        f"SELECT s.*, {running} AS {before} FROM ({covered}) s) s) s",
     )
+
+
+def pass_joins(kind: Drawing, passes: int, alias: str = "s") -> str:
+    """Joins of passes 1..`passes` (`d<j>`) to draws0 rows `alias`."""
+    return " ".join(f"LEFT JOIN {kind.p}draws{j} d{j} ON d{j}._row = {alias}._row" for j in range(passes, 0, -1))
+
+
+def still_wanted(kind: Drawing, passes: int, alias: str = "s") -> str:
+    """What a draws0 row `alias` still wants after passes 1..`passes`: what the last pass covering it left."""
+    lefts = [f"d{j}.{kind.col('left', j)}" for j in range(passes, 0, -1)]
+    first = f"{alias}.{kind.col('left', 0)}"
+    return f"COALESCE({', '.join([*lefts, first])})" if lefts else first
 
 
 def drawing_steps(kind: Drawing, passes: int, wanted: str) -> tuple:
     """The steps that draw `passes` allowances of a kind: side tables, then one join adding, per pass,
-    the allowance, its subscription and what was drawn, and `_<p>left`, what is left to charge."""
+    the allowance, its subscription and what was drawn (0 for a record that may draw but slot j does
+    not cover), and `_<p>left`, what is left to charge."""
     left = f"_{kind.p}left"
     if not passes:
         return ((f"{wanted} AS {left}", ""),)
-    cols = ("iv", "sub", "inc")
+    drew = []
+    for j in range(1, passes + 1):
+        drew += [f"d0.{kind.col('iv', j)} AS {kind.col('iv', j)}", f"d0.{kind.col('sub', j)} AS {kind.col('sub', j)}"]
+        drew.append(
+            f"CASE WHEN d0._row IS NOT NULL THEN COALESCE(d{j}.{kind.col('inc', j)}, 0) END AS {kind.col('inc', j)}"
+        )
     return (
         (f"@{kind.slots}", allowance_slots(kind)),
         (f"@{kind.p}draws0", allowance_candidates(kind, passes)),
         *(allowance_draws(kind, j) for j in range(1, passes + 1)),
         (
-            ", ".join(f"dr.{kind.col(c, j)} AS {kind.col(c, j)}" for j in range(1, passes + 1) for c in cols)
-            + f", COALESCE(dr.{kind.col('left', passes)}, {wanted}) AS {left}",
-            f"LEFT JOIN {kind.p}draws{passes} dr ON dr._row = s._row",
+            ", ".join(drew) + f", COALESCE({still_wanted(kind, passes, 'd0')}, {wanted}) AS {left}",
+            f"LEFT JOIN {kind.p}draws0 d0 ON d0._row = s._row {pass_joins(kind, passes, 'd0')}",
         ),
     )
 
