@@ -206,7 +206,8 @@ class Batches:
     k's deltas when k was not yet committed at that moment (`commit_lock` makes the two exclusive);
     its write checks under its locks that those counters are still the store's, and a batch whose
     counters or keys changed meanwhile (`pipeline.Stale`: another collector drew from the same
-    periods) is computed again one by one. Either way a batch draws from exactly the totals before it."""
+    periods) is computed again under its locks, and the rest of the file goes one by one. Either way a
+    batch draws from exactly the totals before it."""
 
     def __init__(self, engine_db, mediation_file, collector, owner, until, run):
         self.engine_db, self.file, self.collector, self.owner = engine_db, mediation_file, collector, owner
@@ -263,11 +264,20 @@ class Batches:
                     except (pipeline.Stale, OperationalError) as exc:
                         if isinstance(exc, OperationalError) and not is_transient(exc):
                             raise
-                        # Computed again under its locks; the batch prepared after it read its deltas.
-                        log.info("batch %s of file %s is computed again: %s", number, self.file.pk, exc)
+                        # Computed again under its locks. Another writer draws from the same periods:
+                        # overlapping would now mostly compute batches twice, so the rest of the file
+                        # goes one by one, taking turns under the locks (the batch prepared after this
+                        # one read its deltas, and is dropped).
+                        log.info(
+                            "batch %s of file %s is computed again, and the file's next batches one by one: %s",
+                            number,
+                            self.file.pk,
+                            exc,
+                        )
                         self.number = number - 1
                         self.done = before + self.retrying(before)
-                        continue
+                        self.one_by_one(total)
+                        return
                     finally:
                         shutil.rmtree(written.directory, ignore_errors=True)
                     self.failed = None
