@@ -145,10 +145,14 @@ def run_drawing_gates(duck_db, connection, gates, tip: str) -> str:
         return tip
     with phase("counters lock and read"):
         store.lock_counters(connection, store.counter_buckets(duck_db, tip))
-        periods = duck.values(duck_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
-        reference.load_counters(duck_db, connection, periods)
+        reference.load_counters(duck_db, connection, batch_periods(duck_db, tip))
     with phase("gates rate and tax"):
         return compute.run_gates(duck_db, gates, tip)
+
+
+def batch_periods(duck_db, tip: str) -> list[int]:
+    """The periods the records of DuckDB table `tip` fell in: whose counters they read."""
+    return duck.values(duck_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
 
 
 def _intake_gates(engine_db, collector, last: str):
@@ -252,8 +256,7 @@ def prepare_intake(connection, engine_db, collector, file_id: int, last: str, re
         tip = compute.run_gates(engine_db, before, "gate_source")
     buckets, periods = [], []
     if drawing:
-        buckets = store.counter_buckets(engine_db, tip)
-        periods = duck.values(engine_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
+        buckets, periods = store.counter_buckets(engine_db, tip), batch_periods(engine_db, tip)
         with phase("counters read"):
             read_counters(periods)
         with phase("gates rate and tax"):
@@ -262,14 +265,14 @@ def prepare_intake(connection, engine_db, collector, file_id: int, last: str, re
         outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES)
         compute.counter_deltas(engine_db, gates, outcome)
     select, columns = _records(collector, file_id, stored, outcome)
-    prepared = PreparedBatch(directory, 0, buckets, periods, columns)
+    count = engine_db.execute(f"SELECT COUNT(*) FROM {outcome}").fetchone()[0]
+    prepared = PreparedBatch(directory, count, buckets, periods, columns)
+    counters = ", ".join(store.COUNTER_COLUMNS)
     with phase("export"):
         duck.export_csv(engine_db, _kept_keys(collector, file_id, outcome), store.KEY_COLUMNS, prepared.path("keys"))
         duck.export_csv(engine_db, select, columns, prepared.path("records"), timestamps=("usage_at",))
-        duck.export_csv(engine_db, "SELECT * FROM counter_delta", store.COUNTER_COLUMNS, prepared.path("deltas"))
-        used = "SELECT period_id, kind, owner_id, ref_id, total FROM usage_periodcounter"
-        duck.export_csv(engine_db, used, store.COUNTER_COLUMNS, prepared.path("used"))
-    prepared.count = engine_db.execute(f"SELECT COUNT(*) FROM {outcome}").fetchone()[0]
+        for name, table in (("deltas", "counter_delta"), ("used", "usage_periodcounter")):
+            duck.export_csv(engine_db, f"SELECT {counters} FROM {table}", store.COUNTER_COLUMNS, prepared.path(name))
     return prepared
 
 
