@@ -119,35 +119,33 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
     # The collector's lease makes this worker the file's only one: it takes over the file's run.
     run = tracking.start_run(queue_mediation_run("mediation worker", mediation_file).pk, take_over=True)
     parser = batches = None
-    engine_db = duck.connect()
-    try:
-        source = api_view(collector) if mediation_file.source_format == "api" else collector
-        parser = Parser(source, settings.TIME_ZONE)
-        # The whole file is staged first, numbered in time order: batches then go through the gates
-        # in the order records draw allowances, so charges do not depend on the batch size.
-        with mediation_file.raw.open("rb") as raw, phase("parse and stage"):
-            rows = parser.rows(raw)
-            total = staging.load_file(engine_db, parsed_ahead(rows, LOAD_CHUNK))
-        with phase("reference"):
-            reference.load(engine_db, connection, staging.identifiers(engine_db))
-        batches = Batches(engine_db, mediation_file, collector, owner, until, run)
-        if overlapped(total - mediation_file.lines_done, batches.size):
-            batches.overlapped(total)
-        else:
-            batches.one_by_one(total)
-    except FileRejected as exc:
-        _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
-        return MediationFile.Status.REJECTED
-    except LeaseLost:
-        raise
-    except Exception as exc:
-        log.exception("mediation of file %s failed", mediation_file.pk)
-        refresh_file_counts([mediation_file.pk])
-        batch = batches.failed if batches is not None else None
-        _finish(mediation_file, MediationFile.Status.FAILED, failure_message(exc, batch, parser, engine_db), run)
-        return MediationFile.Status.FAILED
-    finally:
-        engine_db.close()
+    with duck.session() as engine_db:
+        try:
+            source = api_view(collector) if mediation_file.source_format == "api" else collector
+            parser = Parser(source, settings.TIME_ZONE)
+            # The whole file is staged first, numbered in time order: batches then go through the gates
+            # in the order records draw allowances, so charges do not depend on the batch size.
+            with mediation_file.raw.open("rb") as raw, phase("parse and stage"):
+                rows = parser.rows(raw)
+                total = staging.load_file(engine_db, parsed_ahead(rows, LOAD_CHUNK))
+            with phase("reference"):
+                reference.load(engine_db, connection, staging.identifiers(engine_db))
+            batches = Batches(engine_db, mediation_file, collector, owner, until, run)
+            if overlapped(total - mediation_file.lines_done, batches.size):
+                batches.overlapped(total)
+            else:
+                batches.one_by_one(total)
+        except FileRejected as exc:
+            _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
+            return MediationFile.Status.REJECTED
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            log.exception("mediation of file %s failed", mediation_file.pk)
+            refresh_file_counts([mediation_file.pk])
+            batch = batches.failed if batches is not None else None
+            _finish(mediation_file, MediationFile.Status.FAILED, failure_message(exc, batch, parser, engine_db), run)
+            return MediationFile.Status.FAILED
     MediationFile.objects.filter(pk=mediation_file.pk).update(
         physical_lines=parser.physical_lines,
         header_lines=parser.header_lines,

@@ -308,11 +308,8 @@ def advance(cursor, collector, first: str, last: str, where: str, params: dict |
     from .models import UsageRecord
 
     connection = cursor.db
-    engine_db = duck.connect()
-    try:
+    with duck.session() as engine_db:
         return _advance(cursor, connection, engine_db, UsageRecord, collector, first, last, where, params, before_write)
-    finally:
-        engine_db.close()
 
 
 def _advance(cursor, connection, engine_db, record_model, collector, first, last, where, params, before_write) -> int:
