@@ -79,9 +79,9 @@ def session():
     except duckdb.Error:  # a database the unit left unusable
         db.close()
         return
-    previous, _kept.db = getattr(_kept, "db", None), (config, db)
-    if previous is not None:
-        previous[1].close()
+    if getattr(_kept, "db", None) is not None:  # kept by a unit inside this one
+        _kept.db[1].close()
+    _kept.db = (config, db)
 
 
 def duck_type(field) -> str:
