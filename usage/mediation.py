@@ -30,6 +30,7 @@ from console.models import RunStatus
 from . import pipeline, staging
 from .engine import duck, reference
 from .engine.timing import phase
+from .gates import parse_duck
 from .gates.parse import FileRejected, Parser, api_view
 from .models import MediationFile, UsageCollector
 from .selectors import queue_head
@@ -126,8 +127,10 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
             # The whole file is staged first, numbered in time order: batches then go through the gates
             # in the order records draw allowances, so charges do not depend on the batch size.
             with mediation_file.raw.open("rb") as raw, phase("parse and stage"):
-                rows = parser.rows(raw)
-                total = staging.load_file(engine_db, parsed_ahead(rows, LOAD_CHUNK))
+                if parse_duck.eligible(parser):
+                    total = parse_duck.stage(parser, raw, engine_db)
+                else:
+                    total = staging.load_file(engine_db, parsed_ahead(parser.rows(raw), LOAD_CHUNK))
             with phase("reference"):
                 reference.load(engine_db, connection, staging.identifiers(engine_db))
             batches = Batches(engine_db, mediation_file, collector, owner, until, run)

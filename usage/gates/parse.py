@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
 import re
 import zoneinfo
@@ -160,24 +161,44 @@ class Parser:
         self.physical_lines = self.header_lines = self.blank_lines = self.continuation_lines = 0
 
     # -- reading -------------------------------------------------------------------------------
-    def rows(self, binary, skip: int = 0):
-        """Yield a row tuple per data record after the first `skip` records. Every physical line is
-        counted: `physical_lines` = `header_lines` + `blank_lines` + records + `continuation_lines`."""
-        encoding = self.collector.encoding or "utf-8"
-        if encoding.replace("-", "").lower() == "utf8":
-            encoding = "utf-8-sig"  # drops a byte-order mark
-        text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
+    def rows(self, binary):
+        """Yield a row tuple per data record. Every physical line is counted: `physical_lines` =
+        `header_lines` + `blank_lines` + records + `continuation_lines`."""
+        text = io.TextIOWrapper(binary, encoding=self.text_encoding(), errors="surrogateescape", newline="")
         self.physical_lines = self.header_lines = self.blank_lines = self.continuation_lines = 0
         fmt = self.collector.format
         lines = self._physical_lines(text)
         if fmt in ("csv_header", "csv_position"):
-            yield from self._csv_rows(lines, skip, header=fmt == "csv_header")
-        elif fmt == "fixed_width":
-            yield from self._line_rows(lines, skip, self._fixed_width_values)
-        elif fmt == "json_lines":
-            yield from self._line_rows(lines, skip, self._json_values)
+            entries = self.csv_records(lines, multiline=getattr(self.collector, "multiline_fields", False))
+            first = next(entries, None)
+            layout = self.csv_layout(first)
+            if fmt == "csv_position":
+                entries = itertools.chain([first], entries)
+            yield from self.csv_body(entries, layout)
+        elif fmt in ("fixed_width", "json_lines"):
+            yield from self.line_body(lines)
         else:
             raise FileRejected(f"Unknown file format {fmt!r}.")
+        self.check_records()
+
+    def text_encoding(self) -> str:
+        encoding = self.collector.encoding or "utf-8"
+        if encoding.replace("-", "").lower() == "utf8":
+            return "utf-8-sig"  # drops a byte-order mark
+        return encoding
+
+    def records_seen(self) -> int:
+        return self.physical_lines - self.header_lines - self.blank_lines - self.continuation_lines
+
+    def check_records(self):
+        """A file with no record at all is refused whole."""
+        if self.records_seen():
+            return
+        if self.collector.format == "csv_header":
+            raise FileRejected("The file has a header but no records.")
+        if self.collector.format == "csv_position":
+            raise FileRejected("The file has no records.")
+        raise FileRejected("The file is empty." if self.physical_lines == 0 else "The file has no records.")
 
     def _physical_lines(self, text):
         """(line number, line, overlong) per physical line (ended by LF, CRLF or CR). A line over
@@ -200,53 +221,57 @@ class Parser:
     def _too_long(self, line_no):
         return f"Line {line_no}: longer than {self.limits['line_chars']:,} characters (TOLLGATE_MAX_LINE_CHARS)."
 
-    def _csv_rows(self, lines, skip, header):
+    def delimiter(self) -> str:
         delimiter = self.collector.delimiter or ","
-        if delimiter == "\\t":
-            delimiter = "\t"
-        multiline = getattr(self.collector, "multiline_fields", False)
+        return "\t" if delimiter == "\\t" else delimiter
+
+    def csv_records(self, lines, multiline: bool):
+        """(line number, values or None, error or None) per CSV record of `lines`; a blank line has
+        no values ([])."""
+        delimiter = self.delimiter()
         feed = _LineFeed(
             lines if multiline else None,
             max_lines=self.limits["record_lines"],
             max_chars=self.limits["line_chars"] * self.limits["record_lines"],
         )
         reader = csv.reader(feed, delimiter=delimiter, strict=False)
+        for line_no, line, overlong in lines:
+            if overlong:
+                yield line_no, None, self._too_long(line_no)
+                continue
+            if not line.strip():
+                yield line_no, [], None  # blank, or white space only
+                continue
+            if '"' not in line:  # no quoting: the csv reader would split at the delimiter, only slower
+                yield line_no, line.rstrip("\r\n").split(delimiter), None
+                continue
+            feed.start(line)
+            try:
+                values = next(reader)
+            except csv.Error as exc:
+                yield line_no, None, f"Line {line_no}: {exc}."
+                continue
+            except StopIteration:
+                values = []
+            self.continuation_lines += feed.extra
+            if not feed.cut:
+                yield line_no, values, None
+            elif feed.overlong or feed.extra + 1 >= feed.max_lines and multiline:
+                limit = f"{feed.max_lines} lines or {feed.max_chars:,} characters"
+                yield line_no, None, f"Line {line_no}: a quoted field runs past {limit}."
+            elif multiline:
+                yield line_no, None, f"Line {line_no}: a quoted field is not closed before the end of the file."
+            else:
+                yield line_no, None, f"Line {line_no}: a quoted field is not closed on this line."
 
-        def records():
-            for line_no, line, overlong in lines:
-                if overlong:
-                    yield line_no, None, self._too_long(line_no)
-                    continue
-                if not line.strip():
-                    yield line_no, [], None  # blank, or white space only
-                    continue
-                if '"' not in line:  # no quoting: the csv reader would split at the delimiter, only slower
-                    yield line_no, line.rstrip("\r\n").split(delimiter), None
-                    continue
-                feed.start(line)
-                try:
-                    values = next(reader)
-                except csv.Error as exc:
-                    yield line_no, None, f"Line {line_no}: {exc}."
-                    continue
-                except StopIteration:
-                    values = []
-                self.continuation_lines += feed.extra
-                if not feed.cut:
-                    yield line_no, values, None
-                elif feed.overlong or feed.extra + 1 >= feed.max_lines and multiline:
-                    limit = f"{feed.max_lines} lines or {feed.max_chars:,} characters"
-                    yield line_no, None, f"Line {line_no}: a quoted field runs past {limit}."
-                elif multiline:
-                    yield line_no, None, f"Line {line_no}: a quoted field is not closed before the end of the file."
-                else:
-                    yield line_no, None, f"Line {line_no}: a quoted field is not closed on this line."
-
-        entries = records()
-        first = next(entries, None)
+    def csv_layout(self, first) -> list[tuple[str, int]]:
+        """(field, 0-based column) in column order, from the header (CSV with header) or the mapping
+        (by position); `first` is the file's first record entry. A header that does not fit the
+        mapping, or a first line that looks split by another delimiter, refuses the file."""
+        delimiter = self.delimiter()
         if first is None:
             raise FileRejected("The file is empty.")
-        if header:
+        if self.collector.format == "csv_header":
             self.header_lines = 1
             if first[1] is None:
                 raise FileRejected(f"The header cannot be read: {first[2]}")
@@ -264,7 +289,6 @@ class Parser:
                     f"Line 1: the header has no column {', '.join(absent)}; it has {len(names)} column(s): "
                     f"{', '.join(repr(n[:40]) for n in names[:12])}.{hint}"
                 )
-            pending = None
         else:
             try:
                 positions = {field: int(col) - 1 for field, col in self.mapping.items()}
@@ -275,23 +299,15 @@ class Parser:
                 raise FileRejected(
                     f"Line 1 has 1 field but the mapping reads field {needed}.{_delimiter_hint(first[1], delimiter)}"
                 )
-            pending = first
-        width = max(positions.values()) + 1
-        items = sorted(positions.items(), key=lambda kv: kv[1])
-        seen = 0
-        while True:
-            if pending is not None:
-                entry, pending = pending, None
-            else:
-                entry = next(entries, None)
-                if entry is None:
-                    break
-            line_no, values, error = entry
+        return sorted(positions.items(), key=lambda kv: kv[1])
+
+    def csv_body(self, entries, layout):
+        """A row per CSV record entry; blank lines are counted."""
+        delimiter = self.delimiter()
+        width = layout[-1][1] + 1
+        for line_no, values, error in entries:
             if values == [] and error is None:
                 self.blank_lines += 1
-                continue
-            seen += 1
-            if seen <= skip:
                 continue
             raw = delimiter.join(values) if values else ""
             if error is None and len(values) < width:
@@ -299,19 +315,15 @@ class Parser:
             if error is not None:
                 yield self._error_row(line_no, error, raw)
                 continue
-            yield self._build(line_no, {field: values[pos] for field, pos in items}, raw)
-        if seen == 0 and skip == 0:
-            raise FileRejected("The file has a header but no records." if header else "The file has no records.")
+            yield self._build(line_no, {field: values[pos] for field, pos in layout}, raw)
 
-    def _line_rows(self, lines, skip, values_of):
-        seen = 0
+    def line_body(self, lines):
+        """A row per record of a line format (fixed width, JSON lines); blank lines are counted."""
+        values_of = self._fixed_width_values if self.collector.format == "fixed_width" else self._json_values
         for line_no, line, overlong in lines:
             stripped = line.rstrip("\r\n")
             if not overlong and not stripped.strip():
                 self.blank_lines += 1
-                continue
-            seen += 1
-            if seen <= skip:
                 continue
             if overlong:
                 yield self._error_row(line_no, self._too_long(line_no), stripped[:1000])
@@ -324,8 +336,6 @@ class Parser:
                 yield self._error_row(line_no, str(exc), stripped)
                 continue
             yield self._build(line_no, values, stripped)
-        if seen == 0 and skip == 0:
-            raise FileRejected("The file is empty." if self.physical_lines == 0 else "The file has no records.")
 
     def _fixed_width_values(self, line, line_no):
         values = {}
