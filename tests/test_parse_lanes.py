@@ -130,7 +130,7 @@ def usage_file(draw):
     return delimiter, ending.join(lines) + draw(st.sampled_from([ending, ""]))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     usage_file(),
     st.sampled_from(ZONES),
@@ -153,7 +153,7 @@ def test_generated_lines_read_the_same_in_both_lanes(file, source_zone, billing_
     same(collector, text.encode(), billing_zone)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.sampled_from(["epoch", "%Y%m%d%H%M%S", "%d.%m.%Y-%H%M", "%Y%m%d"]),
     st.lists(

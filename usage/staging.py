@@ -110,7 +110,7 @@ def finish(duck) -> int:
     the batch size); the number of rows."""
     # Numbered over the sort keys alone, then joined back: sorting the whole wide rows costs twice as much.
     duck.execute(
-        f"CREATE OR REPLACE TEMP TABLE file_order AS SELECT line_no, ROW_NUMBER() OVER (ORDER BY {FILE_ORDER}) AS seq "
+        f"CREATE OR REPLACE TABLE file_order AS SELECT line_no, ROW_NUMBER() OVER (ORDER BY {FILE_ORDER}) AS seq "
         f"FROM {LOADING_TABLE}"
     )
     (total,) = duck.execute(

@@ -178,15 +178,16 @@ def read_block(duck, statement: str, first: int, lines: list[bytes], tabs: bool)
     block = pa.Table.from_batches(block.to_batches(max_chunksize=SCAN_ROWS))
     duck.register("block_arrow", block)
     try:
-        duck.execute("CREATE OR REPLACE TEMP TABLE block_lines AS SELECT * FROM block_arrow")
+        duck.execute("CREATE OR REPLACE TABLE block_lines AS SELECT * FROM block_arrow")
     finally:
         duck.unregister("block_arrow")
-    duck.execute(f"CREATE OR REPLACE TEMP TABLE block_read AS {statement}")
+    duck.execute(f"CREATE OR REPLACE TABLE block_read AS {statement}")
     duck.execute(
         f"INSERT INTO {staging.LOADING_TABLE} SELECT * EXCLUDE (accepted, line) FROM block_read WHERE accepted"
     )
     left = duck.execute("SELECT line_no, line FROM block_read WHERE NOT accepted").fetchall()
     duck.execute("DROP TABLE block_read")
+    duck.execute("DROP TABLE block_lines")
     return [(n, s.encode("ascii")) for n, s in left] + others
 
 
