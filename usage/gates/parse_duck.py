@@ -29,7 +29,7 @@ from .parse import FIELDS, MAX_KEY, MAX_LENGTH, VOLUME_FACTOR, Parser
 
 BLOCK_BYTES = 1 << 24  # bytes of the file split into lines at a time
 SCAN_ROWS = 16_384  # lines per piece of a block handed to DuckDB
-ASCII_COMPATIBLE = {"utf-8", "ascii", "latin-1", "iso8859-15", "cp1252", "cp1250", "cp1251", "cp1257"}
+ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1250", "cp1251", "cp1252", "cp1257"}  # codecs names
 PATTERN_RANGES = {
     "Y": r"\d{4}",
     "m": r"0[1-9]|1[0-2]",
