@@ -128,7 +128,7 @@ TOLLGATE_COLLECTOR_LEASE_SECONDS = int(os.environ.get("TOLLGATE_COLLECTOR_LEASE_
 TOLLGATE_MEDIATION_OVERLAP = env_bool("TOLLGATE_MEDIATION_OVERLAP", True)
 # The mediation engine's DuckDB (usage/engine): its memory limit, threads, and where what does not
 # fit in memory spills (default: the system's temp directory).
-TOLLGATE_DUCKDB_MEMORY_LIMIT = os.environ.get("TOLLGATE_DUCKDB_MEMORY_LIMIT", "400MB")
+TOLLGATE_DUCKDB_MEMORY_LIMIT = os.environ.get("TOLLGATE_DUCKDB_MEMORY_LIMIT", "192MB")
 TOLLGATE_DUCKDB_THREADS = int(os.environ.get("TOLLGATE_DUCKDB_THREADS", "2"))
 TOLLGATE_DUCKDB_TEMP_DIR = os.environ.get("TOLLGATE_DUCKDB_TEMP_DIR", "")
 

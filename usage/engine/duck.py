@@ -22,7 +22,7 @@ from django.db import models
 
 def _config() -> dict:
     return {
-        "memory_limit": str(getattr(settings, "TOLLGATE_DUCKDB_MEMORY_LIMIT", "400MB")),
+        "memory_limit": str(getattr(settings, "TOLLGATE_DUCKDB_MEMORY_LIMIT", "192MB")),
         "threads": int(getattr(settings, "TOLLGATE_DUCKDB_THREADS", 2)),
         "temp_root": str(getattr(settings, "TOLLGATE_DUCKDB_TEMP_DIR", "") or tempfile.gettempdir()),
     }
