@@ -205,17 +205,23 @@ class Parser:
         the limit is cut there and the rest of it read past in pieces: never held whole."""
         limit = self.limits["line_chars"]
         line_no = 0
+        cut_at_cr = False  # an overlong line's read stopped at a CR: a LF right after it ends the same line
         while True:
             line = text.readline(limit + 2)
             if not line:
                 return
+            if cut_at_cr and line == "\n":
+                cut_at_cr = False
+                continue
             line_no += 1
             self.physical_lines = line_no
             content = line.rstrip("\r\n")
             overlong = len(content) > limit
+            cut_at_cr = overlong and line.endswith("\r")
             if overlong and not line.endswith(("\n", "\r")):
                 while (rest := text.readline(1 << 16)) and not rest.endswith(("\n", "\r")):
                     pass
+                cut_at_cr = rest.endswith("\r")
             yield line_no, (content[:limit] if overlong else line), overlong
 
     def _too_long(self, line_no):
