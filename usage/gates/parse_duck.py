@@ -39,7 +39,8 @@ PATTERN_RANGES = {
     "S": r"[0-5]\d",
 }
 ISO_TIME = r"\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-](0\d|1[0-4]):[0-5]\d)?"
-ZONE_STEP = 6 * 3600  # seconds between looks at a zone's offset; clock changes are further apart
+# Seconds between looks at a zone's offset: two changes closer than this that cancel out would be missed.
+ZONE_STEP = 6 * 3600
 MARGIN = dt.timedelta(days=1)  # a local time this close to a clock change is left to the Python parser
 NUMBER_FIELDS = ("duration", "volume", "quantity")
 MAX_OFFSET = 14 * 3600  # seconds; a written offset beyond it is the Python parser's error
