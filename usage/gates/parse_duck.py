@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import staging
-from .parse import FIELDS, MAX_KEY, MAX_LENGTH, VOLUME_FACTOR, Parser
+from .parse import DURATION_FACTOR, FIELDS, MAX_KEY, MAX_LENGTH, VOLUME_FACTOR, Parser
 
 BLOCK_BYTES = 1 << 24  # bytes of the file split into lines at a time
 SCAN_ROWS = 16_384  # lines per piece of a block handed to DuckDB
@@ -145,10 +145,10 @@ def decoded(parser: Parser, line_no: int, line: bytes):
 
 
 def first_line(parser: Parser, line: bytes):
-    """The layout from the file's first line, and whether that line is a record for the Python
-    parser (it is, unless it is a CSV header)."""
+    """The layout from the file's first line, and whether that line is a record left to the Python
+    parser (any first line but a CSV header; a CSV by position's is checked for a wrong delimiter)."""
     if parser.collector.format == "fixed_width":
-        return [(field, bounds) for field, bounds in parser.mapping.items()], True
+        return list(parser.mapping.items()), True
     entry = next(parser.csv_records(iter([decoded(parser, 1, line)]), multiline=False))
     return parser.csv_layout(entry), parser.collector.format == "csv_position"
 
@@ -375,7 +375,7 @@ def read_select(parser: Parser, layout) -> str:
     checks += [f"length({raw[f]}) <= {limit}" for f, limit in MAX_LENGTH.items()]
     numbers = []
     factor = {
-        "duration": {"second": 1, "minute": 60}.get(collector.duration_unit, 1),
+        "duration": DURATION_FACTOR.get(collector.duration_unit, 1),  # ms: rounded up below
         "volume": VOLUME_FACTOR[collector.volume_unit],
         "quantity": 1,
     }
