@@ -138,16 +138,16 @@ def split_at_rate(gates) -> tuple[list, list]:
     return gates[:split], gates[split:]
 
 
-def run_drawing_gates(duck_db, connection, gates, tip: str) -> str:
-    """Run the gates from rate on over DuckDB table `tip`, after taking the counter locks of its
-    periods and reading their counters (in the caller's transaction, held to commit)."""
-    if not gates:
-        return tip
-    with phase("counters lock and read"):
-        store.lock_counters(connection, store.counter_buckets(duck_db, tip))
-        reference.load_counters(duck_db, connection, batch_periods(duck_db, tip))
-    with phase("gates rate and tax"):
-        return compute.run_gates(duck_db, gates, tip)
+def drawing_outcome(duck_db, connection, gates, drawing, tip: str, columns) -> str:
+    """The outcome table of `gates` over DuckDB table `tip`, running the gates from rate on
+    (`drawing`) after taking the counter locks of its periods and reading their counters (in the
+    caller's transaction, held to commit)."""
+    if drawing:
+        with phase("counters lock and read"):
+            store.lock_counters(connection, store.counter_buckets(duck_db, tip))
+            reference.load_counters(duck_db, connection, batch_periods(duck_db, tip))
+    with phase("gates rate, tax and outcome"):
+        return compute.run_outcome(duck_db, gates, tip, columns, STAGES, run=drawing)
 
 
 def batch_periods(duck_db, tip: str) -> list[int]:
@@ -212,9 +212,7 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
         except store.KeyTaken:
             if attempt == KEY_ATTEMPTS:
                 raise  # the batch fails; the next try of the file looks the keys up again
-    tip = run_drawing_gates(engine_db, connection, drawing, tip)
-    with phase("outcome"):
-        outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES)
+    outcome = drawing_outcome(engine_db, connection, gates, drawing, tip, ["_row", *stored])
     select, columns = _records(collector, file_id, stored, outcome)
     with phase("write records"):
         count = store.insert_records(engine_db, connection, select, columns)
@@ -259,10 +257,9 @@ def prepare_intake(connection, engine_db, collector, file_id: int, last: str, re
         buckets, periods = store.counter_buckets(engine_db, tip), batch_periods(engine_db, tip)
         with phase("counters read"):
             read_counters(periods)
-        with phase("gates rate and tax"):
-            tip = compute.run_gates(engine_db, drawing, tip)
+    with phase("gates rate, tax and outcome"):
+        outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES, run=drawing)
     with phase("outcome"):
-        outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES)
         compute.counter_deltas(engine_db, gates, outcome)
     select, columns = _records(collector, file_id, stored, outcome)
     count = engine_db.execute(f"SELECT COUNT(*) FROM {outcome}").fetchone()[0]
@@ -351,10 +348,10 @@ def _advance(cursor, connection, engine_db, record_model, collector, first, last
         "CAST(NULL AS VARCHAR) AS parse_reason FROM advance_source"
     )
     before, drawing = split_at_rate(gates)
-    tip = run_drawing_gates(engine_db, connection, drawing, compute.run_gates(engine_db, before, "gate_source"))
+    tip = compute.run_gates(engine_db, before, "gate_source")
     shown = [c for c in ("file_id", "record_id", "service_id", "usage_at", "category") if c not in assigned]
     columns = ["id", *assigned, *shown, *(f"_old_{c}" for c in written)]
-    outcome = compute.run_outcome(engine_db, gates, tip, columns, STAGES)
+    outcome = drawing_outcome(engine_db, connection, gates, drawing, tip, columns)
     if before_write is not None:
         before_write(engine_db, outcome)
     # Only the records whose outcome differs go back to the store.

@@ -1,10 +1,11 @@
-"""Running gates in DuckDB: each gate one statement over the previous gate's table.
+"""Running gates in DuckDB: gates as named CTEs of as few statements as their steps allow.
 
-A gate's steps (`usage.gates.base.Gate`) become the CTEs of one `CREATE TABLE gate_<name> AS …`; a
-step that reads the step before it twice (`{prev}` in its joins) or a side table (`@name`) makes
-the steps so far a table first, so every statement can be run by hand in a DuckDB shell over the
-tables it names. The outcome (the first gate a record fails, its reason and message) is one more
-statement over the last gate's table.
+A gate's steps (`usage.gates.base.Gate`) become CTEs, and gates that follow each other one
+`CREATE TABLE gate_<last> AS …` (each gate's last CTE named `gate_<name>`); a step that reads the
+step before it twice (`{prev}` in its joins) or a side table (`@name`) makes the steps so far a table
+first, so every statement can be run by hand in a DuckDB shell over the tables it names. The
+outcome (the first gate a record fails, its reason and message) is one more statement over the
+last gate's table.
 """
 
 import re
@@ -21,45 +22,62 @@ def execute(duck, sql: str, params: dict | None = None):
 
 
 def run_gates(duck, gates, source: str) -> str:
-    """Run `gates` in order over DuckDB table `source`; the last gate's table."""
-    table = source
+    """Run `gates` in order over DuckDB table `source`; the last gate's table.
+
+    Gates follow each other in one statement, each gate's steps CTEs and its last one named
+    `gate_<name>`: a table per gate would write every record's columns once more for each gate
+    (on 200k records, creating a gate's table cost more than its joins). A step that reads the table
+    it extends (`{prev}`) or a side table (`@name`) makes what came before it a table first."""
+    chain = _Chain(duck, source)
     for gate in gates:
-        table = run_gate(duck, gate, table)
-    return table
+        chain.add(gate)
+    return chain.create(f"gate_{gates[-1].name}") if gates else source
 
 
-def run_gate(duck, gate, source: str) -> str:
-    ctes: list[tuple[str, str]] = []
-    tip = source
-    parts = 0
+class _Chain:
+    """The CTEs of gates run so far, over the table `tip`."""
 
-    def materialize():
-        nonlocal tip, parts
-        if ctes:
-            parts += 1
-            tip = _create(duck, f"gate_{gate.name}_{parts}", ctes, gate.params)
-            ctes.clear()
+    def __init__(self, duck, tip: str):
+        self.duck, self.tip = duck, tip
+        self.ctes: list[tuple[str, str]] = []
+        self.params: dict = {}
+        self.parts = 0
 
-    for select, joins in gate.steps:
-        if select.startswith("@") or "{prev}" in joins:
-            materialize()
-        joins = joins.replace("{prev}", tip)
-        if select.startswith("@"):
-            with phase(f"gate {gate.name}: {select[1:]}"):
-                execute(duck, f"CREATE OR REPLACE TABLE {select[1:]} AS {joins}", gate.params)
-            continue
-        previous = ctes[-1][0] if ctes else tip
-        ctes.append((f"step{len(ctes) + 1}", f"SELECT s.*, {select} FROM {previous} s {joins}"))
-    if not ctes:
-        ctes.append(("step1", f"SELECT * FROM {tip}"))
-    return _create(duck, f"gate_{gate.name}", ctes, gate.params)
+    def add(self, gate):
+        for key, value in gate.params.items():
+            assert self.params.get(key, value) == value, f"gates disagree on ${key}"
+        self.params.update(gate.params)
+        for number, (select, joins) in enumerate(gate.steps, start=1):
+            if select.startswith("@") or "{prev}" in joins:
+                self.parts += 1
+                self.create(f"gate_{gate.name}_{self.parts}")
+            joins = joins.replace("{prev}", self.tip)
+            if select.startswith("@"):
+                with phase(f"gate {gate.name}: {select[1:]}"):
+                    execute(self.duck, f"CREATE OR REPLACE TABLE {select[1:]} AS {joins}", self.params)
+                continue
+            last = number == len(gate.steps)
+            name = f"gate_{gate.name}" if last else f"{gate.name}_step{number}"
+            self.ctes.append((name, f"SELECT s.*, {select} FROM {self.previous()} s {joins}"))
+        if not self.ctes or self.ctes[-1][0] != f"gate_{gate.name}":
+            self.ctes.append((f"gate_{gate.name}", f"SELECT * FROM {self.previous()}"))
 
+    def previous(self) -> str:
+        return self.ctes[-1][0] if self.ctes else self.tip
 
-def _create(duck, name: str, ctes, params) -> str:
-    body = ",\n".join(f"{cte} AS ({query})" for cte, query in ctes)
-    with phase(name):
-        execute(duck, f"CREATE OR REPLACE TABLE {name} AS WITH {body}\nSELECT * FROM {ctes[-1][0]}", params)
-    return name
+    def create(self, name: str) -> str:
+        """Make the CTEs so far table `name`, the new tip."""
+        if self.ctes:
+            body = ",\n".join(f"{cte} AS ({query})" for cte, query in self.ctes)
+            with phase(name):
+                execute(
+                    self.duck,
+                    f"CREATE OR REPLACE TABLE {name} AS WITH {body}\nSELECT * FROM {self.ctes[-1][0]}",
+                    self.params,
+                )
+            self.ctes.clear()
+            self.tip = name
+        return self.tip
 
 
 def outcome_select(gates, stages: tuple[str, ...]) -> str:
@@ -80,18 +98,21 @@ def outcome_select(gates, stages: tuple[str, ...]) -> str:
     )
 
 
-def run_outcome(duck, gates, tip: str, columns, stages, name: str = "outcome") -> str:
-    """Table `name`: `columns` of the last gate's table `tip`, the counter columns, and the outcome."""
+def run_outcome(duck, gates, tip: str, columns, stages, name: str = "outcome", run=()) -> str:
+    """Table `name`: `columns` of the last gate's table, the counter columns, and the outcome. The
+    gates `run` (the last of `gates`) are run over `tip` first, in the same statement where their
+    steps allow: the outcome then does not write the last gate's wide table once more."""
     kept = sorted({"period_id", *(c for g in gates for counter in g.counters for c in counter[1:] if c != "0")})
     extra = [c for c in kept if c not in columns]
     first_failure = " ".join(f"WHEN NOT ({g.ok}) THEN '{g.name}'" for g in gates)
-    execute(
-        duck,
-        f"CREATE OR REPLACE TABLE {name} AS SELECT {', '.join([*columns, *extra])}, {outcome_select(gates, stages)} "
-        f"FROM (SELECT s.*, CASE {first_failure} END AS _failed FROM {tip} s) s",
-        {k: v for g in gates for k, v in g.params.items()},
-    )
-    return name
+    chain = _Chain(duck, tip)
+    for gate in run:
+        chain.add(gate)
+    for gate in gates:
+        chain.params.update(gate.params)  # the messages of earlier gates may use theirs
+    chain.ctes.append(("failed", f"SELECT s.*, CASE {first_failure} END AS _failed FROM {chain.previous()} s"))
+    chain.ctes.append((name, f"SELECT {', '.join([*columns, *extra])}, {outcome_select(gates, stages)} FROM failed s"))
+    return chain.create(name)
 
 
 def counter_deltas(duck, gates, outcome: str, name: str = "counter_delta") -> int:
