@@ -259,7 +259,7 @@ def prepare_intake(connection, engine_db, collector, file_id: int, last: str, re
             read_counters(periods)
     with phase("gates rate, tax and outcome"):
         outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES, run=drawing)
-    with phase("outcome"):
+    with phase("counter deltas"):
         compute.counter_deltas(engine_db, gates, outcome)
     select, columns = _records(collector, file_id, stored, outcome)
     count = engine_db.execute(f"SELECT COUNT(*) FROM {outcome}").fetchone()[0]
