@@ -4,8 +4,8 @@ A gate's steps (`usage.gates.base.Gate`) become CTEs, and gates that follow each
 `CREATE TABLE gate_<last> AS …` (each gate's last CTE named `gate_<name>`); a step that reads the
 step before it twice (`{prev}` in its joins) or a side table (`@name`) makes the steps so far a table
 first, so every statement can be run by hand in a DuckDB shell over the tables it names. The
-outcome (the first gate a record fails, its reason and message) is one more statement over the
-last gate's table.
+outcome (the first gate a record fails, its reason and message) is the last CTE of the last
+statement (`run_outcome`).
 """
 
 import re
