@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import staging
+from ..engine.duck import quote
 from .parse import DURATION_FACTOR, FIELDS, MAX_KEY, MAX_LENGTH, VOLUME_FACTOR, Parser
 
 BLOCK_BYTES = 1 << 24  # bytes of the file split into lines at a time
@@ -263,10 +264,6 @@ def load_zones(duck, parser: Parser):
 
 
 # -- the statement ---------------------------------------------------------------------------------
-def q(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
 def time_reader(time_format: str):
     """(regex, [(directive, group)]) for a pattern of fixed digits, 'iso' or 'epoch' as such; None
     for a pattern the statement does not read."""
@@ -307,7 +304,7 @@ def time_columns(parser: Parser, st: str) -> str:
         # sign), or in the time itself.
         cut = f"CASE WHEN ends_with({st}, 'Z') THEN 1 WHEN {st}[-6] IN ('+', '-') THEN 6 ELSE 0 END"
         return (
-            f"CASE WHEN regexp_full_match({st}, {q(ISO_TIME)}) THEN TRY_CAST(replace(left({st}, length({st}) - "
+            f"CASE WHEN regexp_full_match({st}, {quote(ISO_TIME)}) THEN TRY_CAST(replace(left({st}, length({st}) - "
             f"{cut}), 'T', ' ') AS TIMESTAMP) END AS naive, CASE WHEN ends_with({st}, 'Z') THEN 0 "
             f"WHEN {st}[-6] IN ('+', '-') THEN (CASE WHEN {st}[-6] = '-' THEN -1 ELSE 1 END) * "
             f"(CAST({st}[-5:-4] AS INTEGER) * 3600 + CAST({st}[-2:] AS INTEGER) * 60) END AS off"
@@ -332,7 +329,7 @@ def time_match(parser: Parser, st: str) -> str:
         return "NULL AS t"
     pattern, groups = reader
     names = ", ".join(f"'g{k}'" for k in range(len(groups)))
-    return f"regexp_extract({st}, {q(pattern)}, [{names}]) AS t"
+    return f"regexp_extract({st}, {quote(pattern)}, [{names}]) AS t"
 
 
 def read_select(parser: Parser, layout) -> str:
@@ -353,7 +350,7 @@ def read_select(parser: Parser, layout) -> str:
             x = f"v[{fields[field] + 1}]"
             return f"CASE WHEN starts_with({x}, '\"') THEN substr({x}, 2, length({x}) - 2) ELSE {x} END"
 
-        split = f"string_split(line, {q(delimiter)}) AS v"
+        split = f"string_split(line, {quote(delimiter)}) AS v"
     else:
         shape = f"length(line) >= {max(end for _, end in fields.values())}"
 
