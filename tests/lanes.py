@@ -35,14 +35,22 @@ def duck_lane(collector, data: bytes, billing_tz: str = "UTC"):
     return aware, {name: getattr(parser, name) for name in COUNTS}
 
 
-def parse_both(collector, data: bytes, billing_tz: str = "UTC"):
-    """The Python lane's rows, after checking that the DuckDB lane (where it takes the file) gives
-    the same rows, counts or refusal."""
+def same_in_both_lanes(collector, data: bytes, billing_tz: str = "UTC", label: str = ""):
+    """The Python lane's (rows, counts), after checking the DuckDB lane gives the same."""
     expected = python_lane(collector, data, billing_tz)
+    got = duck_lane(collector, data, billing_tz)
+    assert got[1] == expected[1], label
+    assert got[0] == expected[0], label
+    return expected
+
+
+def parse_both(collector, data: bytes, billing_tz: str = "UTC"):
+    """The Python lane's rows, checked against the DuckDB lane where it takes the file; a refusal
+    (the same in both) is raised."""
     if parse_duck.eligible(Parser(collector, billing_tz)):
-        got = duck_lane(collector, data, billing_tz)
-        assert got[1] == expected[1]
-        assert got[0] == expected[0]
-    if expected[1] is None:
-        raise FileRejected(expected[0])
-    return expected[0]
+        rows, counts = same_in_both_lanes(collector, data, billing_tz)
+    else:
+        rows, counts = python_lane(collector, data, billing_tz)
+    if counts is None:
+        raise FileRejected(rows)
+    return rows

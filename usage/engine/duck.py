@@ -162,6 +162,16 @@ def values(duck, query: str, params=None) -> list:
     return [row[0] for row in duck.execute(query, params).fetchall()]
 
 
+def table_from_arrow(duck, name: str, data) -> None:
+    """DuckDB table `name` holding Arrow table `data` (registered only while it is copied)."""
+    view = f"{name}_arrow"
+    duck.register(view, data)
+    try:
+        duck.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {view}")
+    finally:
+        duck.unregister(view)
+
+
 def empty_table(duck, name: str, columns: dict[str, str]) -> None:
     duck.execute(f"CREATE OR REPLACE TABLE {name} ({', '.join(f'{c} {t}' for c, t in columns.items())})")
 

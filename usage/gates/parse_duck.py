@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import staging
-from ..engine.duck import quote
+from ..engine.duck import quote, table_from_arrow
 from .parse import DURATION_FACTOR, FIELDS, MAX_KEY, MAX_LENGTH, VOLUME_FACTOR, Parser
 
 BLOCK_BYTES = 1 << 24  # bytes of the file split into lines at a time
@@ -71,23 +71,22 @@ def stage(parser: Parser, binary, duck) -> int:
     layout = statement = None
     tabs = parser.collector.format != "fixed_width" and parser.delimiter() == "\t"
     for first, lines in physical_blocks(binary, parser):
-        if layout is None:
+        parser.physical_lines = first + len(lines) - 1
+        slow = []
+        if layout is None:  # the file's first line: a header, or a record for the Python parser
             layout, leftover = first_line(parser, lines[0])
             statement = read_select(parser, layout)
             load_zones(duck, parser)
-            slow = [(1, lines[0])] if leftover else []
-            fast_from = 1
-        else:
-            slow, fast_from = [], 0
-        parser.physical_lines = first + len(lines) - 1
-        slow += read_block(duck, statement, first + fast_from, lines[fast_from:], tabs)
+            if leftover:
+                slow.append((1, lines[0]))
+            first, lines = 2, lines[1:]
+        slow += read_block(duck, statement, first, lines, tabs)
         slow.sort(key=lambda item: item[0])
         rows = list(python_rows(parser, layout, slow))
         if rows:
             staging.insert(duck, staging.prepare(iter(rows), len(rows)))
-    if layout is None:
-        if parser.collector.format != "fixed_width":
-            parser.csv_layout(None)  # refuses the empty file
+    if layout is None and parser.collector.format != "fixed_width":
+        parser.csv_layout(None)  # refuses the empty file
     parser.check_records()
     return staging.finish(duck)
 
@@ -171,18 +170,13 @@ def read_block(duck, statement: str, first: int, lines: list[bytes], tabs: bool)
     numbers = pa.array(range(first, first + len(lines)), pa.int64())
     text = raw.view(pa.string())
     printable = pc.ascii_is_printable(pc.replace_substring(text, "\t", " ") if tabs else text)
-    # In pieces, so that DuckDB reads them on all its threads.
     block = pa.table({"line_no": numbers, "line": text}).filter(printable)
     others = pa.table({"line_no": numbers, "line": raw}).filter(pc.invert(printable))
     others = list(zip(others.column("line_no").to_pylist(), others.column("line").to_pylist(), strict=True))
     if not block.num_rows:
         return others
-    block = pa.Table.from_batches(block.to_batches(max_chunksize=SCAN_ROWS))
-    duck.register("block_arrow", block)
-    try:
-        duck.execute("CREATE OR REPLACE TABLE block_lines AS SELECT * FROM block_arrow")
-    finally:
-        duck.unregister("block_arrow")
+    # In pieces, so that DuckDB copies them on all its threads.
+    table_from_arrow(duck, "block_lines", pa.Table.from_batches(block.to_batches(max_chunksize=SCAN_ROWS)))
     duck.execute(f"CREATE OR REPLACE TABLE block_read AS {statement}")
     duck.execute(
         f"INSERT INTO {staging.LOADING_TABLE} SELECT * EXCLUDE (accepted, line) FROM block_read WHERE accepted"
@@ -243,24 +237,14 @@ def load_zones(duck, parser: Parser):
     ]
     safe = [s for s in safe if s[0] < s[1]]
     stamp = pa.timestamp("us")
-    duck.register(
-        "billing_offsets_arrow",
-        pa.table({"start_utc": pa.array([s for s, _ in billing], stamp), "off": [o for _, o in billing]}),
-    )
-    duck.register(
-        "source_offsets_arrow",
-        pa.table(
-            {
-                "local_from": pa.array([s[0] for s in safe], stamp),
-                "local_to": pa.array([s[1] for s in safe], stamp),
-                "off": [s[2] for s in safe],
-            }
-        ),
-    )
-    duck.execute("CREATE OR REPLACE TABLE billing_offsets AS SELECT * FROM billing_offsets_arrow")
-    duck.execute("CREATE OR REPLACE TABLE source_offsets AS SELECT * FROM source_offsets_arrow")
-    duck.unregister("billing_offsets_arrow")
-    duck.unregister("source_offsets_arrow")
+    billing_table = {"start_utc": pa.array([s for s, _ in billing], stamp), "off": [o for _, o in billing]}
+    table_from_arrow(duck, "billing_offsets", pa.table(billing_table))
+    source_table = {
+        "local_from": pa.array([s[0] for s in safe], stamp),
+        "local_to": pa.array([s[1] for s in safe], stamp),
+        "off": [s[2] for s in safe],
+    }
+    table_from_arrow(duck, "source_offsets", pa.table(source_table))
 
 
 # -- the statement ---------------------------------------------------------------------------------
