@@ -214,12 +214,12 @@ def draft_invoices(cycle_start: dt.date):
 
 @transaction.atomic
 def reprocess(cycle_start: dt.date) -> tuple[int, str]:
-    from usage.models import UsageRecord
+    from usage.models import QuarantinedRecord
     from usage.services import do_reprocess_records
 
     span = cycle_periods(cycle_start).aggregate(first=Min("starts_at"), last=Max("ends_at"))
-    waiting = UsageRecord.objects.filter(
-        status=UsageRecord.Status.QUARANTINED, usage_at__gte=span["first"], usage_at__lt=span["last"]
+    waiting = QuarantinedRecord.objects.filter(
+        status=QuarantinedRecord.Status.QUARANTINED, usage_at__gte=span["first"], usage_at__lt=span["last"]
     )
     if not waiting.exists():
         return 0, "No quarantined records in the cycle."

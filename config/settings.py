@@ -203,7 +203,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "console.models.RunStatus",
         "MediationFileStatusEnum": "usage.models.MediationFile.Status",
-        "RecordStatusEnum": "usage.models.UsageRecord.Status",
+        "RecordStatusEnum": "usage.models.RecordFields.Status",
+        "UsageRecordStageEnum": "usage.models.RecordFields.Stage",
+        "UsageRecordCategoryEnum": "billing.models.Category",
         "AccountStatusEnum": "billing.models.Account.Status",
         "ServiceStatusEnum": "billing.models.Service.Status",
         "PeriodStatusEnum": "billing.models.SubscriptionPeriod.Status",

@@ -25,7 +25,7 @@ from billing.models import (
     SubscriptionPeriod,
     ZonePrefix,
 )
-from usage.models import PeriodCounter, UsageRecord
+from usage.models import FileRecord, PeriodCounter
 from usage.rebalance import do_rebalance
 
 from .test_mediation import HEADER
@@ -89,7 +89,7 @@ def usage_file(identifier, rows, suffix=""):
 def charges(service):
     return {
         r.record_id: (r.status, r.included_quantity, str(r.charge.normalize()), str(r.tax.normalize()))
-        for r in UsageRecord.objects.filter(service=service)
+        for r in FileRecord.objects.filter(service=service)
     }
 
 
@@ -244,7 +244,7 @@ def test_zones_and_prefixes_tie_on_length(allowances, mediate):
     )
     got = charges(service)
     assert got["Z1"][1:3] == (900, "1.25") and got["Z2"][1:3] == (0, "0.5")
-    assert UsageRecord.objects.get(record_id="Z1").rate.destination_prefix == "4420"
+    assert FileRecord.objects.get(record_id="Z1").rate.destination_prefix == "4420"
 
 
 def test_a_zone_needs_prefixes_and_a_rate_not_both(allowances):
@@ -338,7 +338,7 @@ def test_a_files_charges_do_not_depend_on_the_batch_size(allowances, mediate, se
                     r.tax_micros,
                     r.allowance_id,
                 )
-                for r in UsageRecord.objects.filter(service=service)
+                for r in FileRecord.objects.filter(service=service)
             }
         )
         outcomes[-1]["counters"] = sorted(counters(service).items())

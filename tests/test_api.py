@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from billing.api.auth import do_create_integration_client, do_revoke_tokens
 from billing.models import ApiToken, AuditEvent, IdempotencyKey, SubscriptionPeriod
-from usage.models import MediationFile, UsageRecord
+from usage.models import FileRecord, MediationFile
 
 from .test_mediation import EXPECTED, GOLDEN
 
@@ -182,7 +182,7 @@ def test_ingest_refuses_bad_structure_oversize_and_resent_batches(api, world, se
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     huge = ingest(api, golden_records())
     assert huge.status_code == 413
-    assert UsageRecord.objects.filter(record_id="A1", is_duplicate=False).count() == 1
+    assert FileRecord.objects.filter(record_id="A1", is_duplicate=False).count() == 1
 
 
 def test_idempotency_key_replays_refuses_other_bodies_and_in_flight_duplicates(api, world):
@@ -224,7 +224,7 @@ def test_concurrent_duplicates_with_one_key_act_once(world, token):
         thread.join()
     assert MediationFile.objects.count() == 1
     assert results.count(201) >= 1 and set(results) <= {201, 409}
-    assert UsageRecord.objects.filter(record_id="A1").count() == 1
+    assert FileRecord.objects.filter(record_id="A1").count() == 1
 
 
 # -- files, usage records, quarantine ------------------------------------------------------------------
@@ -262,14 +262,12 @@ def test_usage_records_filters_and_cursor_pages_without_counting(api, world):
     s2 = world["s2"]
     by_service = api.get("/api/v1/usage-records/", {"service": s2.service_id, "category": "data"}).data["results"]
     assert [r["record_id"] for r in by_service] == ["A6"] and by_service[0]["charge"] == "0.020000"
-    window = api.get(
-        "/api/v1/usage-records/", {"usage_from": "2026-08-01T00:00:00Z", "usage_to": "2026-09-01T00:00:00Z"}
-    ).data["results"]
+    august = {"usage_from": "2026-08-01T00:00:00Z", "usage_to": "2026-09-01T00:00:00Z"}
+    assert api.get("/api/v1/usage-records/", august).data["results"] == []  # A10 is not mediated (NO_PERIOD)
+    window = api.get("/api/v1/quarantine/", august).data["results"]
     assert [r["record_id"] for r in window] == ["A10"]
     # Offsets ISO allows but PostgreSQL does not (beyond ±15:59) are converted, not a 500.
-    far = api.get(
-        "/api/v1/usage-records/", {"usage_from": "2026-08-01T21:18:00+21:18", "usage_to": "2026-09-01T00:00Z"}
-    )
+    far = api.get("/api/v1/quarantine/", {"usage_from": "2026-08-01T21:18:00+21:18", "usage_to": "2026-09-01T00:00Z"})
     assert far.status_code == 200 and [r["record_id"] for r in far.data["results"]] == ["A10"]
     beyond = api.get("/api/v1/usage-records/", {"usage_from": "9999-12-31T23:59:59-05:00"})
     assert beyond.status_code == 400 and "usage_from" in beyond.data

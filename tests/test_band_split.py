@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from billing.models import IncludedValue, Plan, RateCard, Subscription, SubscriptionPeriod, TimeBand
-from usage.models import UsageRecord
+from usage.models import FileRecord
 
 from .test_mediation import HEADER
 from .test_rating import rate
@@ -71,10 +71,10 @@ def test_calls_split_at_band_edges_on_a_splitting_card(banded, mediate):
         for rid, start, seconds, usage_type in CALLS
     ]
     received = mediate(HEADER + "\n".join(lines) + "\n")
-    assert received.mediated == 12, list(UsageRecord.objects.exclude(status="mediated").values_list("message"))
+    assert received.mediated == 12, list(FileRecord.objects.exclude(status="mediated").values_list("message"))
     for code, service in banded.items():
-        charges = {r.record_id.split("-")[0]: r.charge for r in UsageRecord.objects.filter(service=service)}
+        charges = {r.record_id.split("-")[0]: r.charge for r in FileRecord.objects.filter(service=service)}
         assert charges == {rid: Decimal(charge) for rid, charge in EXPECTED[code].items()}, code
-    s1 = UsageRecord.objects.get(service=banded["SPA"], record_id="S1-2")
+    s1 = FileRecord.objects.get(service=banded["SPA"], record_id="S1-2")
     assert (s1.included_quantity, s1.charged_quantity) == (60, 180)
     assert s1.rate.time_band is None  # the record keeps the rate of its start

@@ -10,7 +10,7 @@ from billing import invoicing
 from billing.models import Invoice, ServiceIdentifier
 from console.models import ProcessKind, ProcessRun, RunStatus
 from usage import services
-from usage.models import UsageRecord
+from usage.models import FileRecord
 
 from .conftest import aware
 from .test_mediation import GOLDEN
@@ -52,7 +52,7 @@ def test_main_billing_waits_for_another_operators_reprocess(world, mediate, oper
     first_activity = billing.activities.order_by("position").first()
     assert first_activity.started_at >= reprocess.finished_at  # nothing ran while Reprocess did
     assert billing.started_at < reprocess.finished_at  # both held a worker at once: billing was waiting
-    assert UsageRecord.objects.get(record_id="A9").status == "mediated"
+    assert FileRecord.objects.get(record_id="A9").status == "mediated"
     invoice = Invoice.objects.get(account=world["s2"].account, cycle_start=dt.date(2026, 10, 1))
     assert invoice.usage_records == 8
     assert ProcessRun.objects.filter(kind=ProcessKind.MAIN_BILLING).count() == 1

@@ -6,7 +6,7 @@ import threading
 import pytest
 from django.db import connection
 
-from usage.models import PeriodCounter, UsageCollector, UsageRecord
+from usage.models import FileRecord, PeriodCounter, UsageCollector
 
 from .conftest import receive
 from .test_allowances import allowances  # noqa: F401 - the fixture
@@ -48,7 +48,7 @@ def test_two_collectors_at_once_never_draw_more_than_the_allowance(allowances): 
     for thread in threads:
         thread.join()
     assert not errors
-    records = UsageRecord.objects.filter(identifier="61400000010")
+    records = FileRecord.objects.filter(identifier="61400000010")
     assert records.filter(status="mediated").count() == 16
     included = sum(r.included_quantity or 0 for r in records)
     counted = sum(PeriodCounter.objects.filter(kind="A").values_list("total", flat=True))
@@ -83,4 +83,4 @@ def test_a_batch_aborted_by_a_deadlock_is_run_again(mediate, monkeypatch):
     mediation_file = mediate(GOLDEN)
     assert calls["n"] == 2
     assert mediation_file.status == "completed" and mediation_file.mediated == 8
-    assert UsageRecord.objects.filter(file=mediation_file).count() == 16  # once, not twice
+    assert FileRecord.objects.filter(file=mediation_file).count() == 16  # once, not twice

@@ -26,7 +26,7 @@ from billing.models import (
     TimeBand,
     ZonePrefix,
 )
-from usage.models import UsageRecord
+from usage.models import FileRecord, QuarantinedRecord
 from usage.rebalance import do_rebalance
 from usage.services import do_reprocess_records
 
@@ -140,7 +140,7 @@ def records(service):
             r.charge_micros,
             r.tax_micros,
         )
-        for r in UsageRecord.objects.filter(service=service)
+        for r in FileRecord.objects.filter(service=service)
     }
 
 
@@ -161,7 +161,7 @@ def test_file_api_and_reprocess_give_the_same_records_and_rebalance_keeps_them(c
         assert reply.status_code == 201, reply.data
 
     mediate(as_file("61400000043", rows), name="before-the-identifier.csv")
-    waiting = UsageRecord.objects.filter(identifier="61400000043", reason="NO_SERVICE")
+    waiting = QuarantinedRecord.objects.filter(identifier="61400000043", reason="NO_SERVICE")
     assert waiting.count() == len(rows) - 2  # every record but the duplicate and the bad line
     ServiceIdentifier.objects.create(service=by_reprocess, value="61400000043", active_from=aware(2025, 1, 1))
     do_reprocess_records("test", waiting)

@@ -20,7 +20,7 @@ from django.core.management import call_command
 from billing import invoicing
 from billing.models import Charge, Invoice, Plan, Product, ServiceIdentifier, Subscription, SubscriptionPeriod
 from console.models import ProcessKind, ProcessRun, RunStatus
-from usage.models import UsageRecord
+from usage.models import FileRecord
 
 from .conftest import aware
 from .test_mediation import GOLDEN, HEADER
@@ -55,7 +55,7 @@ def invoice_of(service) -> Invoice:
 
 
 def rated_total(service) -> tuple[int, int]:
-    mediated = UsageRecord.objects.filter(service=service, status="mediated", period__start_date=OCTOBER)
+    mediated = FileRecord.objects.filter(service=service, status="mediated", period__start_date=OCTOBER)
     return (
         sum(mediated.values_list("charge_micros", flat=True)),
         sum(mediated.values_list("tax_micros", flat=True)),
@@ -125,7 +125,7 @@ def test_rerun_is_safe_and_finalize_locks_the_periods(billed_world, mediate):
     # Late usage for the invoiced period follows the collector's policy (quarantine), and a new run
     # leaves the final invoice alone while rebuilding the other draft.
     mediate(HEADER + "L1,61400000002,2026-10-20T10:00:00Z,60,,,4420000000,voice,\n", name="late.csv")
-    assert UsageRecord.objects.get(record_id="L1").reason == "LATE_CLOSED_PERIOD"
+    assert FileRecord.objects.get(record_id="L1").reason == "LATE_CLOSED_PERIOD"
     total = final.total_micros
     run_billing()
     final.refresh_from_db()

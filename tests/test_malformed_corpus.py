@@ -8,7 +8,7 @@ import time
 from usage import services
 from usage.demo import DEMO_RULES
 from usage.mediation import process_collector_queue
-from usage.models import MediationFile, UsageCollector, UsageRecord
+from usage.models import FileRecord, MediationFile, UsageCollector
 
 from .corpus import COLLECTORS, GOOD, build
 
@@ -36,7 +36,7 @@ def test_malformed_corpus(world):
     seconds = time.monotonic() - started
 
     records = {}
-    for file_id, line_no, status, reason, message in UsageRecord.objects.filter(file_id__in=received).values_list(
+    for file_id, line_no, status, reason, message in FileRecord.objects.filter(file_id__in=received).values_list(
         "file_id", "line_no", "status", "reason", "message"
     ):
         records[(file_id, line_no)] = (status, reason, message)
@@ -72,7 +72,7 @@ def test_malformed_corpus(world):
                 f"{outcomes} outcomes"
             )
     assert problems == [], f"{len(problems)} problems, e.g.:\n" + "\n".join(problems[:40])
-    mediated = UsageRecord.objects.filter(file_id__in=received, status="mediated")
+    mediated = FileRecord.objects.filter(file_id__in=received, status="mediated")
     bounds = UsageCollector._meta.get_field
     assert not mediated.filter(duration__gt=bounds("max_duration_seconds").default).exists()
     assert not mediated.filter(volume__gt=bounds("max_volume_bytes").default).exists()

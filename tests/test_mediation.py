@@ -29,7 +29,7 @@ from django.urls import reverse
 
 from billing.models import ServiceIdentifier, SubscriptionPeriod, TaxRule
 from usage import services
-from usage.models import MediationFile, RecordKey, UsageCollector, UsageRecord
+from usage.models import FileRecord, MediationFile, QuarantinedRecord, RecordKey, UsageCollector, UsageRecord
 
 from .conftest import aware, receive
 
@@ -151,7 +151,7 @@ def test_a_record_seen_in_an_earlier_file_is_a_duplicate(mediate):
     assert (dup.status, dup.reason) == ("quarantined", "DUPLICATE")
     assert dup.message == f"Record key A2 was already received in file {first.pk} line 3"
     assert second.records.get(line_no=3).status == "mediated"
-    assert UsageRecord.objects.filter(record_key="A2", status="mediated").count() == 1
+    assert FileRecord.objects.filter(record_key="A2", status="mediated").count() == 1
 
 
 def test_late_usage_can_roll_forward_flagged(mediate, world):
@@ -181,7 +181,7 @@ def test_reprocess_after_the_cause_is_fixed(mediate, world):
     SubscriptionPeriod.objects.create(
         service=world["s2"], start_date=dt.date(2026, 8, 1), end_date=dt.date(2026, 8, 31)
     )
-    result = services.do_reprocess_records("test", UsageRecord.objects.filter(file=f))
+    result = services.do_reprocess_records("test", QuarantinedRecord.objects.filter(file=f))
     assert result == {"records": 4, "mediated": 2, "quarantined": 2}
     f.refresh_from_db()
     assert (f.mediated, f.quarantined, f.duplicates, f.rejected_lines) == (10, 2, 1, 3)
@@ -194,10 +194,11 @@ def test_stage_by_stage_equals_a_full_run(world, sync_tasks, django_capture_on_c
     with django_capture_on_commit_callbacks(execute=True):
         f = receive(world["collector"], GOLDEN)
     UsageRecord.objects.filter(file=f).delete()
+    QuarantinedRecord.objects.filter(file=f).delete()
     RecordKey.objects.filter(file=f).delete()  # the file's kept keys go with its records
     MediationFile.objects.filter(pk=f.pk).update(status="queued", lines_done=0)
     call_command("mediate", "process", "--until", "identify")
-    waiting = UsageRecord.objects.filter(file=f, status="pending")
+    waiting = QuarantinedRecord.objects.filter(file=f, status="pending")
     assert set(waiting.values_list("stage", flat=True)) == {"bucket"}
     for stage in ("bucket", "rate", "tax"):
         call_command("mediate", stage)
@@ -353,7 +354,7 @@ def test_admin_upload_of_several_files_and_quarantine_reprocess(
     assert "A.csv: queued as #1 of DEMO" in page  # the admin capitalises messages
     assert "B.csv: refused. The same content was already received as &#x27;a.csv&#x27;" in page
     ServiceIdentifier.objects.create(service=world["s2"], value="61499999999", active_from=aware(2026, 1, 1))
-    quarantined = list(UsageRecord.objects.filter(status="quarantined").values_list("pk", flat=True))
+    quarantined = list(QuarantinedRecord.objects.filter(status="quarantined").values_list("pk", flat=True))
     response = client.post(
         reverse("admin:usage_quarantinedrecord_changelist"),
         {"action": "reprocess", "_selected_action": quarantined},
@@ -423,7 +424,7 @@ def test_reprocess_of_a_large_selection(mediate, world):
     f = mediate(HEADER + lines)
     assert f.quarantined == 33_000
     ServiceIdentifier.objects.create(service=world["s2"], value="61499999999", active_from=aware(2026, 1, 1))
-    result = services.do_reprocess_records("test", UsageRecord.objects.filter(file=f))
+    result = services.do_reprocess_records("test", QuarantinedRecord.objects.filter(file=f))
     assert result == {"records": 33_000, "mediated": 33_000, "quarantined": 0}
     f.refresh_from_db()
     assert f.charge == Decimal("0.7117") * 33_000  # each as line 3 of the golden file

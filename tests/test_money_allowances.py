@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from billing.models import IncludedValue, Plan, RateCard, Subscription, SubscriptionPeriod
-from usage.models import PeriodCounter, UsageRecord
+from usage.models import FileRecord, PeriodCounter
 from usage.rebalance import do_rebalance
 
 from .test_allowances import usage_file
@@ -60,7 +60,7 @@ def money_plan(world, make_service):
 def outcome(service):
     return {
         r.record_id: (r.included_quantity, r.included_amount, r.charge, r.tax)
-        for r in UsageRecord.objects.filter(service=service, status="mediated")
+        for r in FileRecord.objects.filter(service=service, status="mediated")
     }
 
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from billing.models import IncludedValue, Plan, Product, Rate, RateTier, Subscription, SubscriptionPeriod
-from usage.models import UsageRecord
+from usage.models import FileRecord
 from usage.rebalance import do_rebalance
 
 from .test_allowances import MB, allowances  # noqa: F401 - the fixture
@@ -97,11 +97,11 @@ def test_any_file_order_then_rebalance_equals_time_order(
     def rated(service):
         return {
             r.record_id[1:]: (r.status, r.rated_quantity, r.included_quantity, r.charge_micros, r.tax_micros)
-            for r in UsageRecord.objects.filter(service=service)
+            for r in FileRecord.objects.filter(service=service)
         }
 
     assert rated(a) == rated(b)
-    for record in UsageRecord.objects.filter(service__in=[a, b]):
+    for record in FileRecord.objects.filter(service__in=[a, b]):
         assert (record.record_id, record.status, record.message) == (record.record_id, "mediated", "")
         assert record.charge_micros >= 0 and record.tax_micros >= 0
         assert 0 <= record.included_quantity <= record.rated_quantity
@@ -109,5 +109,5 @@ def test_any_file_order_then_rebalance_equals_time_order(
     for service in (a, b):
         period = SubscriptionPeriod.objects.get(service=service)
         drawn = sum(c.total for c in period.counters.filter(kind="A"))
-        assert drawn == sum(r.included_quantity for r in UsageRecord.objects.filter(service=service))
+        assert drawn == sum(r.included_quantity for r in FileRecord.objects.filter(service=service))
         assert drawn <= (plan_minutes + bolt_on_minutes) * 60

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from usage import services
 from usage.management.commands.make_usage_file import write_usage
-from usage.models import MediationFile, UsageCollector, UsageRecord
+from usage.models import FileRecord, MediationFile, UsageCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def usage_file(records: int, seed: int) -> bytes:
 
 def outcome(mediation_file):
     return list(
-        UsageRecord.objects.filter(file=mediation_file)
+        FileRecord.objects.filter(file=mediation_file)
         .order_by("line_no")
         .values_list("line_no", "status", "reason", "charge_micros", "tax_micros", "service_id", "period_id")
     )
@@ -144,7 +144,7 @@ def test_a_worker_killed_mid_file_resumes_to_the_same_outcome(world, monkeypatch
         stop(cluster, signal.SIGKILL)
     victim.refresh_from_db()
     assert victim.status == "processing" and 0 < victim.lines_done < 20000, victim.lines_done
-    assert UsageRecord.objects.filter(file=victim).count() == victim.lines_done  # whole batches only
+    assert FileRecord.objects.filter(file=victim).count() == victim.lines_done  # whole batches only
 
     # The dead worker's claim on the collector lapses after the lease (3 s here).
     lease_end = UsageCollector.objects.get(pk=world["collector"].pk).lease_until
@@ -232,11 +232,11 @@ def test_kill_loop_at_random_points_loses_and_doubles_nothing(world, monkeypatch
         finally:
             stop(cluster)
     victim.refresh_from_db()
-    per_line = UsageRecord.objects.filter(file=victim).values("line_no").annotate(n=Count("id"))
+    per_line = FileRecord.objects.filter(file=victim).values("line_no").annotate(n=Count("id"))
     doubled = sum(row["n"] - 1 for row in per_line if row["n"] > 1)
     lost = reference.total_lines - per_line.count()
     mismatched = len(set(outcome(victim)) ^ set(outcome(reference)))
-    sums = UsageRecord.objects.filter(file=victim, status="mediated").aggregate(
+    sums = FileRecord.objects.filter(file=victim, status="mediated").aggregate(
         c=Sum("charge_micros"), t=Sum("tax_micros")
     )
     print(

@@ -276,10 +276,7 @@ class QuarantinedRecordAdmin(UsageRecordAdminBase):
         }
 
     def get_queryset(self, request):
-        return super().get_queryset(request).filter(status=UsageRecord.Status.QUARANTINED)
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.has_perm("usage.change_usagerecord")
+        return super().get_queryset(request).filter(status=QuarantinedRecord.Status.QUARANTINED)
 
     @admin.action(description="Reprocess selected records", permissions=["change"])
     def reprocess(self, request, queryset):

@@ -209,17 +209,16 @@ class Reason(models.TextChoices):
     NO_TAX = "NO_TAX", "No tax rule applies"
 
 
-class UsageRecord(models.Model):
+class RecordFields(models.Model):
     """One usage line: where it came from, what it is, and what each gate decided.
 
     `stage` is the gate the record waits at (or failed at); `status` says whether it is pending,
-    mediated or quarantined. Written by COPY and set-based SQL, so integrity rules are constraints.
-    References carry no database foreign key: file and collector are constants of the statement that
-    writes a batch, and the gates take service, account, period and rate from joins in that same
-    statement, while per-row foreign-key triggers would double the cost of writing a record.
-    Deleting a referenced row is still refused (PROTECT). On PostgreSQL `record_key` compares
-    bytewise (COLLATE "C", migration 0004): keys are identifiers, not words, and the unique index
-    is probed once for every record received.
+    mediated or quarantined. A mediated record is kept in `UsageRecord`, any other in
+    `QuarantinedRecord`; `FileRecord` reads both. Written by COPY and set-based SQL, so integrity
+    rules are constraints. References carry no database foreign key: file and collector are
+    constants of the statement that writes a batch, and the gates take service, account, period and
+    rate from joins in that same statement, while per-row foreign-key triggers would double the cost
+    of writing a record. Deleting a referenced row is still refused (PROTECT).
     """
 
     class Status(models.TextChoices):
@@ -238,7 +237,7 @@ class UsageRecord(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     file = models.ForeignKey(
-        MediationFile, on_delete=models.PROTECT, related_name="records", db_index=False, db_constraint=False
+        MediationFile, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
     collector = models.ForeignKey(
         UsageCollector, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
@@ -262,7 +261,7 @@ class UsageRecord(models.Model):
         on_delete=models.PROTECT,
         null=True,
         blank=True,
-        related_name="usage",
+        related_name="+",
         db_index=False,
         db_constraint=False,
     )
@@ -274,7 +273,7 @@ class UsageRecord(models.Model):
         on_delete=models.PROTECT,
         null=True,
         blank=True,
-        related_name="usage",
+        related_name="+",
         db_index=False,
         db_constraint=False,
     )
@@ -317,31 +316,7 @@ class UsageRecord(models.Model):
     raw = models.TextField(blank=True, default="", help_text="The source line, kept for records that failed to parse.")
 
     class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(status="mediated", stage="done", reason="") | ~Q(status="mediated"),
-                name="usage_record_mediated_is_done",
-            ),
-            models.CheckConstraint(
-                condition=~Q(status="quarantined", reason=""), name="usage_record_quarantine_has_reason"
-            ),
-            models.CheckConstraint(
-                condition=Q(is_duplicate=False) | Q(status="quarantined", reason="DUPLICATE"),
-                name="usage_record_duplicate_is_quarantined",
-            ),
-            models.CheckConstraint(
-                condition=~Q(status="mediated") | Q(charge_micros__isnull=False, tax_micros__isnull=False),
-                name="usage_record_mediated_has_charge",
-            ),
-        ]
-        indexes = [
-            # BRIN on PostgreSQL (migration 0014): rows arrive in (file, line) order.
-            models.Index(fields=["file", "line_no"], name="usage_record_file_line_idx"),
-            # Also serves a period's records (a period is a service and a time range): a separate
-            # period index cost 0.8 s of every 100k records written.
-            models.Index(fields=["service", "usage_at"], name="usage_record_service_time_idx"),
-            models.Index(fields=["stage", "reason"], condition=~Q(status="mediated"), name="usage_record_waiting_idx"),
-        ]
+        abstract = True
 
     def __str__(self):
         return f"{self.record_id or '#' + str(self.line_no)} {self.usage_type} {self.status}"
@@ -364,6 +339,98 @@ class UsageRecord(models.Model):
         if self.rated_quantity is None:
             return None
         return self.rated_quantity - (self.included_quantity or 0)
+
+
+class UsageRecord(RecordFields):
+    """A mediated record: what billing, metering, usage views and rebalance read. The table holds
+    nothing else, so it carries no index or constraint for records that wait."""
+
+    file = models.ForeignKey(
+        MediationFile, on_delete=models.PROTECT, related_name="mediated_records", db_index=False, db_constraint=False
+    )
+    service = models.ForeignKey(
+        Service,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="usage",
+        db_index=False,
+        db_constraint=False,
+    )
+    period = models.ForeignKey(
+        SubscriptionPeriod,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="usage",
+        db_index=False,
+        db_constraint=False,
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status="mediated", stage="done", reason="", is_duplicate=False),
+                name="usage_record_is_mediated",
+            ),
+            models.CheckConstraint(
+                condition=Q(charge_micros__isnull=False, tax_micros__isnull=False),
+                name="usage_record_mediated_has_charge",
+            ),
+        ]
+        indexes = [
+            # BRIN on PostgreSQL (migrations 0014, 0015): rows arrive in (file, line) order.
+            models.Index(fields=["file", "line_no"], name="usage_record_file_line_idx"),
+            # Also serves a period's records (a period is a service and a time range): a separate
+            # period index cost 0.8 s of every 100k records written.
+            models.Index(fields=["service", "usage_at"], name="usage_record_service_time_idx"),
+        ]
+
+
+class QuarantinedRecord(RecordFields):
+    """A record that did not pass a gate (quarantined, with its reason) or waits at one (pending,
+    after a `mediate <stage>` that stopped before tax). Reprocess and rebalance move a record to
+    `UsageRecord` when it passes every gate, and back here when it fails one, in one transaction;
+    a moved record gets a new id in its new table (its file and line stay)."""
+
+    file = models.ForeignKey(
+        MediationFile, on_delete=models.PROTECT, related_name="waiting_records", db_index=False, db_constraint=False
+    )
+
+    class Meta:
+        verbose_name = "quarantined record"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "quarantined"]), name="usage_waiting_not_mediated"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="quarantined", reason=""), name="usage_record_quarantine_has_reason"
+            ),
+            models.CheckConstraint(
+                condition=Q(is_duplicate=False) | Q(status="quarantined", reason="DUPLICATE"),
+                name="usage_record_duplicate_is_quarantined",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["file", "line_no"], name="usage_waiting_file_line_idx"),
+            models.Index(fields=["stage", "reason"], name="usage_waiting_stage_idx"),
+        ]
+
+
+class FileRecord(RecordFields):
+    """Every record of a file, mediated or not (a view over both tables, migration 0015): what a
+    file's counts, response file and ingest reply read. A record is one line of its file, so
+    (file, line) is its key here; `id` is its id in its own table."""
+
+    pk = models.CompositePrimaryKey("file_id", "line_no")
+    id = models.BigIntegerField()
+    file = models.ForeignKey(
+        MediationFile, on_delete=models.DO_NOTHING, related_name="records", db_index=False, db_constraint=False
+    )
+
+    class Meta:
+        managed = False
+        db_table = "usage_filerecord"
 
 
 class RecordKey(models.Model):
@@ -416,11 +483,3 @@ class PeriodCounter(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.ref_id}: {self.total}"
-
-
-class QuarantinedRecord(UsageRecord):
-    """Quarantine as billing staff see it: the records that did not pass a gate."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "quarantined record"

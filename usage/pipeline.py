@@ -17,7 +17,10 @@ from .engine.timing import phase
 from .gates import bucket, classify, dedup, identify, rate, tax
 from .gates.base import Gate
 
-# Columns of usage_usagerecord that gates read or write (besides id, file, collector).
+# The records table (mediated records) and the quarantine (the others): see usage.models.
+RECORDS = "usage_usagerecord"
+WAITING = "usage_quarantinedrecord"
+# Columns of a record that gates read or write (besides id, file, collector).
 RECORD_COLUMNS = (
     "line_no",
     "record_key",
@@ -178,16 +181,17 @@ def _kept_keys(collector, file_id: int, tip: str) -> str:
     )
 
 
-def _records(collector, file_id: int, stored, outcome: str) -> tuple[str, list[str]]:
-    """The SELECT of the batch's records as the store gets them, in line order (record ids follow
-    the file's lines), and its columns."""
+def _records(collector, file_id: int, stored, outcome: str) -> tuple[dict[str, str], list[str]]:
+    """The SELECTs of the batch's records as the store gets them, one per table they go to (the
+    mediated ones to the records table, the others to the quarantine), in line order (record ids
+    follow the file's lines), and their columns."""
     columns = ["file_id", "collector_id", *stored, *OUTCOME_COLUMNS, "raw"]
     select = (
         f"SELECT {int(file_id)} AS file_id, {int(collector.pk)} AS collector_id, "
         f"{', '.join(f'o.{c}' for c in [*stored, *OUTCOME_COLUMNS])}, COALESCE(b.raw, '') AS raw "
-        f"FROM {outcome} o JOIN batch b ON b.line_no = o._row ORDER BY o._row"
+        f"FROM {outcome} o JOIN batch b ON b.line_no = o._row WHERE o.status {{}} 'mediated' ORDER BY o._row"
     )
-    return select, columns
+    return {table: select.format(test) for table, test in ((RECORDS, "="), (WAITING, "<>"))}, columns
 
 
 def intake(connection, engine_db, collector, file_id: int, last: str = "tax") -> int:
@@ -213,9 +217,9 @@ def intake(connection, engine_db, collector, file_id: int, last: str = "tax") ->
             if attempt == KEY_ATTEMPTS:
                 raise  # the batch fails; the next try of the file looks the keys up again
     outcome = drawing_outcome(engine_db, connection, gates, drawing, tip, ["_row", *stored])
-    select, columns = _records(collector, file_id, stored, outcome)
+    selects, columns = _records(collector, file_id, stored, outcome)
     with phase("write records"):
-        count = store.insert_records(engine_db, connection, select, columns)
+        count = sum(store.insert_records(engine_db, connection, s, t, columns) for t, s in selects.items())
     with phase("write counters"):
         compute.counter_deltas(engine_db, gates, outcome)
         store.add_counters(engine_db, connection)
@@ -261,13 +265,14 @@ def prepare_intake(connection, engine_db, collector, file_id: int, last: str, re
         outcome = compute.run_outcome(engine_db, gates, tip, ["_row", *stored], STAGES, run=drawing)
     with phase("counter deltas"):
         compute.counter_deltas(engine_db, gates, outcome)
-    select, columns = _records(collector, file_id, stored, outcome)
+    selects, columns = _records(collector, file_id, stored, outcome)
     count = engine_db.execute(f"SELECT COUNT(*) FROM {outcome}").fetchone()[0]
     prepared = PreparedBatch(directory, count, buckets, periods, columns)
     counters = ", ".join(store.COUNTER_COLUMNS)
     with phase("export"):
         duck.export_csv(engine_db, _kept_keys(collector, file_id, outcome), store.KEY_COLUMNS, prepared.path("keys"))
-        duck.export_csv(engine_db, select, columns, prepared.path("records"), timestamps=("usage_at",))
+        for table, select in selects.items():
+            duck.export_csv(engine_db, select, columns, prepared.path(table), timestamps=("usage_at",))
         for name, table in (("deltas", "counter_delta"), ("used", "usage_periodcounter")):
             duck.export_csv(engine_db, f"SELECT {counters} FROM {table}", store.COUNTER_COLUMNS, prepared.path(name))
     return prepared
@@ -287,37 +292,55 @@ def write_prepared(connection, prepared: PreparedBatch) -> int:
         except store.KeyTaken as exc:
             raise Stale(str(exc)) from exc
     with phase("write records"):
-        count = duck.copy_csv(connection, prepared.path("records"), "usage_usagerecord", prepared.record_columns)
+        count = sum(
+            duck.copy_csv(connection, prepared.path(table), table, prepared.record_columns)
+            for table in (RECORDS, WAITING)
+        )
     with phase("write counters"):
         store.copy_counters(connection, prepared.path("deltas"))
     return count
 
 
-def advance(cursor, collector, first: str, last: str, where: str, params: dict | None = None, before_write=None) -> int:
-    """Run gates `first`..`last` again over existing records chosen by `where` (store SQL on alias u), of
-    one collector, or of any collector when `collector` is None (possible from `rate` on: the later
-    gates do not depend on the collector's settings). Returns how many records were run.
+@dataclass
+class Advanced:
+    """What `advance` ran: records by the status they ended with."""
+
+    statuses: dict[str, int]
+
+    @property
+    def records(self) -> int:
+        return sum(self.statuses.values())
+
+
+def advance(
+    cursor, collector, first: str, last: str, where: str, params=None, before_write=None, *, tables=(RECORDS, WAITING)
+) -> Advanced:
+    """Run gates `first`..`last` again over existing records chosen by `where` (store SQL on alias u)
+    in `tables`, of one collector, or of any collector when `collector` is None (possible from `rate`
+    on: the later gates do not depend on the collector's settings).
 
     The engine's outcome table keeps each record's previous values as `_old_<column>`:
     `before_write(engine_db, outcome_table)` may compare them before the records change, and only
     the records whose outcome differs are written (a rebalance mostly confirms what is there, and
-    rewriting a row costs a new row version and an entry in every index)."""
-    from .models import UsageRecord
-
+    rewriting a row costs a new row version and an entry in every index). A record that ends
+    mediated is kept in the records table, any other in the quarantine: one that changes sides
+    moves, in the caller's transaction."""
     connection = cursor.db
     with duck.session() as engine_db:
-        return _advance(cursor, connection, engine_db, UsageRecord, collector, first, last, where, params, before_write)
+        return _advance(cursor, connection, engine_db, collector, first, last, where, params, before_write, tables)
 
 
-def _advance(cursor, connection, engine_db, record_model, collector, first, last, where, params, before_write) -> int:
+def _advance(cursor, connection, engine_db, collector, first, last, where, params, before_write, tables) -> Advanced:
+    from .models import UsageRecord
+
     chosen = STAGES[STAGES.index(first) : STAGES.index(last) + 1]
     produced = {c for g in chosen for c in GATE_PRODUCES.get(g, ())}
     base = [c for c in RECORD_COLUMNS if c not in produced and c != "raw"]
     assigned = sorted(produced - {"charge_micros", "tax_micros"})
     written = [*assigned, *OUTCOME_COLUMNS]
-    types = duck.model_columns(record_model)
+    types = duck.model_columns(UsageRecord)
     mine = "u.collector_id = %(collector_id)s AND " if collector is not None else ""
-    source_columns = {"id": "BIGINT", "file_id": "BIGINT", **{c: types[c] for c in base}}
+    source_columns = {"_home": "VARCHAR", "id": "BIGINT", "file_id": "BIGINT", **{c: types[c] for c in base}}
     source_columns.update({f"_old_{c}": types[c] for c in written})
     select = ", ".join(
         [
@@ -333,42 +356,46 @@ def _advance(cursor, connection, engine_db, record_model, collector, first, last
         connection,
         "advance_source",
         source_columns,
-        f"SELECT {select} FROM usage_usagerecord u WHERE {mine}({where})",
+        " UNION ALL ".join(
+            f"SELECT '{table}' AS _home, {select} FROM {table} u WHERE {mine}({where})" for table in tables
+        ),
         query_params,
     )
     if not count:
-        return 0
+        return Advanced({})
     identifiers = duck.values(engine_db, "SELECT DISTINCT identifier FROM advance_source")
     service = "service_id" if "service_id" in source_columns else "_old_service_id"
     services = duck.values(engine_db, f"SELECT DISTINCT {service} FROM advance_source WHERE {service} IS NOT NULL")
     reference.load(engine_db, connection, identifiers, services)
     gates = gates_for(collector, engine_db, first, last)
+    # Ids are per table: the engine numbers the records in file and line order (a record is one
+    # line of its file), which is also the order a file's lines were first rated in.
     engine_db.execute(
-        "CREATE OR REPLACE TABLE gate_source AS SELECT *, id AS _row, CAST(NULL AS VARCHAR) AS parse_error, "
-        "CAST(NULL AS VARCHAR) AS parse_reason FROM advance_source"
+        "CREATE OR REPLACE TABLE gate_source AS SELECT *, "
+        "ROW_NUMBER() OVER (ORDER BY file_id, line_no, _home) AS _row, "
+        "CAST(NULL AS VARCHAR) AS parse_error, CAST(NULL AS VARCHAR) AS parse_reason FROM advance_source"
     )
     before, drawing = split_at_rate(gates)
     tip = compute.run_gates(engine_db, before, "gate_source")
     shown = [c for c in ("file_id", "record_id", "service_id", "usage_at", "category") if c not in assigned]
-    columns = ["id", *assigned, *shown, *(f"_old_{c}" for c in written)]
+    columns = ["_home", "id", *assigned, *shown, *(f"_old_{c}" for c in written)]
     outcome = drawing_outcome(engine_db, connection, gates, drawing, tip, columns)
     if before_write is not None:
         before_write(engine_db, outcome)
     # Only the records whose outcome differs go back to the store.
     changed = " OR ".join(f"_old_{c} IS DISTINCT FROM {c}" for c in written)
     engine_db.execute(
-        f"CREATE OR REPLACE TABLE changed AS SELECT id, {', '.join(written)} FROM {outcome} WHERE {changed}"
+        f"CREATE OR REPLACE TABLE changed AS SELECT _home, id, {', '.join(written)} FROM {outcome} WHERE {changed}"
     )
     out_types = dict(engine_db.execute("SELECT column_name, column_type FROM (DESCRIBE changed)").fetchall())
     store.outcome_to_store(engine_db, connection, "changed", list(out_types), out_types)
-    sets = ", ".join(f"{c} = r.{c}" for c in written)
-    cursor.execute(
-        f"UPDATE usage_usagerecord SET {sets} FROM {store.OUTCOME_TABLE} r WHERE usage_usagerecord.id = r.id"
-    )
+    kept = [c for c in types if c != "id"]
+    store.write_back(cursor, written, kept)
     compute.counter_deltas(engine_db, gates, outcome)
     store.add_counters(engine_db, connection)
     cursor.execute(f"DROP TABLE {store.OUTCOME_TABLE}")
-    return count
+    statuses = engine_db.execute(f"SELECT status, COUNT(*) FROM {outcome} GROUP BY status").fetchall()
+    return Advanced({status: int(n) for status, n in statuses})
 
 
 # What each gate sets (a chain that starts at a gate recomputes these).

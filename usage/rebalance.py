@@ -128,7 +128,7 @@ def do_rebalance(
         )
         result.records = pipeline.advance(
             cursor, None, "rate", "tax", where, before_write=lambda c, table: _compare(c, table, result)
-        )
+        ).records
         cursor.execute(f"DROP TABLE {CYCLE_TABLE}")
     if dry_run:
         transaction.savepoint_rollback(rollback_to)

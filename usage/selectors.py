@@ -2,7 +2,7 @@
 
 from django.db.models import Count, Q, Sum
 
-from .models import MediationFile, UsageRecord, micros_to_money
+from .models import MediationFile, QuarantinedRecord, UsageRecord, micros_to_money
 
 RESPONSE_HEADER = ["line", "record_id", "status", "reason", "message"]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -59,8 +59,7 @@ def response_rows(mediation_file: MediationFile):
     """The response file: a row per input line that was not mediated, then the summary."""
     yield RESPONSE_HEADER
     not_mediated = (
-        UsageRecord.objects.filter(file=mediation_file)
-        .exclude(status=UsageRecord.Status.MEDIATED)
+        QuarantinedRecord.objects.filter(file=mediation_file)
         .order_by("line_no")
         .values_list("line_no", "record_id", "status", "reason", "message")
     )

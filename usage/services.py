@@ -5,12 +5,13 @@ import io
 import json
 import tempfile
 import uuid
+from collections import Counter
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -19,7 +20,7 @@ from console import tracking
 from console.models import ProcessKind, ProcessRun, RunStatus
 
 from . import pipeline
-from .models import MediationFile, Reason, UsageCollector, UsageRecord
+from .models import FileRecord, MediationFile, QuarantinedRecord, Reason, UsageCollector, UsageRecord
 
 CHUNK = 1 << 20
 REPROCESS_SELECTION = "usage_reprocess_selection"
@@ -215,9 +216,10 @@ def refresh_file_counts(file_ids) -> None:
     """Recount the outcome of files from their records (after processing and every reprocess)."""
     for file_id in set(file_ids):
         rows = (
-            UsageRecord.objects.filter(file_id=file_id)
+            FileRecord.objects.filter(file_id=file_id)
             .values("status", "reason")
             .annotate(n=Count("id"), charge=Sum("charge_micros"), tax=Sum("tax_micros"))
+            .order_by()
         )
         counts = {"mediated": 0, "quarantined": 0, "duplicates": 0, "rejected_lines": 0, "pending": 0}
         charge = tax = total = 0
@@ -253,14 +255,17 @@ def named_subquery(queryset, prefix="q", columns=("id",)):
 
 @transaction.atomic
 def do_reprocess_records(actor, records) -> dict:
-    """Send quarantined (or waiting) records through the gates again, each from the gate it is at.
+    """Send quarantined (or waiting) records (a QuarantinedRecord queryset) through the gates again,
+    each from the gate it is at; those that pass every gate move to the records table.
 
     Duplicates and parse errors are final: a duplicate is never billed, and a line that could not
     be parsed is fixed by sending a corrected file (its lines already mediated become duplicates).
     A record that failed at tax re-enters at rate, since its charge was not kept.
     """
-    chosen = records.filter(~Q(status=UsageRecord.Status.MEDIATED), stage__in=pipeline.REPROCESSABLE)
-    before = dict(chosen.values_list("status").annotate(n=Count("id")))
+    if records.model is not QuarantinedRecord:
+        raise TypeError("Reprocess takes quarantined records (a QuarantinedRecord queryset).")
+    chosen = records.filter(stage__in=pipeline.REPROCESSABLE)
+    before = dict(chosen.values_list("status").annotate(n=Count("id")).order_by())
     if not before:
         return {"records": 0, "mediated": 0, "quarantined": 0}
     # Snapshot the selection (record and the stage it waits at) in one statement: each record then
@@ -275,18 +280,19 @@ def do_reprocess_records(actor, records) -> dict:
         cursor.execute(f"INSERT INTO {REPROCESS_SELECTION} (id, collector_id, stage) {subquery}", params)
         cursor.execute(f"SELECT DISTINCT collector_id, stage FROM {REPROCESS_SELECTION}")
         groups = sorted(cursor.fetchall())
-    selected = UsageRecord.objects.filter(pk__in=RawSQL(f"SELECT id FROM {REPROCESS_SELECTION}", []))
+    selected = QuarantinedRecord.objects.filter(pk__in=RawSQL(f"SELECT id FROM {REPROCESS_SELECTION}", []))
     collectors = {c.pk: c for c in UsageCollector.objects.filter(pk__in={g[0] for g in groups})}
     file_ids = set(selected.values_list("file_id", flat=True).distinct())
+    after = Counter()
     for collector_id, stage in groups:
         first = "rate" if stage == "tax" else stage
         # stage: our own name. Written as EXISTS: for an IN list SQLite guesses a handful of rows and then
         # joins each record's rate choice by a scan (quadratic: 4,000 records took 2 s, 33,000 minutes).
         where = f"EXISTS (SELECT 1 FROM {REPROCESS_SELECTION} x WHERE x.id = u.id AND x.stage = '{stage}')"
         with connection.cursor() as cursor:
-            pipeline.advance(cursor, collectors[collector_id], first, "tax", where)
+            ran = pipeline.advance(cursor, collectors[collector_id], first, "tax", where, tables=(pipeline.WAITING,))
+        after.update(ran.statuses)
     refresh_file_counts(file_ids)
-    after = dict(selected.values_list("status").annotate(n=Count("id")))
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE {REPROCESS_SELECTION}")
     total = sum(after.values())
@@ -294,7 +300,7 @@ def do_reprocess_records(actor, records) -> dict:
     audit.record(
         actor,
         "quarantine.reprocess",
-        object_type="usage.usagerecord",
+        object_type="usage.quarantinedrecord",
         summary=f"Reprocessed {total} records: {outcome['mediated']} mediated",
         before={"status": before},
         after=outcome,
@@ -308,7 +314,7 @@ def do_advance_stage(actor, stage: str, *, collector=None, include_quarantined=F
     if stage not in pipeline.REPROCESSABLE:
         raise ValidationError(f"Stage must be one of {', '.join(pipeline.REPROCESSABLE)}.")
     statuses = ["pending", "quarantined"] if include_quarantined else ["pending"]
-    waiting = UsageRecord.objects.filter(stage=stage, status__in=statuses)
+    waiting = QuarantinedRecord.objects.filter(stage=stage, status__in=statuses)
     if collector is not None:
         waiting = waiting.filter(collector=collector)
     total = 0
@@ -318,15 +324,18 @@ def do_advance_stage(actor, stage: str, *, collector=None, include_quarantined=F
         subquery, params = named_subquery(chosen)
         the_collector = UsageCollector.objects.get(pk=collector_id)
         with connection.cursor() as cursor:
-            total += pipeline.advance(cursor, the_collector, stage, stage, f"u.id IN ({subquery})", params)
+            where = f"u.id IN ({subquery})"
+            total += pipeline.advance(
+                cursor, the_collector, stage, stage, where, params, tables=(pipeline.WAITING,)
+            ).records
         refresh_file_counts(file_ids)
-    audit.record(actor, f"mediate.{stage}", object_type="usage.usagerecord", summary=f"{stage}: {total} records")
+    audit.record(actor, f"mediate.{stage}", object_type="usage.quarantinedrecord", summary=f"{stage}: {total} records")
     return total
 
 
 def reprocess_selection(params: dict):
     """Quarantined records chosen by ids and/or reason, collector, file (a run's stored selection)."""
-    chosen = UsageRecord.objects.filter(status=UsageRecord.Status.QUARANTINED)
+    chosen = QuarantinedRecord.objects.filter(status=QuarantinedRecord.Status.QUARANTINED)
     if params.get("ids") is not None:
         chosen = chosen.filter(pk__in=params["ids"])
     for key, field in (("reason", "reason"), ("stage", "stage"), ("collector", "collector_id"), ("file", "file_id")):

@@ -105,9 +105,9 @@ def _keeping_keys(connection, write) -> int:
         raise KeyTaken(str(exc)) from exc
 
 
-def insert_records(duck, connection, select: str, columns: list[str]) -> int:
-    """COPY the rows of a DuckDB SELECT into usage_usagerecord."""
-    return store_rows(duck, connection, select, "usage_usagerecord", columns, timestamps=("usage_at",))
+def insert_records(duck, connection, select: str, table: str, columns: list[str]) -> int:
+    """COPY the rows of a DuckDB SELECT into a records table (mediated records or the quarantine)."""
+    return store_rows(duck, connection, select, table, columns, timestamps=("usage_at",))
 
 
 def add_counters(duck, connection, delta: str = "counter_delta") -> None:
@@ -162,6 +162,30 @@ def counters_unchanged(connection, periods: list[int], path: str) -> bool:
         )
         changed = cursor.fetchone()[0]
     return not changed
+
+
+def write_back(cursor, written: list[str], columns: list[str]) -> None:
+    """Write OUTCOME_TABLE (`_home`: the table a record is in, its `id` there, and the `written`
+    columns) back: a record that stays on its side of mediated is updated in place; one that changes
+    side moves to the other table (a new id there), in line order."""
+    from .pipeline import RECORDS, WAITING
+
+    sets = ", ".join(f"{c} = r.{c}" for c in written)
+    moved = ", ".join(f"r.{c}" if c in written else f"u.{c}" for c in columns)
+    for home, other, stays in ((RECORDS, WAITING, "="), (WAITING, RECORDS, "<>")):
+        cursor.execute(
+            f"UPDATE {home} SET {sets} FROM {OUTCOME_TABLE} r "
+            f"WHERE {home}.id = r.id AND r._home = '{home}' AND r.status {stays} 'mediated'"
+        )
+        leaving = f"SELECT id FROM {OUTCOME_TABLE} WHERE _home = '{home}' AND NOT (status {stays} 'mediated')"
+        if other == RECORDS:
+            lock_for_insert(cursor.db)
+        cursor.execute(
+            f"INSERT INTO {other} ({', '.join(columns)}) SELECT {moved} FROM {home} u "
+            f"JOIN {OUTCOME_TABLE} r ON r.id = u.id AND r._home = '{home}' WHERE u.id IN ({leaving}) "
+            "ORDER BY u.file_id, u.line_no"
+        )
+        cursor.execute(f"DELETE FROM {home} WHERE id IN ({leaving})")
 
 
 def outcome_to_store(duck, connection, outcome: str, columns: list[str], types: dict[str, str]) -> None:

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from usage.gates.parse import FIELDS
-from usage.models import MediationFile, UsageCollector, UsageRecord
+from usage.models import MediationFile, QuarantinedRecord, UsageCollector, UsageRecord
 
 MONEY = {"max_digits": 20, "decimal_places": 6, "read_only": True}
 
@@ -181,6 +181,11 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "message",
         ]
         read_only_fields = fields
+
+
+class QuarantinedRecordSerializer(UsageRecordSerializer):
+    class Meta(UsageRecordSerializer.Meta):
+        model = QuarantinedRecord
 
 
 class ReprocessSerializer(serializers.Serializer):

@@ -19,7 +19,7 @@ from billing.models import Account, Service
 from console.tracking import RunBusy
 from usage import selectors, services
 from usage.exports import streaming_csv
-from usage.models import MediationFile, UsageCollector, UsageRecord
+from usage.models import FileRecord, MediationFile, QuarantinedRecord, UsageCollector, UsageRecord
 from usage.rebalance import do_rebalance, do_run_rebalance
 
 from . import serializers
@@ -40,7 +40,7 @@ def money(micros):
 
 def outcomes(mediation_file):
     """Each record's outcome, in line order (the reply to an ingest)."""
-    rows = UsageRecord.objects.filter(file=mediation_file).order_by("line_no")
+    rows = FileRecord.objects.filter(file=mediation_file).order_by("line_no")
     return [
         {
             "line": line,
@@ -152,22 +152,23 @@ class UsageRecordFilter(filters.FilterSet):
 
 
 class UsageRecordViewSet(viewsets.ReadOnlyModelViewSet):
-    """Usage records, newest first by cursor: a page never counts the table."""
+    """Mediated usage records, newest first by cursor: a page never counts the table. The records
+    that did not pass a gate are the quarantine's (`/quarantine/`)."""
 
     queryset = UsageRecord.objects.all()
     serializer_class = serializers.UsageRecordSerializer
     filterset_class = UsageRecordFilter
 
 
-class QuarantineFilter(filters.FilterSet):
+class QuarantineFilter(UsageRecordFilter):
     class Meta:
-        model = UsageRecord
-        fields = ["reason", "stage", "collector", "file"]
+        model = QuarantinedRecord
+        fields = ["identifier", "period", "category", "reason", "stage", "collector", "file"]
 
 
 class QuarantineViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = UsageRecord.objects.filter(status=UsageRecord.Status.QUARANTINED)
-    serializer_class = serializers.UsageRecordSerializer
+    queryset = QuarantinedRecord.objects.filter(status=QuarantinedRecord.Status.QUARANTINED)
+    serializer_class = serializers.QuarantinedRecordSerializer
     filterset_class = QuarantineFilter
 
     @extend_schema(
