@@ -190,6 +190,65 @@ def test_reprocess_after_the_cause_is_fixed(mediate, world):
     assert f.records.get(line_no=10).file_id == f.pk  # keeps its provenance
 
 
+def test_quarantine_is_its_own_table_and_records_move_across(mediate, world):
+    """Mediated records are kept apart from the others; reprocess and rebalance move a record whose
+    outcome changes side, keeping its file and line, and the file's counts follow."""
+    from billing.models import Rate
+    from usage.rebalance import do_rebalance
+
+    f = mediate(GOLDEN)
+    mediated = set(UsageRecord.objects.filter(file=f).values_list("line_no", flat=True))
+    waiting = set(QuarantinedRecord.objects.filter(file=f).values_list("line_no", flat=True))
+    assert mediated == set(range(2, 10)) and waiting == set(range(10, 18))
+    assert set(f.records.values_list("line_no", flat=True)) == mediated | waiting
+    highest = UsageRecord.objects.order_by("-id").values_list("id", flat=True).first()
+
+    ServiceIdentifier.objects.create(service=world["s1"], value="61499999999", active_from=aware(2026, 1, 1))
+    assert services.do_reprocess_records("test", QuarantinedRecord.objects.filter(line_no=10))["mediated"] == 1
+    moved = UsageRecord.objects.get(file=f, line_no=10)
+    assert not QuarantinedRecord.objects.filter(file=f, line_no=10).exists()
+    assert (moved.record_id, moved.status, moved.reason, moved.charge) == (
+        "A9",
+        "mediated",
+        "",
+        Decimal("0.4"),
+    )  # 60 s on the plan card: 1 min @0.40
+    assert moved.id > highest  # a new id in its new table: metering's high mark sees it
+    f.refresh_from_db()
+    assert (f.mediated, f.quarantined) == (9, 3)
+
+    sms = Rate.objects.get(usage_type="sms")
+    Rate.objects.filter(pk=sms.pk).update(effective_to=dt.date(2026, 9, 30))
+    result = do_rebalance("test", world["s2"].account, dt.date(2026, 10, 15))
+    assert result.changed == 1 and result.old_total - result.new_total == Decimal("0.25")
+    gone = QuarantinedRecord.objects.get(file=f, line_no=6)
+    assert (gone.record_id, gone.reason, gone.charge_micros) == ("A5", "NO_RATE", None)
+    assert not UsageRecord.objects.filter(file=f, line_no=6).exists()
+    f.refresh_from_db()
+    assert (f.mediated, f.quarantined) == (8, 4)
+
+    Rate.objects.filter(pk=sms.pk).update(effective_to=None)
+    do_rebalance("test", world["s2"].account, dt.date(2026, 10, 15))
+    back = UsageRecord.objects.get(file=f, line_no=6)
+    assert (back.record_id, back.charge, back.tax) == ("A5", Decimal("0.25"), Decimal("0.025"))
+    f.refresh_from_db()
+    assert (f.mediated, f.quarantined, f.total_lines) == (9, 3, 16)
+
+
+def test_each_table_refuses_the_other_sides_records(mediate, world):
+    """Integrity in the store: a quarantined record cannot be written into the records table, nor a
+    mediated one into the quarantine."""
+    from django.db import IntegrityError, transaction
+
+    f = mediate(GOLDEN)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        UsageRecord.objects.filter(file=f, line_no=2).update(status="quarantined", reason="NO_RATE")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        QuarantinedRecord.objects.filter(file=f, line_no=10).update(status="mediated", stage="done", reason="")
+    with pytest.raises(TypeError):
+        services.do_reprocess_records("test", UsageRecord.objects.filter(file=f))
+
+
 def test_stage_by_stage_equals_a_full_run(world, sync_tasks, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         f = receive(world["collector"], GOLDEN)

@@ -322,7 +322,7 @@ class QuarantinedRecordAdmin(UsageRecordAdminBase):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(UsageRecordAdminBase):
-    list_filter = ("status", "category", "collector")
+    list_filter = ("category", "collector")
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -29,8 +29,11 @@ def move_waiting_records(apps, schema_editor):
 
 
 def move_back(apps, schema_editor):
-    columns = _columns(apps)
-    schema_editor.execute(f"INSERT INTO usage_usagerecord ({columns}) SELECT {columns} FROM usage_quarantinedrecord")
+    # New ids: quarantine ids given since this migration may be taken in the records table.
+    columns = ", ".join(c for c in _columns(apps).split(", ") if c != "id")
+    schema_editor.execute(
+        f"INSERT INTO usage_usagerecord ({columns}) SELECT {columns} FROM usage_quarantinedrecord ORDER BY id"
+    )
     schema_editor.execute("DELETE FROM usage_quarantinedrecord")
 
 
