@@ -158,9 +158,12 @@ def batch_periods(duck_db, tip: str) -> list[int]:
     return duck.values(duck_db, f"SELECT DISTINCT period_id FROM {tip} WHERE period_id IS NOT NULL")
 
 
+BATCH_KEYS = "SELECT DISTINCT record_key FROM batch WHERE record_key IS NOT NULL"
+
+
 def _intake_gates(engine_db, collector, last: str):
     """The gates of an intake, its source table `gate_source` over the batch, the record columns the
-    outcome keeps, and the batch's distinct keys."""
+    outcome keeps, and the query of the batch's distinct keys."""
     gates = gates_for(collector, engine_db, "parse", last)
     produced = {c for g in gates for c in g.produces}
     later = [c for c in RECORD_COLUMNS if c not in STAGING_COLUMNS and c not in produced]
@@ -170,8 +173,7 @@ def _intake_gates(engine_db, collector, last: str):
         "FROM batch"
     )
     stored = [c for c in RECORD_COLUMNS if c not in ("charge_micros", "tax_micros", "raw")]
-    keys = duck.values(engine_db, "SELECT DISTINCT record_key FROM batch WHERE record_key IS NOT NULL")
-    return gates, stored, keys
+    return gates, stored, BATCH_KEYS
 
 
 def _kept_keys(collector, file_id: int, tip: str) -> str:

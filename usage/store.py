@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db import connection as default_connection
 
 from .engine.duck import copy_csv, load_query, store_rows
-from .engine.reference import any_of, list_param
+from .engine.reference import any_of, list_param, listed
 
 USAGE_WRITE_LOCK = 73_010_001
 USAGE_COUNTERS_LOCK = 73_010_002  # with a bucket: pg_advisory_xact_lock(int, int)
@@ -59,12 +59,12 @@ def lock_counters(connection, buckets: list[int]) -> None:
         cursor.execute(
             "SELECT COUNT(pg_advisory_xact_lock(%s, b)) FROM "
             "(SELECT b FROM unnest(%s::integer[]) AS b ORDER BY b OFFSET 0) ordered",
-            [USAGE_COUNTERS_LOCK, buckets],
+            [USAGE_COUNTERS_LOCK, list_param(connection, buckets)],
         )
 
 
-def earlier_keys(duck, connection, collector_id: int, file_id: int, keys: list[str]) -> int:
-    """DuckDB table `earlier_keys`: where each of `keys` was first kept by the collector (file, line)
+def earlier_keys(duck, connection, collector_id: int, file_id: int, keys: str) -> int:
+    """DuckDB table `earlier_keys`: where each key of DuckDB query `keys` was first kept by the collector (file, line)
     in another file. The file's own repeats are the engine's (`file_repeats`): a record repeating a
     line of its file reads alike whether that line's batch is committed, in flight or the same."""
     return load_query(
@@ -73,8 +73,8 @@ def earlier_keys(duck, connection, collector_id: int, file_id: int, keys: list[s
         "earlier_keys",
         {"record_key": "VARCHAR", "file_id": "BIGINT", "line_no": "BIGINT"},
         "SELECT k.record_key, k.file_id, k.line_no FROM usage_recordkey k WHERE k.collector_id = %s "
-        f"AND k.file_id <> %s AND {any_of(connection, 'k.record_key')}",
-        [collector_id, file_id, list_param(connection, keys)],
+        f"AND k.file_id <> %s AND {any_of(connection, 'k.record_key', 'text')}",
+        [collector_id, file_id, listed(duck, connection, keys)],
     )
 
 
@@ -155,10 +155,10 @@ def counters_unchanged(connection, periods: list[int], path: str) -> bool:
         # One hash join: a counter added, removed or moved since the batch read them.
         cursor.execute(
             f"SELECT EXISTS (SELECT 1 FROM {USED_TABLE} u FULL JOIN (SELECT {', '.join(COUNTER_COLUMNS)} "
-            "FROM usage_periodcounter WHERE period_id = ANY(%s)) n "
+            "FROM usage_periodcounter WHERE period_id = ANY(%s::bigint[])) n "
             "ON n.period_id = u.period_id AND n.kind = u.kind AND n.owner_id = u.owner_id AND n.ref_id = u.ref_id "
             "WHERE u.total IS DISTINCT FROM n.total)",
-            [list(periods)],
+            [list_param(connection, periods)],
         )
         changed = cursor.fetchone()[0]
     return not changed
