@@ -209,6 +209,16 @@ class Reason(models.TextChoices):
     NO_TAX = "NO_TAX", "No tax rule applies"
 
 
+def reference(to, related_name="+", *, optional=True, on_delete=models.PROTECT, **options):
+    """A record's reference: no database foreign key nor index (see RecordFields), deletion still
+    refused."""
+    if optional:
+        options.update(null=True, blank=True)
+    return models.ForeignKey(
+        to, on_delete=on_delete, related_name=related_name, db_index=False, db_constraint=False, **options
+    )
+
+
 class RecordFields(models.Model):
     """One usage line: where it came from, what it is, and what each gate decided.
 
@@ -236,12 +246,8 @@ class RecordFields(models.Model):
         DONE = "done", "done"
 
     id = models.BigAutoField(primary_key=True)
-    file = models.ForeignKey(
-        MediationFile, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
-    )
-    collector = models.ForeignKey(
-        UsageCollector, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
-    )
+    file = reference(MediationFile, optional=False)
+    collector = reference(UsageCollector, optional=False)
     line_no = models.BigIntegerField()
     record_key = models.CharField(max_length=255, null=True, blank=True)
     is_duplicate = models.BooleanField(default=False)
@@ -256,31 +262,11 @@ class RecordFields(models.Model):
     usage_type = models.CharField(max_length=32, blank=True, default="")
     amount_micros = models.BigIntegerField(null=True, blank=True, help_text="Pre-priced amount, if the file has one.")
     category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
-    service = models.ForeignKey(
-        Service,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_index=False,
-        db_constraint=False,
-    )
-    account = models.ForeignKey(
-        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
-    )
-    period = models.ForeignKey(
-        SubscriptionPeriod,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_index=False,
-        db_constraint=False,
-    )
+    service = reference(Service)
+    account = reference(Account)
+    period = reference(SubscriptionPeriod)
     is_late = models.BooleanField(default=False)
-    rate = models.ForeignKey(
-        Rate, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
-    )
+    rate = reference(Rate)
     rated_quantity = models.BigIntegerField(null=True, blank=True, help_text="Base units after increments.")
     included_quantity = models.BigIntegerField(
         null=True, blank=True, help_text="Base units of the rated quantity covered by allowances."
@@ -288,19 +274,8 @@ class RecordFields(models.Model):
     included_micros = models.BigIntegerField(
         null=True, blank=True, help_text="Micro-units of the charge covered by money allowances."
     )
-    allowance = models.ForeignKey(
-        IncludedValue,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_index=False,
-        db_constraint=False,
-        help_text="The first allowance the record drew from.",
-    )
-    discount = models.ForeignKey(
-        Discount, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False, db_constraint=False
-    )
+    allowance = reference(IncludedValue, help_text="The first allowance the record drew from.")
+    discount = reference(Discount)
     local_weekday = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="ISO weekday of the usage start in the billing time zone (time bands)."
     )
@@ -345,27 +320,9 @@ class UsageRecord(RecordFields):
     """A mediated record: what billing, metering, usage views and rebalance read. The table holds
     nothing else, so it carries no index or constraint for records that wait."""
 
-    file = models.ForeignKey(
-        MediationFile, on_delete=models.PROTECT, related_name="mediated_records", db_index=False, db_constraint=False
-    )
-    service = models.ForeignKey(
-        Service,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="usage",
-        db_index=False,
-        db_constraint=False,
-    )
-    period = models.ForeignKey(
-        SubscriptionPeriod,
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="usage",
-        db_index=False,
-        db_constraint=False,
-    )
+    file = reference(MediationFile, "mediated_records", optional=False)
+    service = reference(Service, "usage")
+    period = reference(SubscriptionPeriod, "usage")
 
     class Meta:
         constraints = [
@@ -393,9 +350,7 @@ class QuarantinedRecord(RecordFields):
     `UsageRecord` when it passes every gate, and back here when it fails one, in one transaction;
     a moved record gets a new id in its new table (its file and line stay)."""
 
-    file = models.ForeignKey(
-        MediationFile, on_delete=models.PROTECT, related_name="waiting_records", db_index=False, db_constraint=False
-    )
+    file = reference(MediationFile, "waiting_records", optional=False)
 
     class Meta:
         verbose_name = "quarantined record"
@@ -424,9 +379,7 @@ class FileRecord(RecordFields):
 
     pk = models.CompositePrimaryKey("file_id", "line_no")
     id = models.BigIntegerField()
-    file = models.ForeignKey(
-        MediationFile, on_delete=models.DO_NOTHING, related_name="records", db_index=False, db_constraint=False
-    )
+    file = reference(MediationFile, "records", optional=False, on_delete=models.DO_NOTHING)
 
     class Meta:
         managed = False
