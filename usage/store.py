@@ -64,29 +64,18 @@ def lock_counters(connection, buckets: list[int]) -> None:
 
 
 def earlier_keys(duck, connection, collector_id: int, file_id: int, keys: str) -> int:
-    """DuckDB table `earlier_keys`: where each key of DuckDB query `keys` was first kept by the
-    collector (file, line) in another file. The file's own repeats are the engine's (`file_repeats`):
-    a record repeating a line of its file reads alike whether that line's batch is committed, in
-    flight or the same.
-
-    On PostgreSQL each key is one probe of the primary key, in key order (LATERAL … LIMIT 1 keeps
-    the planner from anything else). The key table grows by a batch at a time, faster than its
-    statistics: as `= ANY(keys)` the planner read every key of the collector and filtered them (at
-    5M keys, 3.0 s a batch of 200k against 0.6–1.1 s probed in order; measured)."""
-    columns = {"record_key": "VARCHAR", "file_id": "BIGINT", "line_no": "BIGINT"}
-    listed_keys = listed(duck, connection, keys, ordered=True)
-    if connection.vendor == "postgresql":
-        query = (
-            "SELECT k.record_key, k.file_id, k.line_no FROM unnest(%s::text[]) AS b(record_key) CROSS JOIN LATERAL "
-            "(SELECT k.record_key, k.file_id, k.line_no FROM usage_recordkey k "
-            "WHERE k.collector_id = %s AND k.record_key = b.record_key LIMIT 1) k WHERE k.file_id <> %s"
-        )
-        return load_query(duck, connection, "earlier_keys", columns, query, [listed_keys, collector_id, file_id])
-    query = (
+    """DuckDB table `earlier_keys`: where each key of DuckDB query `keys` was first kept by the collector (file, line)
+    in another file. The file's own repeats are the engine's (`file_repeats`): a record repeating a
+    line of its file reads alike whether that line's batch is committed, in flight or the same."""
+    return load_query(
+        duck,
+        connection,
+        "earlier_keys",
+        {"record_key": "VARCHAR", "file_id": "BIGINT", "line_no": "BIGINT"},
         "SELECT k.record_key, k.file_id, k.line_no FROM usage_recordkey k WHERE k.collector_id = %s "
-        f"AND k.file_id <> %s AND {any_of(connection, 'k.record_key', 'text')}"
+        f"AND k.file_id <> %s AND {any_of(connection, 'k.record_key', 'text')}",
+        [collector_id, file_id, listed(duck, connection, keys)],
     )
-    return load_query(duck, connection, "earlier_keys", columns, query, [collector_id, file_id, listed_keys])
 
 
 class KeyTaken(Exception):

@@ -58,12 +58,11 @@ def _escaped(text: str) -> str:
 _ELEMENT = """'"' || replace(replace(CAST(v AS VARCHAR), '\\', '\\\\'), '"', '\\"') || '"'"""
 
 
-def listed(duck, connection, query: str, *, ordered: bool = False) -> str:
+def listed(duck, connection, query: str) -> str:
     """`list_param` of the values of one-column DuckDB `query`, built by DuckDB: the values never
-    pass through Python one by one. `ordered`: in byte order (an index is then probed in order)."""
+    pass through Python one by one."""
     if connection.vendor == "postgresql":
-        order = " ORDER BY v" if ordered else ""
-        select = f"SELECT '{{' || COALESCE(string_agg({_ELEMENT}, ','{order}), '') || '}}' FROM ({query}) q(v)"
+        select = f"SELECT '{{' || COALESCE(string_agg({_ELEMENT}, ','), '') || '}}' FROM ({query}) q(v)"
     else:
         select = f"SELECT COALESCE(CAST(to_json(list(v)) AS VARCHAR), '[]') FROM ({query}) q(v)"
     return duck.execute(select).fetchone()[0]
