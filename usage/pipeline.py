@@ -17,9 +17,6 @@ from .engine.timing import phase
 from .gates import bucket, classify, dedup, identify, rate, tax
 from .gates.base import Gate
 
-# The records table (mediated records) and the quarantine (the others): see usage.models.
-RECORDS = "usage_usagerecord"
-WAITING = "usage_quarantinedrecord"
 # Columns of a record that gates read or write (besides id, file, collector).
 RECORD_COLUMNS = (
     "line_no",
@@ -191,9 +188,9 @@ def _records(collector, file_id: int, stored, outcome: str) -> tuple[dict[str, s
     select = (
         f"SELECT {int(file_id)} AS file_id, {int(collector.pk)} AS collector_id, "
         f"{', '.join(f'o.{c}' for c in [*stored, *OUTCOME_COLUMNS])}, COALESCE(b.raw, '') AS raw "
-        f"FROM {outcome} o JOIN batch b ON b.line_no = o._row WHERE o.status {{}} 'mediated' ORDER BY o._row"
+        f"FROM {outcome} o JOIN batch b ON b.line_no = o._row"
     )
-    return {table: select.format(test) for table, test in ((RECORDS, "="), (WAITING, "<>"))}, columns
+    return {table: f"{select} WHERE o.status {keeps} ORDER BY o._row" for table, keeps in store.KEEPS.items()}, columns
 
 
 def intake(connection, engine_db, collector, file_id: int, last: str = "tax") -> int:
@@ -295,8 +292,7 @@ def write_prepared(connection, prepared: PreparedBatch) -> int:
             raise Stale(str(exc)) from exc
     with phase("write records"):
         count = sum(
-            duck.copy_csv(connection, prepared.path(table), table, prepared.record_columns)
-            for table in (RECORDS, WAITING)
+            duck.copy_csv(connection, prepared.path(table), table, prepared.record_columns) for table in store.KEEPS
         )
     with phase("write counters"):
         store.copy_counters(connection, prepared.path("deltas"))
@@ -315,7 +311,7 @@ class Advanced:
 
 
 def advance(
-    cursor, collector, first: str, last: str, where: str, params=None, before_write=None, *, tables=(RECORDS, WAITING)
+    cursor, collector, first: str, last: str, where: str, params=None, before_write=None, *, tables=tuple(store.KEEPS)
 ) -> Advanced:
     """Run gates `first`..`last` again over existing records chosen by `where` (store SQL on alias u)
     in `tables`, of one collector, or of any collector when `collector` is None (possible from `rate`

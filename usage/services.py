@@ -19,7 +19,7 @@ from billing import audit
 from console import tracking
 from console.models import ProcessKind, ProcessRun, RunStatus
 
-from . import pipeline
+from . import pipeline, store
 from .models import FileRecord, MediationFile, QuarantinedRecord, Reason, UsageCollector, UsageRecord
 
 CHUNK = 1 << 20
@@ -290,7 +290,7 @@ def do_reprocess_records(actor, records) -> dict:
         # joins each record's rate choice by a scan (quadratic: 4,000 records took 2 s, 33,000 minutes).
         where = f"EXISTS (SELECT 1 FROM {REPROCESS_SELECTION} x WHERE x.id = u.id AND x.stage = '{stage}')"
         with connection.cursor() as cursor:
-            ran = pipeline.advance(cursor, collectors[collector_id], first, "tax", where, tables=(pipeline.WAITING,))
+            ran = pipeline.advance(cursor, collectors[collector_id], first, "tax", where, tables=(store.WAITING,))
         after.update(ran.statuses)
     refresh_file_counts(file_ids)
     with connection.cursor() as cursor:
@@ -326,7 +326,7 @@ def do_advance_stage(actor, stage: str, *, collector=None, include_quarantined=F
         with connection.cursor() as cursor:
             where = f"u.id IN ({subquery})"
             total += pipeline.advance(
-                cursor, the_collector, stage, stage, where, params, tables=(pipeline.WAITING,)
+                cursor, the_collector, stage, stage, where, params, tables=(store.WAITING,)
             ).records
         refresh_file_counts(file_ids)
     audit.record(actor, f"mediate.{stage}", object_type="usage.quarantinedrecord", summary=f"{stage}: {total} records")

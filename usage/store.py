@@ -18,6 +18,10 @@ from .engine.reference import any_of, list_param, listed
 USAGE_WRITE_LOCK = 73_010_001
 USAGE_COUNTERS_LOCK = 73_010_002  # with a bucket: pg_advisory_xact_lock(int, int)
 OUTCOME_TABLE = "usage_gate_outcome"
+# A record is kept in one of two tables, by its status (usage.models): the test each table's rows pass.
+RECORDS = "usage_usagerecord"
+WAITING = "usage_quarantinedrecord"
+KEEPS = {RECORDS: "= 'mediated'", WAITING: "<> 'mediated'"}
 DELTA_TABLE = "usage_counter_delta"
 USED_TABLE = "usage_counter_used"  # the counters a batch computed with (overlapped batches)
 
@@ -168,16 +172,14 @@ def write_back(cursor, written: list[str], columns: list[str]) -> None:
     """Write OUTCOME_TABLE (`_home`: the table a record is in, its `id` there, and the `written`
     columns) back: a record that stays on its side of mediated is updated in place; one that changes
     side moves to the other table (a new id there), in line order."""
-    from .pipeline import RECORDS, WAITING
-
     sets = ", ".join(f"{c} = r.{c}" for c in written)
     moved = ", ".join(f"r.{c}" if c in written else f"u.{c}" for c in columns)
-    for home, other, stays in ((RECORDS, WAITING, "="), (WAITING, RECORDS, "<>")):
+    for home, other in ((RECORDS, WAITING), (WAITING, RECORDS)):
         cursor.execute(
             f"UPDATE {home} SET {sets} FROM {OUTCOME_TABLE} r "
-            f"WHERE {home}.id = r.id AND r._home = '{home}' AND r.status {stays} 'mediated'"
+            f"WHERE {home}.id = r.id AND r._home = '{home}' AND r.status {KEEPS[home]}"
         )
-        leaving = f"SELECT id FROM {OUTCOME_TABLE} WHERE _home = '{home}' AND NOT (status {stays} 'mediated')"
+        leaving = f"SELECT id FROM {OUTCOME_TABLE} WHERE _home = '{home}' AND status {KEEPS[other]}"
         if other == RECORDS:
             lock_for_insert(cursor.db)
         cursor.execute(
