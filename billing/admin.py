@@ -4,12 +4,13 @@ from functools import partial
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from . import overlaps, selectors, services
+from . import formatting, overlaps, selectors, services
 from .admin_tools import (
     AuditedAdminMixin,
     BigTableAdminMixin,
@@ -41,6 +42,11 @@ from .models import (
     TimeBand,
     ZonePrefix,
 )
+
+
+# No list offers "delete selected": one click would remove rows that usage and invoices point at.
+# A service or account is retired by its status; a single delete page is for a mistaken entry.
+admin.site.disable_action("delete_selected")
 
 
 class TollgateModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
@@ -126,7 +132,45 @@ class AccountAdmin(BigTableAdmin):
     list_filter = ("status",)
     search_fields = ("number__exact", "name__icontains")
     inlines = [AccountServiceInline]
+    readonly_fields = ("invoices_list",)
     change_form_template = "admin/billing/account/change_form.html"
+
+    @admin.display(description="Invoices")
+    def invoices_list(self, obj):
+        """The latest twelve, newest first, each with its print view and PDF; the rest in the list."""
+        if not obj.pk:
+            return "-"
+        invoices = list(obj.invoices.order_by("-cycle_start")[:12])
+        if not invoices:
+            return "No invoices yet."
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{} – {}</td><td>{}</td><td class="number">{}</td>'
+            '<td><a href="{}">Print</a> · <a href="{}">PDF</a></td></tr>',
+            (
+                (
+                    reverse("admin:billing_invoice_change", args=[i.pk]),
+                    i.number or "Draft",
+                    i.cycle_start.isoformat(),
+                    i.cycle_end.isoformat(),
+                    i.get_status_display(),
+                    formatting.micros(i.total_micros, i.currency),
+                    reverse("admin:billing_invoice_print", args=[i.pk]),
+                    reverse("admin:billing_invoice_pdf", args=[i.pk]),
+                )
+                for i in invoices
+            ),
+        )
+        total = obj.invoices.count()
+        return format_html(
+            '<table id="account-invoices"><thead><tr><th>Invoice</th><th>Cycle</th><th>Status</th>'
+            '<th class="number">Total</th><th>Documents</th></tr></thead><tbody>{}</tbody></table>'
+            '<p><a href="{}?account__id__exact={}">All {} of this account</a></p>',
+            rows,
+            reverse("admin:billing_invoice_changelist"),
+            obj.pk,
+            formatting.plural(total, "invoice"),
+        )
 
     def get_urls(self):
         return [
@@ -276,6 +320,12 @@ class ServiceAdmin(BigTableAdmin):
 
     actions = ["generate_periods"]
 
+    def has_delete_permission(self, request, obj=None):
+        """A service that was billed or has mediated usage is never deleted: set its status instead."""
+        if obj is not None and selectors.service_has_history(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
             return queryset, False
@@ -307,7 +357,11 @@ class SubscriptionPeriodAdmin(BigTableAdmin):
         if not request.user.has_perm("console.change_processrun"):
             raise PermissionDenied
         for cycle_start in sorted(set(queryset.values_list("start_date", flat=True))):
-            run = request_main_billing(request.user, cycle_start)
+            try:
+                run = request_main_billing(request.user, cycle_start)
+            except ValidationError as exc:
+                message_user_validation_error(self, request, exc)
+                continue
             self.message_user(
                 request,
                 format_html(
@@ -479,11 +533,45 @@ class AuditEventAdmin(BigTableAdminMixin, admin.ModelAdmin):
 
 class ChargeInline(admin.TabularInline):
     model = Charge
-    fields = ("kind", "service", "description", "records", "rated_quantity", "included_quantity", "amount", "tax")
+    fields = ("kind", "service", "description", "records_shown", "rated", "included", "amount_shown", "tax_shown")
     readonly_fields = fields
     extra = 0
     can_delete = False
     show_change_link = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._units = {}
+
+    def _quantity(self, obj, value):
+        from .documents import usage_units
+
+        if value is None:
+            return ""
+        if obj.invoice_id not in self._units:
+            self._units[obj.invoice_id] = usage_units(obj.invoice)
+        unit = self._units[obj.invoice_id].get((obj.period_id, obj.category, obj.usage_type))
+        return format_html('<span class="num">{}</span>', formatting.quantity(value, unit))
+
+    @admin.display(description="Records")
+    def records_shown(self, obj):
+        return format_html('<span class="num">{}</span>', formatting.number(obj.records))
+
+    @admin.display(description="Rated")
+    def rated(self, obj):
+        return self._quantity(obj, obj.rated_quantity)
+
+    @admin.display(description="Included")
+    def included(self, obj):
+        return self._quantity(obj, obj.included_quantity)
+
+    @admin.display(description="Amount")
+    def amount_shown(self, obj):
+        return format_html('<span class="num">{}</span>', formatting.micros(obj.amount_micros, obj.invoice.currency))
+
+    @admin.display(description="Tax")
+    def tax_shown(self, obj):
+        return format_html('<span class="num">{}</span>', formatting.micros(obj.tax_micros, obj.invoice.currency))
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -492,7 +580,7 @@ class ChargeInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("service")
+        return super().get_queryset(request).select_related("service", "invoice")
 
 
 @admin.register(Invoice)
@@ -505,10 +593,10 @@ class InvoiceAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "cycle_start",
         "cycle_end",
         "status",
-        "usage_records",
-        "subtotal",
-        "tax",
-        "total",
+        "records_shown",
+        "subtotal_shown",
+        "tax_shown",
+        "total_shown",
         "usage_check",
     )
     list_filter = ("status", "cycle_start")
@@ -522,16 +610,76 @@ class InvoiceAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "number",
         "status",
         "currency",
-        "usage_records",
-        "subtotal",
-        "tax",
-        "total",
+        "records_shown",
+        "subtotal_shown",
+        "tax_shown",
+        "total_shown",
         "prepared_at",
         "finalized_at",
     )
-    fields = readonly_fields
+    fields = ("documents", *readonly_fields)
     inlines = [ChargeInline]
     actions = ["finalize"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("documents", *self.readonly_fields)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/print/", view(self.print_view), name="billing_invoice_print"),
+            path("<int:pk>/pdf/", view(self.pdf_view), name="billing_invoice_pdf"),
+            *super().get_urls(),
+        ]
+
+    def _invoice(self, request, pk):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(Invoice.objects.select_related("account"), pk=pk)
+
+    def print_view(self, request, pk):
+        from .documents import invoice_html
+
+        return HttpResponse(invoice_html(self._invoice(request, pk), request))
+
+    def pdf_view(self, request, pk):
+        from .documents import PdfUnavailable, invoice_filename, invoice_pdf
+
+        invoice = self._invoice(request, pk)
+        try:
+            pdf = invoice_pdf(invoice)
+        except PdfUnavailable as exc:
+            self.message_user(request, f"{exc}. Use the print view and your browser's Save as PDF.", messages.ERROR)
+            return redirect("admin:billing_invoice_print", invoice.pk)
+        response = HttpResponse(pdf, content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{invoice_filename(invoice)}"'
+        return response
+
+    @admin.display(description="Usage records", ordering="usage_records")
+    def records_shown(self, obj):
+        return format_html('<span class="num">{}</span>', formatting.number(obj.usage_records))
+
+    @admin.display(description="Subtotal", ordering="subtotal_micros")
+    def subtotal_shown(self, obj):
+        return format_html('<span class="num">{}</span>', formatting.micros(obj.subtotal_micros, obj.currency))
+
+    @admin.display(description="Tax", ordering="tax_micros")
+    def tax_shown(self, obj):
+        return format_html('<span class="num">{}</span>', formatting.micros(obj.tax_micros, obj.currency))
+
+    @admin.display(description="Total", ordering="total_micros")
+    def total_shown(self, obj):
+        return format_html('<span class="num">{}</span>', formatting.micros(obj.total_micros, obj.currency))
+
+    @admin.display(description="Documents")
+    def documents(self, obj):
+        if not obj.pk:
+            return "-"
+        return format_html(
+            '<a href="{}" id="print-invoice">Print view</a> · <a href="{}" id="invoice-pdf">PDF</a>',
+            reverse("admin:billing_invoice_print", args=[obj.pk]),
+            reverse("admin:billing_invoice_pdf", args=[obj.pk]),
+        )
 
     def has_add_permission(self, request):
         return False
@@ -570,9 +718,9 @@ class InvoiceAdmin(BigTableAdminMixin, admin.ModelAdmin):
                     {
                         "invoice": invoice,
                         "problem": problem,
-                        "subtotal": f"{invoice.subtotal:,.2f}",
-                        "tax": f"{invoice.tax:,.2f}",
-                        "total": f"{invoice.total:,.2f}",
+                        "subtotal": formatting.micros(invoice.subtotal_micros, invoice.currency),
+                        "tax": formatting.micros(invoice.tax_micros, invoice.currency),
+                        "total": formatting.micros(invoice.total_micros, invoice.currency),
                     }
                 )
             return TemplateResponse(

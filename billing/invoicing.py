@@ -32,7 +32,7 @@ from django.utils import timezone
 from console import tracking
 from console.models import ProcessKind, ProcessRun, RunStatus
 
-from . import audit
+from . import audit, selectors
 from .models import Charge, Invoice, Product, Subscription, SubscriptionPeriod, TaxRule, billing_day_start
 from .services import do_set_period_status
 
@@ -57,23 +57,49 @@ def cycle_usage(cycle_start: dt.date):
     return UsageRecord.objects.filter(period__start_date=cycle_start)
 
 
-def request_main_billing(actor, cycle_start: dt.date, *, run_at=None, retry_of=None) -> ProcessRun:
+def request_main_billing(
+    actor, cycle_start: dt.date, *, run_at=None, retry_of=None, close_early_reason: str = ""
+) -> ProcessRun:
     """Queue Main Billing for a cycle (or schedule it at `run_at`); the run already active for the
-    cycle if there is one, so it never runs twice at once."""
-    if not cycle_periods(cycle_start).exists():
+    cycle if there is one, so it never runs twice at once.
+
+    A cycle that has not ended by the time the run would start is refused: usage still arriving
+    would miss the invoice. An operator may close it early only by giving a reason, which is
+    audited and kept on the run (a retry keeps it)."""
+    cycle = selectors.cycle_starting(cycle_start)
+    if cycle is None:
         raise ValidationError(f"No subscription period starts on {cycle_start}: there is no cycle to bill.")
+    reason = (close_early_reason or "").strip()
+    early = not cycle.has_ended(run_at)
+    if early and not reason:
+        raise ValidationError(
+            f"The cycle {cycle} has not ended: it ends at the end of {cycle.end.isoformat()} "
+            f"({timezone.get_default_timezone_name()}). Bill it then, or choose to close it early and give a reason."
+        )
+    params = {"cycle_start": cycle_start.isoformat()}
+    if early:
+        params["close_early_reason"] = reason
     run, created = tracking.queue_run(
         actor,
         ProcessKind.MAIN_BILLING,
         subject_for(cycle_start),
-        f"Cycle starting {cycle_start}",
-        params={"cycle_start": cycle_start.isoformat()},
+        f"Cycle starting {cycle.start.isoformat()}, ending {cycle.end.isoformat()}"
+        + (" (closed early)" if early else ""),
+        params=params,
         scheduled_for=run_at,
         retry_of=retry_of,
     )
     if created:
         tracking.plan_activities(run, ACTIVITIES)
-        audit.record(actor, "billing.request", run, summary=f"Main Billing requested for the cycle of {cycle_start}")
+        audit.record(actor, "billing.request", run, summary=f"Main Billing requested for the cycle {cycle}")
+        if early:
+            audit.record(
+                actor,
+                "billing.close_early",
+                run,
+                after={"close_early_reason": reason, "cycle_ends_at": cycle.ends_at.isoformat()},
+                summary=f"The cycle {cycle} is billed before it ends ({cycle.ends_at.isoformat()}): {reason}",
+            )
         transaction.on_commit(lambda: enqueue(run))
     return run
 
@@ -98,7 +124,12 @@ def enqueue(run: ProcessRun) -> None:
 
 
 def retry_main_billing_run(actor, run: ProcessRun) -> ProcessRun:
-    return request_main_billing(actor, dt.date.fromisoformat(run.params["cycle_start"]), retry_of=run)
+    return request_main_billing(
+        actor,
+        dt.date.fromisoformat(run.params["cycle_start"]),
+        retry_of=run,
+        close_early_reason=run.params.get("close_early_reason", ""),
+    )
 
 
 def execute_main_billing(run_id: int) -> ProcessRun | None:

@@ -275,6 +275,33 @@ class MainBillingForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         help_text="Empty: now.",
     )
+    close_early = forms.BooleanField(
+        label="Close early",
+        required=False,
+        help_text="Bill a cycle before it ends. Usage arriving later misses its invoice.",
+    )
+    close_early_reason = forms.CharField(
+        label="Reason", required=False, max_length=300, help_text="Required to close early; kept in the audit log."
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("close_early") and not (data.get("close_early_reason") or "").strip():
+            self.add_error("close_early_reason", "Give the reason for closing the cycle early.")
+        if not data.get("close_early"):
+            data["close_early_reason"] = ""
+        return data
+
+
+def _billing_context(request) -> dict:
+    from billing.selectors import cycles_around
+
+    return {
+        "billing_form": MainBillingForm(),
+        "cycles": cycles_around(timezone.localdate()),
+        "now": timezone.now(),
+        "billing_tz": timezone.get_default_timezone_name(),
+    }
 
 
 def _fragment(request) -> bool:
@@ -288,14 +315,13 @@ def overview(request):
     tracking.reap_lost_runs()
     context = {
         "summaries": console_selectors.process_overview(),
-        "now": timezone.now(),
         "title": "Process Console",
-        "billing_form": MainBillingForm(),
+        "now": timezone.now(),
         "can_operate": request.user.has_perm("console.change_processrun"),
     }
     if _fragment(request):
         return render(request, "console/_processes.html", context)
-    return page(request, "console/overview.html", context)
+    return page(request, "console/overview.html", {**context, **_billing_context(request)})
 
 
 @staff_member_required
@@ -328,7 +354,7 @@ def process_history(request, kind):
             "statuses": RunStatus.choices,
             "selected_status": status,
             "title": f"Process Console: {ProcessKind(kind).label}",
-            "billing_form": MainBillingForm() if kind == ProcessKind.MAIN_BILLING else None,
+            **(_billing_context(request) if kind == ProcessKind.MAIN_BILLING else {"billing_form": None}),
             "can_operate": request.user.has_perm("console.change_processrun"),
         },
     )
@@ -405,9 +431,14 @@ def start_main_billing(request):
             )
         return redirect("console:process", ProcessKind.MAIN_BILLING)
     try:
-        run = request_main_billing(request.user, form.cleaned_data["cycle_start"], run_at=form.cleaned_data["run_at"])
+        run = request_main_billing(
+            request.user,
+            form.cleaned_data["cycle_start"],
+            run_at=form.cleaned_data["run_at"],
+            close_early_reason=form.cleaned_data["close_early_reason"],
+        )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("console:process", ProcessKind.MAIN_BILLING)
-    messages.success(request, f"Main Billing for the cycle starting {form.cleaned_data['cycle_start']}: run {run.pk}.")
+    messages.success(request, f"Main Billing for the {run.label[0].lower()}{run.label[1:]}: run {run.pk}.")
     return redirect("console:run", run.pk)

@@ -19,8 +19,8 @@ def test_roles_exist_with_the_right_permissions(db):
     assert not {"change_auditevent", "delete_auditevent", "add_auditevent"} & operator
     assert viewer and all(code.startswith("view_") for code in viewer)
     assert "view_service" in viewer
-    assert {"view_success", "view_failure", "view_ormq", "change_schedule"} <= operator  # the task queue
-    assert not {"change_success", "delete_ormq"} & operator
+    assert {"view_success", "view_failure", "view_ormq", "view_schedule"} <= operator  # the task queue: looked at
+    assert not {"change_success", "delete_ormq", "change_schedule", "add_schedule", "delete_schedule"} & operator
     assert "view_schedule" in viewer
 
 

@@ -225,12 +225,14 @@ def test_invoice_admin_is_read_only_and_finalizes_for_operators(billed_world, cl
     draft = invoice_of(billed_world["s2"])
     client.force_login(operator)
     page = client.get(reverse("admin:billing_invoice_change", args=[draft.pk])).content.decode()
-    assert "138.990178" in page and 'name="_save"' not in page
+    # Shown with its currency and 2 decimals; the invoice keeps the exact figure.
+    assert "AUD\xa0138.99" in page and "138.990178" not in page and 'name="_save"' not in page
+    assert draft.total == Decimal("138.990178")
     changelist = reverse("admin:billing_invoice_changelist")
     confirm = client.post(changelist, {"action": "finalize", "_selected_action": [draft.pk]}).content.decode()
     draft.refresh_from_db()
     assert draft.status == Invoice.Status.DRAFT  # first a confirmation page with the totals
-    assert "Finalize 1 invoice" in confirm and "AUD 138.99" in confirm and "Ready" in confirm
+    assert "Finalize 1 invoice" in confirm and "AUD\xa0138.99" in confirm and "Ready" in confirm
     client.post(changelist, {"action": "finalize", "_selected_action": [draft.pk], "confirm": "yes"})
     draft.refresh_from_db()
     assert draft.status == Invoice.Status.FINAL

@@ -56,6 +56,12 @@ class ProcessRunSerializer(serializers.ModelSerializer):
 class MainBillingSerializer(serializers.Serializer):
     cycle_start = serializers.DateField(help_text="The first day of the cycle's periods.")
     run_at = serializers.DateTimeField(required=False, allow_null=True, help_text="Empty: now.")
+    close_early_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=300,
+        help_text="Bill a cycle that has not ended by the run's time: required then, and audited.",
+    )
 
 
 class ProcessRunViewSet(viewsets.ReadOnlyModelViewSet):
@@ -82,7 +88,10 @@ class ProcessRunViewSet(viewsets.ReadOnlyModelViewSet):
         asked.is_valid(raise_exception=True)
         existing = tracking.active_run(ProcessKind.MAIN_BILLING, subject_for(asked.validated_data["cycle_start"]))
         run = request_main_billing(
-            request.user, asked.validated_data["cycle_start"], run_at=asked.validated_data.get("run_at")
+            request.user,
+            asked.validated_data["cycle_start"],
+            run_at=asked.validated_data.get("run_at"),
+            close_early_reason=asked.validated_data.get("close_early_reason", ""),
         )
         run = selectors.with_estimates([ProcessRun.objects.get(pk=run.pk)])[0]
         code = status.HTTP_200_OK if existing is not None else status.HTTP_201_CREATED

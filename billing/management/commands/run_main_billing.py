@@ -15,10 +15,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("cycle_start", type=dt.date.fromisoformat, help="The periods' first day, YYYY-MM-DD.")
         parser.add_argument("--queue", action="store_true", help="Queue it for a worker instead of running here.")
+        parser.add_argument(
+            "--close-early", metavar="REASON", default="", help="Bill a cycle that has not ended (audited)."
+        )
 
-    def handle(self, *args, cycle_start, queue, **options):
+    def handle(self, *args, cycle_start, queue, close_early, **options):
         try:
-            run = invoicing.request_main_billing("command:run_main_billing", cycle_start)
+            run = invoicing.request_main_billing(
+                "command:run_main_billing", cycle_start, close_early_reason=close_early
+            )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
         if queue:

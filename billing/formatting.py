@@ -1,0 +1,112 @@
+"""How money and quantities are shown to people: one place, on Babel's locale data.
+
+Stored values stay exact (micro-units, Decimal); these functions only render them. A display
+figure is rounded half-up, like the one rounding point of charges (`billing.invoicing.prorate`),
+so a displayed total never disagrees with what a rounded bill would say.
+"""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from babel.numbers import format_currency, format_decimal, get_currency_precision
+from django.conf import settings
+
+from .models import UNIT_BASE_SIZE, Unit
+
+MICROS = Decimal(1_000_000)
+TIME_UNITS = {Unit.SECOND, Unit.MINUTE, Unit.HOUR}
+VOLUME_UNITS = {Unit.KB: "KB", Unit.MB: "MB", Unit.GB: "GB"}
+COUNT_UNITS = {Unit.MESSAGE: ("message", "messages"), Unit.EACH: ("item", "items")}
+
+
+def locale() -> str:
+    return getattr(settings, "TOLLGATE_LOCALE", "en_AU")
+
+
+def _decimal(value) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _fixed(value: Decimal, decimals: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+
+
+def _pattern(decimals: int) -> str:
+    return "#,##0" + ("." + "0" * decimals if decimals > 0 else "")
+
+
+def money(amount, currency: str, decimals: int | None = None) -> str:
+    """'AUD 1,234.50': the ISO 4217 code, thousands separators and `decimals` places (default:
+    the currency's own, 2 for most). Per-record charges pass the rate card's decimals."""
+    if amount is None:
+        return ""
+    currency = (currency or "").upper() or "XXX"
+    if decimals is None:
+        decimals = get_currency_precision(currency)
+    value = _fixed(_decimal(amount), decimals)
+    return format_currency(
+        value, currency, format="¤¤\u00a0" + _pattern(decimals), locale=locale(), currency_digits=False
+    )
+
+
+def micros(amount_micros, currency: str, decimals: int | None = None) -> str:
+    if amount_micros is None:
+        return ""
+    return money(Decimal(int(amount_micros)) / MICROS, currency, decimals)
+
+
+def number(value, decimals: int = 0) -> str:
+    """A count or a plain figure with thousands separators."""
+    if value is None:
+        return ""
+    return format_decimal(_fixed(_decimal(value), decimals), format=_pattern(decimals), locale=locale())
+
+
+def plural(n: int, singular: str, many: str | None = None) -> str:
+    """'1 completed run', '2 completed runs', with separators."""
+    return f"{number(n)} {singular if n == 1 else (many or singular + 's')}"
+
+
+def duration(seconds) -> str:
+    """h:mm:ss, whole seconds (half-up); hours keep growing past 24."""
+    if seconds is None:
+        return ""
+    whole = int(_fixed(_decimal(seconds), 0))
+    sign, whole = ("-", -whole) if whole < 0 else ("", whole)
+    hours, rest = divmod(whole, 3600)
+    return f"{sign}{number(hours)}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def volume(octets, unit: str | None = None) -> str:
+    """Bytes in the unit given (KB, MB, GB), or in the largest of them that keeps the figure at
+    least 1; two decimals, as a volume is read."""
+    if octets is None:
+        return ""
+    octets = _decimal(octets)
+    if unit not in VOLUME_UNITS:
+        unit = next((u for u in (Unit.GB, Unit.MB, Unit.KB) if abs(octets) >= UNIT_BASE_SIZE[u]), None)
+        if unit is None:
+            return f"{number(octets)} B"
+    return f"{number(octets / UNIT_BASE_SIZE[unit], 2)} {VOLUME_UNITS[unit]}"
+
+
+def quantity(value, unit: str | None) -> str:
+    """A usage quantity held in its unit's base measure (seconds, bytes, a count), shown as a
+    person reads that unit: h:mm:ss, KB/MB/GB, '12 messages'."""
+    if value is None:
+        return ""
+    if unit in TIME_UNITS:
+        return duration(value)
+    if unit in VOLUME_UNITS:
+        return volume(value, unit)
+    if unit in COUNT_UNITS:
+        return plural(int(value), *COUNT_UNITS[unit])
+    return number(value)
+
+
+def category_quantity(value, category: str) -> str:
+    """A quantity whose unit is only known by its category (telephony: seconds, data: bytes)."""
+    if category == "telephony":
+        return duration(value)
+    if category == "data":
+        return volume(value)
+    return number(value)
