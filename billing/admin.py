@@ -43,7 +43,6 @@ from .models import (
     ZonePrefix,
 )
 
-
 # No list offers "delete selected": one click would remove rows that usage and invoices point at.
 # A service or account is retired by its status; a single delete page is for a mistaken entry.
 admin.site.disable_action("delete_selected")

@@ -194,3 +194,26 @@ def api(token):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
+
+
+@pytest.fixture
+def billed_world(world, mediate):
+    """The golden world with a bolt-on and a modem, its file mediated: Main Billing's golden
+    numbers are in tests/test_main_billing.py."""
+    from billing.models import Plan, Product, ServiceIdentifier, Subscription
+
+    from .test_mediation import GOLDEN
+
+    Plan.objects.filter(code="P").update(monthly_fee=Decimal("30"))
+    data = Product.objects.create(
+        code="DATA1G", name="Data 1GB", kind=Product.Kind.BOLT_ON, price=Decimal("10"), charge_type="recurring"
+    )
+    modem = Product.objects.create(
+        code="MODEM", name="Modem", kind=Product.Kind.EQUIPMENT, price=Decimal("99.95"), charge_type="one_time"
+    )
+    Subscription.objects.create(service=world["s2"], product=data, starts_on=dt.date(2026, 10, 11))
+    Subscription.objects.create(service=world["s2"], product=modem, starts_on=dt.date(2026, 10, 3))
+    mediate(GOLDEN)
+    # The cause of A9's quarantine is fixed: Main Billing's Reprocess activity mediates it.
+    ServiceIdentifier.objects.create(service=world["s2"], value="61499999999", active_from=aware(2026, 1, 1))
+    return world

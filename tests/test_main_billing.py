@@ -18,31 +18,13 @@ import pytest
 from django.core.management import call_command
 
 from billing import invoicing
-from billing.models import Charge, Invoice, Plan, Product, ServiceIdentifier, Subscription, SubscriptionPeriod
+from billing.models import Charge, Invoice, SubscriptionPeriod
 from console.models import ProcessKind, ProcessRun, RunStatus
 from usage.models import FileRecord
 
-from .conftest import aware
-from .test_mediation import GOLDEN, HEADER
+from .test_mediation import HEADER
 
 OCTOBER = dt.date(2026, 10, 1)
-
-
-@pytest.fixture
-def billed_world(world, mediate):
-    Plan.objects.filter(code="P").update(monthly_fee=Decimal("30"))
-    data = Product.objects.create(
-        code="DATA1G", name="Data 1GB", kind=Product.Kind.BOLT_ON, price=Decimal("10"), charge_type="recurring"
-    )
-    modem = Product.objects.create(
-        code="MODEM", name="Modem", kind=Product.Kind.EQUIPMENT, price=Decimal("99.95"), charge_type="one_time"
-    )
-    Subscription.objects.create(service=world["s2"], product=data, starts_on=dt.date(2026, 10, 11))
-    Subscription.objects.create(service=world["s2"], product=modem, starts_on=dt.date(2026, 10, 3))
-    mediate(GOLDEN)
-    # The cause of A9's quarantine is fixed: Main Billing's Reprocess activity mediates it.
-    ServiceIdentifier.objects.create(service=world["s2"], value="61499999999", active_from=aware(2026, 1, 1))
-    return world
 
 
 def run_billing(actor="test", cycle=OCTOBER):
