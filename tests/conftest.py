@@ -28,6 +28,21 @@ def browser_type_launch_args(browser_type_launch_args):
     }
 
 
+# The operator's laptop: every page the browser tests open must fit it without scrolling sideways.
+LAPTOP = {"width": 1366, "height": 768}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": LAPTOP}
+
+
+def assert_fits(page) -> None:
+    """No horizontal overflow at the laptop's width (the page's own scroll width, not a table's)."""
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"{page.url} is {widths[0]} px wide in a {widths[1]} px window"
+
+
 def aware(*args) -> dt.datetime:
     return timezone.make_aware(dt.datetime(*args))
 

@@ -6,10 +6,12 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
-from billing.models import Invoice, Plan
+from billing.models import Invoice, Plan, SubscriptionPeriod
+from console.models import ProcessKind, ProcessRun
 
-from .conftest import admin_login
+from .conftest import admin_login, assert_fits
 from .test_browser_admin import ARTIFACTS
 from .test_mediation import GOLDEN
 from .test_worker import start_cluster, stop
@@ -24,6 +26,11 @@ def shot(page, name):
 def test_operator_flow_from_upload_to_draft_invoice(live_server, page, operator, world):
     ARTIFACTS.mkdir(exist_ok=True)
     Plan.objects.filter(code="P").update(monthly_fee=Decimal("30"))
+    # A cycle still running (after the world's November): Main Billing must refuse it.
+    today = timezone.localdate()
+    open_start, open_end = max(today - dt.timedelta(days=1), dt.date(2026, 12, 1)), today + dt.timedelta(days=20)
+    for service in (world["s1"], world["s2"]):
+        SubscriptionPeriod.objects.create(service=service, start_date=open_start, end_date=open_end)
     base = live_server.url
     cluster = start_cluster()
     try:
@@ -92,8 +99,18 @@ def test_operator_flow_from_upload_to_draft_invoice(live_server, page, operator,
         page.wait_for_selector("text=Reprocessed 1 record(s): 1 mediated, 0 still quarantined")
         shot(page, "5-reprocessed")
 
-        # Main Billing from the console; the run page refreshes until it completes.
+        # Main Billing from the console. A cycle that has not ended is refused; October has.
         page.goto(f"{base}/console/processes/main_billing/")
+        assert page.inner_text('#cycles tr[data-cycle="2026-10-01"]').endswith("ended, ready to bill")
+        open_row = page.inner_text(f'#cycles tr[data-cycle="{open_start.isoformat()}"]')
+        assert f"open until the end of {open_end.isoformat()}" in open_row
+        assert_fits(page)
+        page.fill("#id_cycle_start", open_start.isoformat())
+        page.click("#start-billing input[type=submit]")
+        page.wait_for_selector(".messagelist .error")
+        assert f"has not ended: it ends at the end of {open_end.isoformat()}" in page.inner_text(".messagelist")
+        assert not ProcessRun.objects.filter(kind=ProcessKind.MAIN_BILLING).exists()
+        # The run page refreshes until it completes.
         page.fill("#id_cycle_start", "2026-10-01")
         page.click("#start-billing input[type=submit]")
         page.wait_for_selector('#run-status[data-status="completed"]', timeout=90_000)
@@ -105,7 +122,21 @@ def test_operator_flow_from_upload_to_draft_invoice(live_server, page, operator,
         page.click(f"#run-invoices a[href$='/billing/invoice/{invoice.pk}/change/']")
         page.wait_for_selector("text=Charges")
         body = page.inner_text("#content")
-        assert "19.627378" in body and "1.9628" in body and "21.590178" in body
+        assert "AUD\xa019.63" in body and "AUD\xa01.96" in body and "AUD\xa021.59" in body
+        assert invoice.total == Decimal("21.590178")  # the stored figure stays exact
+        assert_fits(page)
         shot(page, "7-draft-invoice")
+
+        # The printable invoice, and its PDF.
+        page.click("#print-invoice")
+        page.wait_for_selector("#total")
+        assert page.inner_text("#total") == "AUD\xa021.59" and page.inner_text("#subtotal") == "AUD\xa019.63"
+        assert "DRAFT" in page.inner_text("h1") and "0:04:01" in page.inner_text("body")
+        assert_fits(page)
+        shot(page, "8-printable-invoice")
+        with page.expect_download() as download:
+            page.click("#pdf-link")
+        assert download.value.suggested_filename == f"draft-{invoice.account.number}-2026-10-01.pdf"
+        assert open(download.value.path(), "rb").read(5) == b"%PDF-"
     finally:
         stop(cluster)
