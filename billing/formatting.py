@@ -97,7 +97,7 @@ def quantity(value, unit: str | None) -> str:
     if unit in TIME_UNITS:
         return duration(value)
     if unit in VOLUME_UNITS:
-        return volume(value, unit)
+        return volume(value)  # scaled to be read: 1,024 B charged of an MB rate is "1.00 KB"
     if unit in COUNT_UNITS:
         return plural(int(value), *COUNT_UNITS[unit])
     return number(value)
@@ -110,3 +110,12 @@ def category_quantity(value, category: str) -> str:
     if category == "data":
         return volume(value)
     return number(value)
+
+
+def allowance(amount, unit: str, currency: str) -> str:
+    """An allowance's size or what was drawn of it, given in its own unit (minutes, MB, money...)."""
+    if amount is None:
+        return ""
+    if unit == "money":
+        return money(amount, currency)
+    return quantity(_decimal(amount) * UNIT_BASE_SIZE[unit], unit)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
+from billing import formatting
 from billing.models import UNIT_BASE_SIZE, Category, IncludedValue, Product, Service, Subscription, SubscriptionPeriod
 from usage import selectors
 from usage.exports import streaming_csv
@@ -29,7 +30,11 @@ from .models import ProcessKind, ProcessRun, RunStatus
 
 def page(request, template, context):
     """Console pages wear the admin's header, sidebar and titles."""
-    return render(request, template, {**admin.site.each_context(request), **context})
+    return render(
+        request,
+        template,
+        {**admin.site.each_context(request), "billing_tz": timezone.get_default_timezone_name(), **context},
+    )
 
 
 @staff_member_required
@@ -158,6 +163,12 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
     )
     more = len(rows) > 50
     rows = rows[:50]
+    currency = service.account.currency
+    for r in rows:  # one page of display figures; a record's charge at its rate card's decimals
+        card = r.rate.rate_card if r.rate_id and r.rate and r.rate.rate_card_id else None
+        r.unit = r.rate.unit if r.rate_id and r.rate else None
+        r.charge_shown = formatting.micros(r.charge_micros, currency, card.rounding_decimals if card else None)
+        r.tax_shown = formatting.micros(r.tax_micros, currency, card.rounding_decimals if card else None)
     filters = {"period": period.pk if period else "all", "category": category if category in categories else ""}
     next_params = None
     if more:
@@ -179,6 +190,7 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
             "category": filters["category"],
             "totals": totals,
             "bolt_on": bolt_on,
+            "currency": currency,
             "title": f"{title}: {service}",
             "heading": title,
             "kind": kind,
@@ -215,7 +227,14 @@ def service_bolt_ons(request, service_id):
         for value in subscription.product.included_values.all():
             used = drawn.get((subscription.pk, value.pk), 0)
             size = MICROS if value.unit == IncludedValue.MONEY else UNIT_BASE_SIZE[value.unit]
-            allowances.append({"value": value, "drawn": Decimal(used) / Decimal(size)})
+            currency = service.account.currency
+            allowances.append(
+                {
+                    "value": value,
+                    "size": formatting.allowance(value.quantity, value.unit, currency),
+                    "drawn": formatting.allowance(Decimal(used) / Decimal(size), value.unit, currency),
+                }
+            )
         bolt_ons.append({"subscription": subscription, "allowances": allowances})
     return page(
         request,
@@ -300,7 +319,6 @@ def _billing_context(request) -> dict:
         "billing_form": MainBillingForm(),
         "cycles": cycles_around(timezone.localdate()),
         "now": timezone.now(),
-        "billing_tz": timezone.get_default_timezone_name(),
     }
 
 

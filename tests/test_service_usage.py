@@ -28,7 +28,9 @@ def usage_world(world, mediate):
 
 
 def cell(page: str, element_id: str) -> str:
-    start = page.index(f'id="{element_id}">') + len(f'id="{element_id}">')
+    """The text of the first element with that id (or, with a space, that class attribute)."""
+    marker = f'class="{element_id}">' if " " in element_id else f'id="{element_id}">'
+    start = page.index(marker) + len(marker)
     return page[start : page.index("<", start)]
 
 
@@ -39,9 +41,16 @@ def test_view_usage_totals_filters_and_csv(usage_world, client, operator):
     page = client.get(url, {"period": october.pk}).content.decode()
     # A2-A6: telephony and data of October.
     assert cell(page, "total-records") == "5"
-    assert cell(page, "total-charge") == "1.7617"  # 0.7117 + 0.5 + 0.3 + 0.25 + 0.0000
-    assert cell(page, "total-included") == "1048576"
-    assert cell(page, "total-charged") == str(61 + 60 + 60 + 1 + 1024)  # rated minus included, base units
+    assert cell(page, "total-charge") == "AUD\xa01.76"  # 0.7117 + 0.5 + 0.3 + 0.25 + 0.0000 = 1.7617
+    assert cell(page, "total-duration") == "0:02:01"  # A2-A4 used 61 + 59 + 1 s (rated 61 + 60 + 60)
+    # Quantities per type in the type's unit: A6 rated 1,049,600 B, 1 MB of it included, 1 KB charged.
+    data = page[page.index('data-usage="data/data"') :]
+    assert cell(data, "number rated") == "1.00 MB" and cell(data, "number included") == "1.00 MB"
+    assert cell(data, "number charged") == "1.00 KB"
+    sms = page[page.index('data-usage="telephony/sms"') :]
+    assert cell(sms, "number rated") == "1 message" and cell(sms, "number charged") == "1 message"
+    # Each record's charge at its rate card's 4 decimals: A2 is 61 s at 0.70/min, per second.
+    assert "AUD\xa00.7117" in page and "Local seconds" not in page
 
     data_only = client.get(url, {"period": october.pk, "category": "data"}).content.decode()
     assert cell(data_only, "total-records") == "1" and "4410000000" not in data_only
@@ -55,14 +64,14 @@ def test_view_usage_totals_filters_and_csv(usage_world, client, operator):
 
     equipment = client.get(reverse("console:service_equipment_usage", args=[s2.pk]), {"period": october.pk})
     equipment = equipment.content.decode()
-    assert cell(equipment, "total-records") == "2" and cell(equipment, "total-charge") == "17.345678"
+    assert cell(equipment, "total-records") == "2" and cell(equipment, "total-charge") == "AUD\xa017.35"
 
 
 def test_bolt_on_usage(usage_world, client, operator):
     client.force_login(operator)
     s2, october, bolt_on = usage_world["s2"], usage_world["october"], usage_world["bolt_on"]
     page = client.get(reverse("console:service_bolt_ons", args=[s2.pk]), {"period": october.pk}).content.decode()
-    assert "Data 1MB" in page and "1 mb" in page  # included 1 MB, drawn 1 MB this period
+    assert "Data 1MB" in page and page.count("1.00 MB") == 2  # included 1 MB, drawn 1 MB this period
     usage = client.get(
         reverse("console:service_bolt_on_usage", args=[s2.pk, bolt_on.pk]), {"period": october.pk}
     ).content.decode()

@@ -1,6 +1,6 @@
 """Reads of mediation results shared by pages, commands and (later) the API."""
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Max, Q, Sum
 
 from .models import MediationFile, QuarantinedRecord, UsageRecord, micros_to_money
 
@@ -110,7 +110,7 @@ def service_usage(service, *, categories=None, period=None, allowance_ids=None, 
     if before is not None:
         usage_at, record_id = before
         qs = qs.filter(Q(usage_at__lt=usage_at) | Q(usage_at=usage_at, id__lt=record_id))
-    return list(qs.select_related("period").order_by("-usage_at", "-id")[: limit + 1])
+    return list(qs.select_related("period", "rate__rate_card").order_by("-usage_at", "-id")[: limit + 1])
 
 
 def service_usage_totals(records):
@@ -127,6 +127,7 @@ def service_usage_totals(records):
             included_micros=Sum("included_micros"),
             charge_micros=Sum("charge_micros"),
             tax_micros=Sum("tax_micros"),
+            unit=Max("rate__unit"),
         )
         .order_by("category", "usage_type")
     )

@@ -1,0 +1,44 @@
+"""Template filters for people's figures; the work is in billing.formatting."""
+
+from django import template
+
+from billing import formatting
+
+register = template.Library()
+
+
+@register.filter
+def money(amount, currency):
+    return formatting.money(amount, currency)
+
+
+@register.filter
+def micros(amount_micros, currency):
+    return formatting.micros(amount_micros, currency)
+
+
+@register.filter
+def count(value):
+    return formatting.number(value)
+
+
+@register.filter
+def duration(seconds):
+    return formatting.duration(seconds)
+
+
+@register.filter
+def volume(octets):
+    return formatting.volume(octets)
+
+
+@register.filter
+def quantity(value, unit):
+    return formatting.quantity(value, unit)
+
+
+@register.filter
+def plural(n, words):
+    """{{ n|plural:"completed run" }} or {{ n|plural:"entry,entries" }}."""
+    singular, _, many = words.partition(",")
+    return formatting.plural(int(n or 0), singular, many or None)
