@@ -68,6 +68,7 @@ def collector_history(request, collector_id):
             "files": files,
             "totals": totals,
             "blocked_by": selectors.blocking_file(collector.pk),
+            "currency": default_currency(),
             "title": f"Collector Activity History: {collector}",
         },
     )
@@ -320,6 +321,14 @@ def _billing_context(request) -> dict:
         "cycles": cycles_around(timezone.localdate()),
         "now": timezone.now(),
     }
+
+
+def default_currency() -> str:
+    """A file's charge sums records of many accounts: it is shown in the default card's currency."""
+    from billing.models import RateCard
+
+    card = RateCard.objects.filter(is_default=True).only("currency").first()
+    return card.currency if card else "AUD"
 
 
 def _fragment(request) -> bool:

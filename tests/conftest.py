@@ -40,7 +40,12 @@ def browser_context_args(browser_context_args):
 def assert_fits(page) -> None:
     """No horizontal overflow at the laptop's width (the page's own scroll width, not a table's)."""
     widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-    assert widths[0] <= widths[1], f"{page.url} is {widths[0]} px wide in a {widths[1]} px window"
+    if widths[0] > widths[1]:
+        wide = page.evaluate(
+            """[...document.querySelectorAll('#content th, #content td')].filter(e => e.offsetWidth > 150)
+               .map(e => e.tagName + ' ' + e.offsetWidth + ' ' + e.innerText.slice(0, 40)).slice(0, 12)"""
+        )
+        raise AssertionError(f"{page.url} is {widths[0]} px wide in a {widths[1]} px window; wide cells: {wide}")
 
 
 def aware(*args) -> dt.datetime:

@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from billing import formatting
 from billing.admin_tools import AuditedAdminMixin, BigTableAdminMixin
 from console.tracking import RunBusy
 
@@ -81,13 +82,21 @@ class PreviewForm(forms.ModelForm):
 class UsageCollectorAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("code", "name", "supplier", "format", "late_usage_policy", "is_active", "history_link")
     search_fields = ("code", "name", "supplier")
-    readonly_fields = ("lease_owner", "lease_until")
+    readonly_fields = ("links", "lease_owner", "lease_until")
 
     @admin.display(description="Activity")
     def history_link(self, obj):
         return format_html(
-            '<a href="{}">Collector Activity History</a>', reverse("console:collector_history", args=[obj.pk])
+            '<a href="{}">Collector Activity History</a> · <a href="{}">Mapping preview</a>',
+            reverse("console:collector_history", args=[obj.pk]),
+            reverse("admin:usage_collector_preview", args=[obj.pk]),
         )
+
+    @admin.display(description="See also")
+    def links(self, obj):
+        if not obj.pk:
+            return "Save the collector to preview its mapping."
+        return self.history_link(obj)
 
     def get_urls(self):
         return [
@@ -214,6 +223,26 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
                 self.message_user(request, f"{skipped}: {skipped.error.splitlines()[0]}", messages.WARNING)
 
 
+class OutcomeFilter(admin.SimpleListFilter):
+    """The three outcomes a file's counts keep apart: quarantined at a gate, duplicate, rejected."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+    FINAL = (Reason.DUPLICATE, Reason.PARSE_ERROR)
+
+    def lookups(self, request, model_admin):
+        return [("gate", "Quarantined at a gate"), ("duplicate", "Duplicate"), ("rejected", "Rejected line")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "gate":
+            return queryset.exclude(reason__in=self.FINAL)
+        if self.value() == "duplicate":
+            return queryset.filter(reason=Reason.DUPLICATE)
+        if self.value() == "rejected":
+            return queryset.filter(reason=Reason.PARSE_ERROR)
+        return queryset
+
+
 class FileFilter(admin.SimpleListFilter):
     """The 30 latest files: a filter over a small list, never over the big table."""
 
@@ -232,23 +261,45 @@ class FileFilter(admin.SimpleListFilter):
 
 
 class UsageRecordAdminBase(BigTableAdminMixin, admin.ModelAdmin):
-    list_display = (
-        "line_no",
-        "file",
-        "record_id",
-        "identifier",
-        "usage_at",
-        "usage_type",
-        "category",
-        "status",
-        "reason",
-        "message",
-        "charge",
-    )
-    list_select_related = ("file", "file__collector")
+    list_display = ("line_no", "file_shown", "record_id", "identifier", "usage_at", "type_shown", "charge_shown")
+    list_select_related = ("file", "file__collector", "rate__rate_card", "service__account")
     search_fields = ("identifier__exact", "record_id__exact")
     search_help_text = "Exact identifier or record id."
     readonly_fields = [f.name for f in UsageRecord._meta.fields]
+
+    @admin.display(description="File", ordering="file_id")
+    def file_shown(self, obj):
+        return format_html(
+            '<a href="{}" title="{}">#{}</a>',
+            reverse("admin:usage_mediationfile_change", args=[obj.file_id]),
+            obj.file.name,
+            obj.file_id,
+        )
+
+    @admin.display(description="Type", ordering="category")
+    def type_shown(self, obj):
+        return f"{obj.category} · {obj.usage_type}" if obj.usage_type else obj.category
+
+    @admin.display(description="Charge", ordering="charge_micros")
+    def charge_shown(self, obj):
+        """In the rate card's currency, at its decimals (a record's charge is rounded there)."""
+        if obj.charge_micros is None:
+            return ""
+        card = obj.rate.rate_card if obj.rate_id and obj.rate and obj.rate.rate_card_id else None
+        currency = card.currency if card else obj.service.account.currency if obj.service_id else ""
+        shown = formatting.micros(obj.charge_micros, currency, card.rounding_decimals if card else 4)
+        return format_html('<span class="num">{}</span>', shown)
+
+    @admin.display(description="Reason", ordering="reason")
+    def reason_badge(self, obj):
+        if not obj.reason:
+            return ""
+        return format_html('<span class="badge" title="{}">{}</span>', obj.get_reason_display(), obj.reason)
+
+    @admin.display(description="Message")
+    def message_short(self, obj):
+        """The first words; the whole message is on the record's page (and in its tooltip)."""
+        return format_html('<span class="truncate" title="{}">{}</span>', obj.message, obj.message)
 
     def has_add_permission(self, request):
         return False
@@ -259,7 +310,17 @@ class UsageRecordAdminBase(BigTableAdminMixin, admin.ModelAdmin):
 
 @admin.register(QuarantinedRecord)
 class QuarantinedRecordAdmin(UsageRecordAdminBase):
-    list_filter = ("reason", "stage", "collector", FileFilter)
+    list_display = (
+        "line_no",
+        "file_shown",
+        "record_id",
+        "identifier",
+        "usage_at",
+        "type_shown",
+        "reason_badge",
+        "message_short",
+    )
+    list_filter = (OutcomeFilter, "reason", "stage", "collector", FileFilter)
     actions = ["reprocess"]
     # Up to this many selected records are reprocessed while the operator waits; "select all" over
     # more is queued for a worker with the changelist's filters as its selection.
