@@ -4,6 +4,7 @@ from functools import partial
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -127,12 +128,23 @@ class RebalanceForm(forms.Form):
 
 @admin.register(Account)
 class AccountAdmin(BigTableAdmin):
-    list_display = ("number", "name", "status", "bill_day", "currency")
+    list_display = ("number", "name", "status", "bill_day", "currency", "services_link")
     list_filter = ("status",)
-    search_fields = ("number__exact", "name__icontains")
+    search_fields = ("number__istartswith", "name__istartswith")
+    search_help_text = "Start of an account number or customer name; any case."
     inlines = [AccountServiceInline]
     readonly_fields = ("invoices_list",)
     change_form_template = "admin/billing/account/change_form.html"
+
+    @admin.display(description="Services")
+    def services_link(self, obj):
+        return format_html(
+            '<a href="{}?account__id__exact={}">Services</a> · <a href="{}?account__id__exact={}">Invoices</a>',
+            reverse("admin:billing_service_changelist"),
+            obj.pk,
+            reverse("admin:billing_invoice_changelist"),
+            obj.pk,
+        )
 
     @admin.display(description="Invoices")
     def invoices_list(self, obj):
@@ -295,13 +307,15 @@ class RateOverrideInline(admin.TabularInline):
 
 @admin.register(Service)
 class ServiceAdmin(BigTableAdmin):
-    list_display = ("service_id", "sub_id", "account", "service_type", "status")
+    list_display = ("service_id", "identifier_shown", "sub_id", "account", "service_type", "status", "usage_row_links")
     list_filter = ("status", "service_type")
     list_select_related = ("account",)
-    # Searching goes through get_search_results (indexed exact matches); declared for the box.
+    # Searching goes through get_search_results (indexed prefix ranges); declared for the box.
     search_fields = ("service_id",)
-    search_help_text = "Exact service ID, service sub ID or service identifier (MSISDN, username...)."
-    raw_id_fields = ("account",)
+    search_help_text = (
+        "Start of a service ID, sub ID, identifier (MSISDN, username...), account number or customer name; any case."
+    )
+    autocomplete_fields = ("account",)
     readonly_fields = ("usage_links",)
     inlines = [ServiceIdentifierInline, SubscriptionInline, SubscriptionPeriodInline, RateOverrideInline]
 
@@ -326,12 +340,29 @@ class ServiceAdmin(BigTableAdmin):
         return super().has_delete_permission(request, obj)
 
     def get_search_results(self, request, queryset, search_term):
-        if not search_term.strip():
-            return queryset, False
-        ids = set()
-        for term in search_term.split():
-            ids |= set(selectors.services_matching(term).values_list("pk", flat=True))
-        return queryset.filter(pk__in=ids), False
+        """Prefix search (see selectors.services_matching); each row then shows the identifier
+        the term matched, or its latest identifier."""
+        term = search_term.strip()
+        identifiers = ServiceIdentifier.objects.order_by("-active_from")
+        if term:
+            queryset = queryset & selectors.services_matching(term)
+            if ServiceIdentifier.objects.filter(value__istartswith=term).exists():
+                identifiers = identifiers.filter(value__istartswith=term)
+        return queryset.prefetch_related(Prefetch("identifiers", queryset=identifiers, to_attr="shown")), False
+
+    @admin.display(description="Identifier")
+    def identifier_shown(self, obj):
+        shown = getattr(obj, "shown", None)
+        return shown[0].value if shown else ""
+
+    @admin.display(description="Usage")
+    def usage_row_links(self, obj):
+        return format_html(
+            '<a href="{}">Usage</a> · <a href="{}">Service &amp; Equipment</a> · <a href="{}">Bolt-ons</a>',
+            reverse("console:service_usage", args=[obj.pk]),
+            reverse("console:service_equipment_usage", args=[obj.pk]),
+            reverse("console:service_bolt_ons", args=[obj.pk]),
+        )
 
     @admin.action(description="Generate subscription periods…", permissions=["change"])
     def generate_periods(self, request, queryset):
@@ -345,7 +376,7 @@ class SubscriptionPeriodAdmin(BigTableAdmin):
     list_select_related = ("service",)
     search_fields = ("service__service_id__exact",)
     search_help_text = "Exact service ID."
-    raw_id_fields = ("service",)
+    autocomplete_fields = ("service",)
     readonly_fields = ("starts_at", "ends_at")
     actions = ["close_periods", "reopen_periods", "run_main_billing"]
 
@@ -396,7 +427,7 @@ class ServiceIdentifierAdmin(BigTableAdmin):
     list_select_related = ("service",)
     search_fields = ("value__exact",)
     search_help_text = "Exact identifier value."
-    raw_id_fields = ("service",)
+    autocomplete_fields = ("service",)
 
 
 @admin.register(Subscription)
@@ -405,7 +436,7 @@ class SubscriptionAdmin(BigTableAdmin):
     list_select_related = ("service", "plan", "product")
     search_fields = ("service__service_id__exact",)
     search_help_text = "Exact service ID."
-    raw_id_fields = ("service",)
+    autocomplete_fields = ("service",)
     list_filter = ("plan", "product")
 
 
@@ -443,7 +474,7 @@ class RateAdmin(TollgateModelAdmin):
     list_filter = ("rate_card", "category", "time_band", "tier_mode")
     inlines = [RateTierInline]
     list_select_related = ("rate_card", "time_band", "service")
-    raw_id_fields = ("service",)
+    autocomplete_fields = ("service",)
     search_fields = ("destination_prefix", "destination_name", "usage_type")
 
 
@@ -492,7 +523,7 @@ class ProductAdmin(TollgateModelAdmin):
 class DiscountAdmin(TollgateModelAdmin):
     list_display = ("__str__", "account", "service", "category", "kind", "effective_from", "effective_to")
     list_select_related = ("account", "service")
-    raw_id_fields = ("account", "service")
+    autocomplete_fields = ("account", "service")
     list_filter = ("category", "kind")
 
 

@@ -59,18 +59,24 @@ def cycles_around(today: dt.date, before: int = 3, after: int = 1) -> list[Cycle
 
 
 def services_matching(term: str):
-    """Services whose service ID, sub ID or any identifier (ever) equals `term`.
+    """Services found the way an operator types: a case-insensitive prefix of the service ID, the
+    sub ID, any identifier (ever; an MSISDN prefix), the account number or the customer's name.
 
-    Three indexed equality lookups instead of one OR across a join: the latter cannot use an
-    index and scans every service.
+    Each branch is a prefix range over its own index (on PostgreSQL `UPPER(column) text_pattern_ops`,
+    migration billing 0012), and the branches are one UNION of service ids: an OR across the joins
+    could use no index and would read every service.
     """
     term = term.strip()
     if not term:
         return Service.objects.none()
-    ids = set(Service.objects.filter(service_id=term).values_list("pk", flat=True))
-    ids |= set(Service.objects.filter(sub_id=term).values_list("pk", flat=True))
-    ids |= set(ServiceIdentifier.objects.filter(value=term).values_list("service_id", flat=True))
-    return Service.objects.filter(pk__in=ids)
+    branches = [
+        Service.objects.filter(service_id__istartswith=term).order_by().values("pk"),
+        Service.objects.filter(sub_id__istartswith=term).order_by().values("pk"),
+        ServiceIdentifier.objects.filter(value__istartswith=term).order_by().values("service_id"),
+        Service.objects.filter(account__number__istartswith=term).order_by().values("pk"),
+        Service.objects.filter(account__name__istartswith=term).order_by().values("pk"),
+    ]
+    return Service.objects.filter(pk__in=branches[0].union(*branches[1:]))
 
 
 def service_has_history(service) -> bool:

@@ -48,8 +48,34 @@ def test_service_search_finds_by_identifier_service_id_and_sub_id(client, operat
 def test_service_search_with_no_match_is_empty(client, operator, make_service):
     make_service(identifier="61400000042")
     client.force_login(operator)
-    response = client.get(reverse("admin:billing_service_changelist"), {"q": "6140000004"})  # no partial match
+    response = client.get(reverse("admin:billing_service_changelist"), {"q": "1400000042"})  # not a prefix
     assert list(response.context["cl"].result_list) == []
+
+
+def test_service_search_by_prefix_of_each_key_any_case(client, operator, make_service):
+    from billing.models import Account
+
+    first = make_service(identifier="61400000042")
+    second = make_service(identifier="61400000043")
+    Account.objects.filter(pk=second.account_id).update(name="Acme Mining Pty Ltd")
+    client.force_login(operator)
+    url = reverse("admin:billing_service_changelist")
+
+    def found(term):
+        return sorted(s.service_id for s in client.get(url, {"q": term}).context["cl"].result_list)
+
+    both = sorted([first.service_id, second.service_id])
+    assert found("614000000") == both  # an MSISDN prefix
+    assert found(first.service_id.lower()) == [first.service_id]  # service ID, any case
+    assert found(first.service_id[:3].lower()) == both
+    assert found("tsub0000") == both  # a sub ID prefix
+    assert found(second.account.number) == [second.service_id]  # the account's number
+    assert found("acme min") == [second.service_id]  # the customer's name
+    page = client.get(url, {"q": "6140000004"}).content.decode()
+    assert "61400000042" in page and "61400000043" in page  # the matched identifier is shown
+    assert reverse("console:service_usage", args=[first.pk]) in page
+    assert reverse("console:service_equipment_usage", args=[first.pk]) in page
+    assert reverse("console:service_bolt_ons", args=[first.pk]) in page
 
 
 def service_form(service, identifiers=(), periods=()):

@@ -86,7 +86,9 @@ def test_operator_flow_from_upload_to_draft_invoice(live_server, page, operator,
 
         # Fix a quarantine cause (the unknown number is s2's) and reprocess it.
         page.goto(f"{base}/admin/billing/serviceidentifier/add/")
-        page.fill("#id_service", str(world["s2"].pk))
+        page.click("#id_service + .select2 .select2-selection")  # an autocomplete, not a raw id
+        page.fill(".select2-search__field", "ts00002")
+        page.click(f".select2-results__option:has-text('{world['s2'].service_id}')")
         page.fill("#id_value", "61499999999")
         page.fill("#id_active_from_0", "2026-01-01")
         page.fill("#id_active_from_1", "00:00:00")
