@@ -258,6 +258,7 @@ def stream_meters(request, stream_id):
     from django.core.paginator import Paginator
 
     from metering.models import MeterType, Stream
+    from metering.selectors import key_filter, label_keys
     from metering.services import schedule_warnings
 
     stream = get_object_or_404(Stream, pk=stream_id)
@@ -267,8 +268,9 @@ def stream_meters(request, stream_id):
         meters = meters.filter(meter_type__code=meter_type)
     key = request.GET.get("key", "").strip()
     if key:
-        meters = meters.filter(key=key)
+        meters = meters.filter(key_filter(key))
     page_obj = Paginator(meters, 100).get_page(request.GET.get("page"))
+    page_obj.object_list = label_keys(page_obj.object_list)
     return page(
         request,
         "console/stream_meters.html",

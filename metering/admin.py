@@ -3,6 +3,7 @@ read-only meters, readings and executions. Preview and Inspect pages hang off th
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -11,7 +12,7 @@ from django.utils.html import format_html
 
 from billing.admin import BigTableAdmin, TollgateModelAdmin
 
-from . import services
+from . import selectors, services
 from .models import GuidingRule, Meter, MeterReading, MeterType, Stream, StreamExecution
 
 
@@ -98,6 +99,12 @@ class StreamAdmin(TollgateModelAdmin):
         return super().response_change(request, obj)
 
 
+class LabelledKeysChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = selectors.label_keys(self.result_list)
+
+
 class ReadOnlyAdmin(BigTableAdmin):
     def has_add_permission(self, request):
         return False
@@ -106,18 +113,35 @@ class ReadOnlyAdmin(BigTableAdmin):
         return False
 
 
-@admin.register(Meter)
-class MeterAdmin(ReadOnlyAdmin):
-    list_display = ("meter_type", "key", "stream", "period_start", "period_end", "value", "records", "updated_at")
+class MeterKeysAdmin(ReadOnlyAdmin):
+    """Keys read as service and account numbers; the search takes a key, a service ID or an
+    account number."""
+
     list_filter = ("stream", "meter_type")
     search_fields = ("key__exact",)
+    search_help_text = "A meter key, service ID or account number."
+
+    def get_changelist(self, request, **kwargs):
+        return LabelledKeysChangeList
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(selectors.key_filter(search_term)), False
+
+    @admin.display(description="Key", ordering="key")
+    def key_shown(self, obj):
+        return getattr(obj, "key_shown", obj.key)
+
+
+@admin.register(Meter)
+class MeterAdmin(MeterKeysAdmin):
+    list_display = ("meter_type", "key_shown", "stream", "period_start", "period_end", "value", "records", "updated_at")
 
 
 @admin.register(MeterReading)
-class MeterReadingAdmin(ReadOnlyAdmin):
-    list_display = ("meter_type", "key", "stream", "period_start", "period_end", "value", "records", "flushed_at")
-    list_filter = ("stream", "meter_type")
-    search_fields = ("key__exact",)
+class MeterReadingAdmin(MeterKeysAdmin):
+    list_display = ("meter_type", "key_shown", "stream", "period_start", "period_end", "value", "records", "flushed_at")
 
 
 @admin.register(StreamExecution)

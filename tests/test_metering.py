@@ -193,3 +193,26 @@ def test_prefix_in_and_compound_keys(metered):
     a, b = service_key(1), service_key(2)
     assert values(stream) == {("CALLS", f"{a}:300000"): 1, ("CALLS", f"{a}:300001"): 1, ("CALLS", f"{b}:300000"): 1}
     assert StreamExecution.objects.filter(stream=stream, status="completed").count() == 1
+
+
+def test_meter_keys_read_as_service_numbers_and_are_found_by_them(metered, client, viewer):
+    from django.urls import reverse
+
+    from metering.selectors import label_keys
+
+    stream = Stream.objects.create(code="S3", name="Per destination")
+    GuidingRule.objects.create(
+        stream=stream, meter_type=metered["types"]["calls"], key_fields="service_id, destination"
+    )
+    metered["mediate"](lines(USAGE))
+    do_execute_stream("test", stream, now=dt.datetime(2026, 10, 5, 12, tzinfo=UTC))
+    shown = sorted(m.key_shown for m in label_keys(Meter.objects.filter(stream=stream)))
+    assert shown == [
+        "service TS00001 · destination (empty)",
+        "service TS00001 · destination 300000",
+        "service TS00001 · destination 300001",
+        "service TS00002 · destination 300000",
+    ]
+    client.force_login(viewer)
+    page = client.get(reverse("admin:metering_meter_changelist"), {"q": "TS00002"}).content.decode()
+    assert "service TS00002 · destination 300000" in page and "TS00001" not in page

@@ -194,8 +194,8 @@ def test_inspect_view_in_a_browser(live_server, page, operator, world, mediate):
     assert rows.count() == 2
     assert "2026-10-05 00:00" in rows.first.inner_text() and "2026-10-06 00:00" in rows.first.inner_text()
     found = {row.locator("td").nth(1).inner_text(): row.locator("td.value").inner_text() for row in rows.all()}
-    assert found == {service_key(1): "210", service_key(2): "300"}
-    page.fill("input[name=key]", service_key(2))
+    assert found == {"service TS00001": "210", "service TS00002": "300"}  # numbers, not database ids
+    page.fill("input[name=key]", "TS00002")  # found by the service ID the operator knows
     page.click("#meter-filter input[type=submit]")
     page.wait_for_url("**key=*")
     assert page.locator("#meters tbody tr").count() == 1
