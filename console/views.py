@@ -110,7 +110,7 @@ USAGE_VIEWS = {
 
 
 def _chosen_period(request, service):
-    """The period asked for; by default the one containing today, else the latest. None: all."""
+    """The period asked for (None: all periods)."""
     periods = list(service.periods.order_by("-start_date")[:48])
     wanted = request.GET.get("period", "")
     if wanted == "all":
@@ -120,9 +120,25 @@ def _chosen_period(request, service):
         if chosen is None:
             chosen = get_object_or_404(SubscriptionPeriod, pk=int(wanted), service=service)
         return periods, chosen
+    # By default the latest period with usage (one probe of the (service, usage time) index), else
+    # the one containing today, else the latest.
+    latest = selectors.latest_usage_period_id(service)
+    with_usage = next((p for p in periods if p.pk == latest), None) if latest else None
     today = timezone.localdate()
     current = next((p for p in periods if p.start_date <= today <= p.end_date), None)
-    return periods, current or (periods[0] if periods else None)
+    return periods, with_usage or current or (periods[0] if periods else None)
+
+
+def _cursor(request, name):
+    """(usage time, id) of a keyset cursor in the query string, or None if absent or impossible."""
+    at, pk = request.GET.get(f"{name}_at"), request.GET.get(f"{name}_id", "")
+    if not at or not pk.isdigit() or int(pk) >= 2**63:
+        return None
+    try:
+        parsed = parse_datetime(at)
+    except ValueError:
+        return None  # a well-formed but impossible time: the first page
+    return (parsed, int(pk)) if parsed is not None else None
 
 
 @staff_member_required
@@ -151,19 +167,20 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
     if request.GET.get("format") == "csv":
         suffix = period.start_date.isoformat() if period else "all"
         return streaming_csv(selectors.usage_csv_rows(records), f"{service.service_id}-{kind}-{suffix}.csv")
-    before = None
-    if request.GET.get("before_at") and request.GET.get("before_id", "").isdigit():
-        try:
-            at = parse_datetime(request.GET["before_at"])
-        except ValueError:
-            at = None  # a well-formed but impossible time: the first page
-        if at is not None and int(request.GET["before_id"]) < 2**63:
-            before = (at, int(request.GET["before_id"]))
+    before, after = _cursor(request, "before"), _cursor(request, "after")
     rows = selectors.service_usage(
-        service, categories=chosen_categories, period=period, allowance_ids=allowance_ids, before=before
+        service,
+        categories=chosen_categories,
+        period=period,
+        allowance_ids=allowance_ids,
+        before=before,
+        after=None if before else after,
     )
+    # Newest first. Paging older keeps a cursor on the last row, newer on the first.
     more = len(rows) > 50
-    rows = rows[:50]
+    rows = rows[:50] if not after or before else rows[-50:] if more else rows
+    older = more if not after or before else bool(rows)
+    newer = bool(before) or (bool(after) and more)
     currency = service.account.currency
     for r in rows:  # one page of display figures; a record's charge at its rate card's decimals
         card = r.rate.rate_card if r.rate_id and r.rate and r.rate.rate_card_id else None
@@ -171,10 +188,13 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
         r.charge_shown = formatting.micros(r.charge_micros, currency, card.rounding_decimals if card else None)
         r.tax_shown = formatting.micros(r.tax_micros, currency, card.rounding_decimals if card else None)
     filters = {"period": period.pk if period else "all", "category": category if category in categories else ""}
-    next_params = None
-    if more:
+    next_params = prev_params = None
+    if older and rows:
         last = rows[-1]
         next_params = {**filters, "before_at": last.usage_at.isoformat(), "before_id": last.pk}
+    if newer and rows:
+        first = rows[0]
+        prev_params = {**filters, "after_at": first.usage_at.isoformat(), "after_id": first.pk}
     # Totals of one period: bounded by the period's records. Over all time they would scan everything.
     totals = selectors.service_usage_totals(records) if period is not None else None
     return page(
@@ -184,6 +204,7 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
             "service": service,
             "rows": rows,
             "next_params": next_params,
+            "prev_params": prev_params,
             "filters": filters,
             "periods": periods,
             "period": period,

@@ -108,3 +108,21 @@ def test_keyset_pages_walk_every_record_once(world, mediate, client, operator):
             break
         params = response.context["next_params"]
     assert len(seen) == 120 and len(set(seen)) == 120
+    assert response.context["prev_params"]  # on the oldest page, a way back to newer records
+
+    # And back, newest-ward: every page in the same order, each record once.
+    back, params = [], response.context["prev_params"]
+    while params:
+        response = client.get(url, params)
+        back = [r.record_id for r in response.context["rows"]] + back
+        params = response.context["prev_params"]
+    assert back == seen[: len(back)] and len(back) == 120 - len(rows)
+    assert response.context["next_params"] and not response.context["prev_params"]
+
+
+def test_usage_views_open_on_the_latest_period_with_usage(usage_world, client, operator):
+    """Today is after the world's periods; the newest with usage is October, not the empty November."""
+    client.force_login(operator)
+    response = client.get(reverse("console:service_usage", args=[usage_world["s2"].pk]))
+    assert response.context["period"] == usage_world["october"]
+    assert response.context["totals"][1]["records"] == 5

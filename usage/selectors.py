@@ -103,14 +103,30 @@ def service_usage_records(service, *, categories=None, period=None, allowance_id
     return qs
 
 
-def service_usage(service, *, categories=None, period=None, allowance_ids=None, before=None, limit=50):
+def service_usage(service, *, categories=None, period=None, allowance_ids=None, before=None, after=None, limit=50):
     """A page of the service's records, newest first, by keyset (no COUNT): limit + 1 rows, so the
-    caller knows whether there are older ones."""
+    caller knows whether there are more. `before` pages to older records, `after` to newer ones
+    (the limit + 1 records just after the cursor, still returned newest first)."""
     qs = service_usage_records(service, categories=categories, period=period, allowance_ids=allowance_ids)
+    qs = qs.select_related("period", "rate__rate_card")
     if before is not None:
         usage_at, record_id = before
         qs = qs.filter(Q(usage_at__lt=usage_at) | Q(usage_at=usage_at, id__lt=record_id))
-    return list(qs.select_related("period", "rate__rate_card").order_by("-usage_at", "-id")[: limit + 1])
+    elif after is not None:
+        usage_at, record_id = after
+        qs = qs.filter(Q(usage_at__gt=usage_at) | Q(usage_at=usage_at, id__gt=record_id))
+        return list(reversed(qs.order_by("usage_at", "id")[: limit + 1]))
+    return list(qs.order_by("-usage_at", "-id")[: limit + 1])
+
+
+def latest_usage_period_id(service) -> int | None:
+    """The period of the service's newest mediated record: one probe of the (service, time) index."""
+    return (
+        UsageRecord.objects.filter(service_id=service.pk, period__isnull=False)
+        .order_by("-usage_at")
+        .values_list("period_id", flat=True)
+        .first()
+    )
 
 
 def service_usage_totals(records):
