@@ -3,12 +3,15 @@ from functools import partial
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
+from django.db import models
 from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 
 from . import formatting, overlaps, selectors, services
@@ -50,7 +53,25 @@ admin.site.disable_action("delete_selected")
 
 
 class TollgateModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    pass
+    def get_changeform_initial_data(self, request):
+        """Pre-filled forms (a suggested fix links to one): a date-time given as text in the query
+        string becomes a date-time in the billing time zone, or is dropped if it is not one."""
+        initial = super().get_changeform_initial_data(request)
+        for name, value in list(initial.items()):
+            try:
+                field = self.model._meta.get_field(name)
+            except FieldDoesNotExist:
+                continue
+            if isinstance(field, models.DateTimeField) and isinstance(value, str):
+                try:
+                    parsed = parse_datetime(value.replace("+", " ").strip())
+                except ValueError:
+                    parsed = None
+                if parsed is None:
+                    del initial[name]
+                else:
+                    initial[name] = parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+        return initial
 
 
 class BigTableAdmin(BigTableAdminMixin, TollgateModelAdmin):

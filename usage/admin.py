@@ -1,20 +1,23 @@
 import io
+import itertools
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from billing import formatting
 from billing.admin_tools import AuditedAdminMixin, BigTableAdminMixin
 from console.tracking import RunBusy
 
 from . import services
+from .exports import streaming_csv
 from .gates.parse import FileRejected, Parser
 from .models import MediationFile, QuarantinedRecord, Reason, UsageCollector, UsageRecord
 from .pipeline import STAGING_COLUMNS
@@ -155,8 +158,28 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
     list_filter = ("status", "collector")
     list_select_related = ("collector",)
     search_fields = ("name", "sha256__exact")
-    readonly_fields = [f.name for f in MediationFile._meta.fields]
+    readonly_fields = ["waiting_by_reason", *(f.name for f in MediationFile._meta.fields)]
     actions = ["retry_files", "skip_files"]
+
+    @admin.display(description="Quarantine by reason")
+    def waiting_by_reason(self, obj):
+        """The file's waiting records per reason (its (file, line) index), each linking to them."""
+        if not obj.pk:
+            return "-"
+        counts = (
+            QuarantinedRecord.objects.filter(file_id=obj.pk, status=QuarantinedRecord.Status.QUARANTINED)
+            .order_by()
+            .values("reason")
+            .annotate(n=Count("pk"))
+            .order_by("-n")
+        )
+        url = reverse("admin:usage_quarantinedrecord_changelist")
+        rows = format_html_join(
+            ", ",
+            '<a href="{}?file={}&amp;reason__exact={}"><span class="badge">{}</span> {}</a>',
+            ((url, obj.pk, row["reason"], row["reason"], formatting.number(row["n"])) for row in counts),
+        )
+        return rows or "None: every line was mediated or is still to be processed."
 
     def has_add_permission(self, request):
         return False
@@ -336,8 +359,75 @@ class QuarantinedRecordAdmin(UsageRecordAdminBase):
             "file": get.get("file"),
         }
 
+    change_form_template = "admin/usage/quarantinedrecord/change_form.html"
+    change_list_template = "admin/usage/quarantinedrecord/change_list.html"
+    EXPORT_COLUMNS = (
+        "file_id", "line_no", "record_id", "identifier", "usage_at", "category", "usage_type", "destination",
+        "duration", "volume", "quantity", "stage", "reason", "message",
+    )  # fmt: skip
+
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=QuarantinedRecord.Status.QUARANTINED)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("export.csv", view(self.export_view), name="usage_quarantinedrecord_export"),
+            path("<int:pk>/reprocess/", view(self.reprocess_one_view), name="usage_quarantinedrecord_reprocess"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        """Above the list: how many records wait for each reason, within the list's filters."""
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and "cl" in context:
+            counts = context["cl"].queryset.order_by().values("reason").annotate(n=Count("pk")).order_by("-n")
+            params = request.GET.copy()
+            rows = []
+            for row in counts:
+                params["reason__exact"] = row["reason"]
+                rows.append({**row, "label": Reason(row["reason"]).label, "query": params.urlencode()})
+            context["reason_counts"] = rows
+            context["export_query"] = request.GET.urlencode()
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from .fixes import suggested_fix
+
+        record = self.get_object(request, object_id)
+        extra = {**(extra_context or {})}
+        if record is not None:
+            extra["fix"] = suggested_fix(record)
+            extra["can_reprocess"] = self.has_change_permission(request, record)
+        return super().change_view(request, object_id, form_url, extra)
+
+    def export_view(self, request):
+        """The list as CSV, with its filters and search: every matching record, streamed."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        records = self.get_changelist_instance(request).queryset.order_by("file_id", "line_no")
+        rows = records.values_list(*self.EXPORT_COLUMNS)
+        return streaming_csv(itertools.chain([self.EXPORT_COLUMNS], rows.iterator(chunk_size=5000)), "quarantine.csv")
+
+    def reprocess_one_view(self, request, pk):
+        record = get_object_or_404(self.get_queryset(request), pk=pk)
+        if request.method != "POST" or not self.has_change_permission(request, record):
+            raise PermissionDenied
+        try:
+            run, outcome = services.do_reprocess_now(request.user, {"ids": [record.pk]})
+        except RunBusy as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
+            return redirect("admin:usage_quarantinedrecord_change", record.pk)
+        if outcome["mediated"]:
+            self.message_user(
+                request, f"Line {record.line_no} of file #{record.file_id} is mediated now (run {run.pk})."
+            )
+            return redirect(f"{reverse('admin:usage_quarantinedrecord_changelist')}?file={record.file_id}")
+        still = QuarantinedRecord.objects.filter(file_id=record.file_id, line_no=record.line_no).first()
+        reason = f": {still.get_reason_display()} — {still.message}" if still else ""
+        self.message_user(request, f"Still quarantined{reason}", level=messages.WARNING)
+        return redirect("admin:usage_quarantinedrecord_change", still.pk if still else record.pk)
 
     @admin.action(description="Reprocess selected records", permissions=["change"])
     def reprocess(self, request, queryset):
