@@ -39,7 +39,10 @@ def test_operator_logs_in_finds_a_service_by_identifier_and_opens_it(live_server
 def test_api_docs_render_offline_from_the_admin(live_server, page, operator):
     """Swagger UI comes from the sidecar package: no request leaves the server."""
     outside = []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(live_server.url) else None)
+    page.on(
+        "request",
+        lambda r: outside.append(r.url) if not r.url.startswith((live_server.url, "blob:", "data:")) else None,
+    )
     admin_login(page, live_server.url)
     page.click("text=Integration API")
     page.wait_for_selector(".swagger-ui .opblock-tag", timeout=30_000)
@@ -47,3 +50,12 @@ def test_api_docs_render_offline_from_the_admin(live_server, page, operator):
     assert any("collectors" in t for t in tags) and any("processes" in t for t in tags)
     assert outside == []
     page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=False)
+    # Redoc too: its fonts are the system's, not Google's.
+    blocked = []
+    page.on("requestfailed", lambda r: blocked.append(r.url) if r.failure == "csp" else None)
+    page.goto(f"{live_server.url}/api/v1/redoc/")
+    page.wait_for_selector("#redoc-container h1", timeout=30_000)
+    assert "Tollgate API" in page.inner_text("#redoc-container h1")
+    # The bundle's hard-coded Redocly logo is the only outside address, and the browser refuses it.
+    page.wait_for_timeout(500)
+    assert set(outside) <= set(blocked), (outside, blocked)
