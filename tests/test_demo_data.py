@@ -153,3 +153,28 @@ def test_demo_usage_shows_allowances_bolt_ons_and_discounts(sync_tasks, django_c
     assert covered.filter(charge_micros__gt=0).exists()  # an allowance ran out during a call
     assert mediated.filter(included_quantity=0, category="telephony", charge_micros__gt=0).exists()
     assert mediated.filter(discount__isnull=False).exists()
+
+
+def test_demo_meters_fill_in_from_demo_usage(tmp_path, sync_tasks, django_capture_on_commit_callbacks):
+    """After `make run`'s steps (seed, a demo file, received), the demo stream's meters have values."""
+    import datetime as dt
+
+    from metering.models import Meter, Stream
+    from metering.services import do_execute_stream
+    from usage.models import UsageRecord
+
+    call_command("seed_demo", "--services", "20")
+    call_command("seed_demo", "--services", "20")  # idempotent: still one stream with two rules
+    stream = Stream.objects.get(code="DEMO")
+    assert stream.rules.count() == 2
+    out = tmp_path / "demo.csv"
+    call_command("make_usage_file", "--records", "300", "--out", str(out))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("receive", "--collector", "DEMO", str(out))
+    mediated = UsageRecord.objects.filter(status="mediated")
+    do_execute_stream("test", stream, now=timezone.now() + dt.timedelta(minutes=1))
+    volume = Meter.objects.filter(stream=stream, meter_type__code="DATA_DAY")
+    calls = Meter.objects.filter(stream=stream, meter_type__code="CALLS_DAY")
+    assert volume.exists() and calls.exists()
+    assert sum(m.records for m in volume) == mediated.filter(category="data").count()
+    assert sum(m.records for m in calls) == mediated.filter(category="telephony", usage_type="voice").count()

@@ -24,6 +24,7 @@ from billing.models import (
     TaxRule,
     ZonePrefix,
 )
+from metering.demo import ensure_demo_stream
 from usage.demo import ensure_demo_collector
 
 BATCH = 5000
@@ -176,6 +177,7 @@ class Command(BaseCommand):
         )
         TaxRule.objects.update_or_create(code="GST", defaults={"name": "GST", "percent": D("10"), "is_default": True})
         ensure_demo_collector()
+        ensure_demo_stream()
         return {"plans": plans, "products": products}
 
     def users(self):
