@@ -29,6 +29,14 @@ ACTIVE_STATUSES = [RunStatus.SCHEDULED, RunStatus.QUEUED, RunStatus.WAITING, Run
 FINAL_STATUSES = [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 
 
+def records_per_second(records, seconds) -> int | None:
+    """The one definition of records/second on every page and in the API: records done over the
+    wall-clock seconds from start to finish (to now while running), rounded to a whole number."""
+    if not seconds or not records:
+        return None
+    return round(records / seconds)
+
+
 class Timed:
     """Seconds from start to end (to now while it runs)."""
 
@@ -109,10 +117,7 @@ class ProcessRun(Timed, models.Model):
 
     @property
     def records_per_second(self):
-        seconds = self.seconds
-        if not seconds or not self.records_done:
-            return None
-        return round(self.records_done / seconds)
+        return records_per_second(self.records_done, self.seconds)
 
     @property
     def progress_percent(self):

@@ -56,19 +56,26 @@ def collectors(request):
 @permission_required("usage.view_mediationfile", raise_exception=True)
 def collector_history(request, collector_id):
     collector = get_object_or_404(UsageCollector, pk=collector_id)
-    files = collector.files.select_related("uploaded_by").order_by("-sequence")[:200]
+    files = list(collector.files.select_related("uploaded_by").order_by("-sequence")[:200])
+    runs = ProcessRun.objects.filter(kind=ProcessKind.MEDIATION, subject__in=[f"file:{f.pk}" for f in files])
+    latest = {run.subject: run for run in runs.order_by("pk")}
+    for f in files:
+        f.run = latest.get(f"file:{f.pk}")
+    active = any(f.status in (MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING) for f in files)
     totals = collector.files.aggregate(
         lines=Sum("total_lines"), mediated=Sum("mediated"), quarantined=Sum("quarantined")
     )
+    context = {"files": files, "currency": default_currency(), "active": active, "now": timezone.now()}
+    if _fragment(request):
+        return render(request, "console/_collector_files.html", context)
     return page(
         request,
         "console/collector_history.html",
         {
+            **context,
             "collector": collector,
-            "files": files,
             "totals": totals,
             "blocked_by": selectors.blocking_file(collector.pk),
-            "currency": default_currency(),
             "title": f"Collector Activity History: {collector}",
         },
     )

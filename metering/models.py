@@ -268,10 +268,9 @@ class StreamExecution(models.Model):
 
     @property
     def records_per_second(self):
-        seconds = self.seconds
-        if not seconds:
-            return None
-        return round(self.records / seconds)
+        from console.models import records_per_second
+
+        return records_per_second(self.records, self.seconds)
 
 
 class MeterReading(models.Model):

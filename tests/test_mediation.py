@@ -386,7 +386,7 @@ def test_pages_history_and_usage(mediate, client, operator, world):
     f = mediate(GOLDEN)
     client.force_login(operator)
     page = client.get(reverse("console:collector_history", args=[world["collector"].pk])).content.decode()
-    assert "usage.csv" in page and "Completed" in page and reverse("console:response_file", args=[f.pk]) in page
+    assert "usage.csv" in page and "completed" in page and reverse("console:response_file", args=[f.pk]) in page
     usage = client.get(reverse("console:service_usage", args=[world["s2"].pk]), {"period": "all"}).content.decode()
     assert "4410000000" in usage and "0.7117" in usage and "Tollgate" in usage
     assert "2026-10-01 to 2026-10-31" in usage  # the bucket, as the operator reads it

@@ -152,7 +152,6 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "quarantined",
         "duplicates",
         "rejected_lines",
-        "records_per_second",
         "response_link",
     )
     list_filter = ("status", "collector")

@@ -185,9 +185,16 @@ class MediationFile(models.Model):
 
     @property
     def records_per_second(self):
-        if not self.processing_seconds:
-            return None
-        return round(self.total_lines / self.processing_seconds)
+        """Its Mediation File Processing run's figure (console.models.records_per_second), so the
+        history, the file's page and the console agree; `processing_seconds` counts batches only."""
+        run = getattr(self, "run", None)
+        if run is None:
+            from console.models import ProcessKind, ProcessRun
+
+            run = (
+                ProcessRun.objects.filter(kind=ProcessKind.MEDIATION, subject=f"file:{self.pk}").order_by("-pk").first()
+            )
+        return run.records_per_second if run is not None else None
 
     @property
     def charge(self):
