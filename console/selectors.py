@@ -159,25 +159,40 @@ def process_overview(now: dt.datetime | None = None) -> list[ProcessSummary]:
     return summaries
 
 
-def throughput_chart(runs, width: int = 720, height: int = 160) -> dict:
-    """Bars of records/second per finished run, oldest on the left, as SVG coordinates."""
+def throughput_chart(runs, width: int = 720, height: int = 160, ticks: int = 6) -> dict:
+    """Bars of records/second per finished run, oldest on the left, as SVG coordinates; under them
+    up to `ticks` labels (run number and finish date) evenly spread, so the axis reads the same with
+    one run or hundreds. A bar is at most 40 px wide: one run is a bar, not a wall."""
     runs = [r for r in runs if r.finished_at and r.records_per_second is not None]
     runs.sort(key=lambda r: r.finished_at)
+    axis = 30  # px under the bars for the labels
     if not runs:
-        return {"bars": [], "width": width, "height": height, "max": 0}
+        return {"bars": [], "labels": [], "width": width, "height": height, "max": 0, "base": height - axis}
     top = max(r.records_per_second for r in runs) or 1
     slot = width / len(runs)
+    bar_width = min(slot * 0.8, 40.0)
+    base = height - axis
     bars = []
     for i, run in enumerate(runs):
-        bar_height = max(1.0, (height - 20) * run.records_per_second / top)
+        bar_height = max(1.0, (base - 16) * run.records_per_second / top)
+        x = i * slot + (slot - bar_width) / 2
         bars.append(
             {
-                "x": round(i * slot + slot * 0.1, 1),
-                "y": round(height - bar_height, 1),
-                "width": round(slot * 0.8, 1),
+                "x": round(x, 1),
+                "y": round(base - bar_height, 1),
+                "width": round(bar_width, 1),
                 "height": round(bar_height, 1),
                 "run": run,
                 "failed": run.status == RunStatus.FAILED,
             }
         )
-    return {"bars": bars, "width": width, "height": height, "max": top}
+    picked = sorted({round(k * (len(runs) - 1) / max(ticks - 1, 1)) for k in range(ticks)})
+    labels = []
+    for i in picked:
+        centre = bars[i]["x"] + bars[i]["width"] / 2
+        anchor = "start" if centre < 40 else "end" if centre > width - 40 else "middle"
+        finished = timezone.localtime(runs[i].finished_at)
+        labels.append(
+            {"x": round(centre, 1), "anchor": anchor, "run": f"#{runs[i].pk}", "date": f"{finished:%m-%d %H:%M}"}
+        )
+    return {"bars": bars, "labels": labels, "width": width, "height": height, "max": top, "base": base}

@@ -167,3 +167,30 @@ def test_a_queued_file_cannot_be_cancelled(world):
     assert not run.can_cancel
     with pytest.raises(ValidationError, match="mediated in its turn"):
         tracking.cancel_run("test", run)
+
+
+@pytest.mark.parametrize("count", [1, 2, 500])
+def test_throughput_chart_axis_reads_with_one_run_or_hundreds(count):
+    import datetime as dt
+
+    from console.models import ProcessRun
+    from console.selectors import throughput_chart
+
+    start = timezone.make_aware(dt.datetime(2026, 11, 1))
+    runs = [
+        ProcessRun(
+            pk=i + 1,
+            status="completed",
+            records_done=1000 * (i % 7 + 1),
+            started_at=start + dt.timedelta(hours=i),
+            finished_at=start + dt.timedelta(hours=i, seconds=10),
+        )
+        for i in range(count)
+    ]
+    chart = throughput_chart(runs)
+    assert len(chart["bars"]) == count and chart["max"] == (700 if count >= 7 else 100 * count)
+    assert all(0 < b["width"] <= 40 and 0 <= b["x"] and b["x"] + b["width"] <= chart["width"] for b in chart["bars"])
+    labels = chart["labels"]
+    assert 1 <= len(labels) <= 6 and labels[0]["run"] == "#1" and labels[-1]["run"] == f"#{count}"
+    assert labels[0]["date"] == "11-01 00:00"
+    assert all(0 <= label["x"] <= chart["width"] for label in labels)
