@@ -832,4 +832,4 @@ class IntegrationClientAdmin(admin.ModelAdmin):
         from .api.auth import do_revoke_tokens
 
         revoked = do_revoke_tokens(request.user, ApiToken.objects.filter(client__in=queryset))
-        self.message_user(request, f"Revoked {revoked} token(s).")
+        self.message_user(request, f"Revoked {formatting.plural(revoked, 'token')}.")

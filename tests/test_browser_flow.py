@@ -98,7 +98,7 @@ def test_operator_flow_from_upload_to_draft_invoice(live_server, page, operator,
         page.check("#action-toggle")
         page.select_option("select[name=action]", "reprocess")
         page.click("button[name=index]")
-        page.wait_for_selector("text=Reprocessed 1 record(s): 1 mediated, 0 still quarantined")
+        page.wait_for_selector("text=Reprocessed 1 record: 1 mediated, 0 still quarantined")
         shot(page, "5-reprocessed")
 
         # Main Billing from the console. A cycle that has not ended is refused; October has.

@@ -420,8 +420,8 @@ def test_admin_upload_of_several_files_and_quarantine_reprocess(
         follow=True,
     )
     page = response.content.decode()
-    assert 'Reprocessed 4 record(s): 1 mediated, 3 still quarantined (<a href="/console/runs/' in page
-    assert "4 duplicate or unparseable record(s) were left alone" in page
+    assert 'Reprocessed 4 records: 1 mediated, 3 still quarantined (<a href="/console/runs/' in page
+    assert "4 duplicate or unparseable records left alone" in page
 
 
 def test_viewer_cannot_upload_or_reprocess(world, viewer, client):

@@ -232,7 +232,9 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
     @admin.action(description="Queue selected failed files again", permissions=["change"])
     def retry_files(self, request, queryset):
         retried = len(services.do_requeue_files(request.user, queryset))
-        self.message_user(request, f"{retried} failed file(s) queued again; they resume after their last batch.")
+        self.message_user(
+            request, f"{formatting.plural(retried, 'failed file')} queued again; they resume after their last batch."
+        )
 
     @admin.action(description="Skip selected failed files (later files go on)", permissions=["change"])
     def skip_files(self, request, queryset):
@@ -452,8 +454,8 @@ class QuarantinedRecordAdmin(UsageRecordAdminBase):
         self.message_user(
             request,
             format_html(
-                'Reprocessed {} record(s): {} mediated, {} still quarantined (<a href="{}">run {}</a>).',
-                outcome["records"],
+                'Reprocessed {}: {} mediated, {} still quarantined (<a href="{}">run {}</a>).',
+                formatting.plural(outcome["records"], "record"),
                 outcome["mediated"],
                 outcome["quarantined"],
                 reverse("console:run", args=[run.pk]),
@@ -463,7 +465,7 @@ class QuarantinedRecordAdmin(UsageRecordAdminBase):
         if final:
             self.message_user(
                 request,
-                f"{final} duplicate or unparseable record(s) were left alone: a duplicate is "
+                f"{formatting.plural(final, 'duplicate or unparseable record')} left alone: a duplicate is "
                 "never billed, and a line that could not be parsed is fixed by sending a "
                 "corrected file.",
                 level=messages.WARNING,
