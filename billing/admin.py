@@ -52,6 +52,21 @@ from .models import (
 admin.site.disable_action("delete_selected")
 
 
+USAGE_VIEWS = ("console:service_usage", "console:service_equipment_usage", "console:service_bolt_ons")
+
+
+def usage_view_links(service_pk: int, labels, ids=("", "", "")):
+    """A service's three usage views as links (its page says them in full, a list row briefly)."""
+    return format_html_join(
+        " · ",
+        '<a href="{}"{}>{}</a>',
+        (
+            (reverse(name, args=[service_pk]), format_html(' id="{}"', i) if i else "", label)
+            for name, label, i in zip(USAGE_VIEWS, labels, ids, strict=True)
+        ),
+    )
+
+
 class TollgateModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def get_changeform_initial_data(self, request):
         """Pre-filled forms (a suggested fix links to one): a date-time given as text in the query
@@ -344,12 +359,10 @@ class ServiceAdmin(BigTableAdmin):
     def usage_links(self, obj):
         if not obj.pk:
             return "-"
-        return format_html(
-            '<a href="{}" id="view-usage">View Usage</a> · <a href="{}" id="view-equipment-usage">View Service '
-            '&amp; Equipment Usage</a> · <a href="{}" id="bolt-ons">Bolt-ons</a>',
-            reverse("console:service_usage", args=[obj.pk]),
-            reverse("console:service_equipment_usage", args=[obj.pk]),
-            reverse("console:service_bolt_ons", args=[obj.pk]),
+        return usage_view_links(
+            obj.pk,
+            ("View Usage", "View Service & Equipment Usage", "Bolt-ons"),
+            ("view-usage", "view-equipment-usage", "bolt-ons"),
         )
 
     actions = ["generate_periods"]
@@ -378,12 +391,7 @@ class ServiceAdmin(BigTableAdmin):
 
     @admin.display(description="Usage")
     def usage_row_links(self, obj):
-        return format_html(
-            '<a href="{}">Usage</a> · <a href="{}">Service &amp; Equipment</a> · <a href="{}">Bolt-ons</a>',
-            reverse("console:service_usage", args=[obj.pk]),
-            reverse("console:service_equipment_usage", args=[obj.pk]),
-            reverse("console:service_bolt_ons", args=[obj.pk]),
-        )
+        return usage_view_links(obj.pk, ("Usage", "Service & Equipment", "Bolt-ons"))
 
     @admin.action(description="Generate subscription periods…", permissions=["change"])
     def generate_periods(self, request, queryset):
