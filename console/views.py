@@ -62,12 +62,12 @@ def collector_history(request, collector_id):
     for f in files:
         f.run = latest.get(f"file:{f.pk}")
     active = any(f.status in (MediationFile.Status.QUEUED, MediationFile.Status.PROCESSING) for f in files)
-    totals = collector.files.aggregate(
-        lines=Sum("total_lines"), mediated=Sum("mediated"), quarantined=Sum("quarantined")
-    )
     context = {"files": files, "currency": default_currency(), "active": active, "now": timezone.now()}
     if _fragment(request):
         return render(request, "console/_collector_files.html", context)
+    totals = collector.files.aggregate(
+        lines=Sum("total_lines"), mediated=Sum("mediated"), quarantined=Sum("quarantined")
+    )
     return page(
         request,
         "console/collector_history.html",
