@@ -52,6 +52,7 @@ from .models import (
 admin.site.disable_action("delete_selected")
 
 
+PRECISE = 4  # decimals of a per-record figure (the default rate card's rounding)
 USAGE_VIEWS = ("console:service_usage", "console:service_equipment_usage", "console:service_bolt_ons")
 
 
@@ -255,8 +256,9 @@ class AccountAdmin(BigTableAdmin):
                 if apply:
                     self.message_user(
                         request,
-                        f"Rebalanced {result.records} records: {result.changed} changed, total "
-                        f"{result.old_total.normalize():f} -> {result.new_total.normalize():f}.",
+                        f"Rebalanced {formatting.plural(result.records, 'record')}: {result.changed} changed, total "
+                        f"{formatting.money(result.old_total, account.currency, PRECISE)} -> "
+                        f"{formatting.money(result.new_total, account.currency, PRECISE)}.",
                         level=messages.SUCCESS,
                     )
                     return redirect("admin:billing_account_change", account.pk)
@@ -269,6 +271,8 @@ class AccountAdmin(BigTableAdmin):
                 "form": form,
                 "result": result,
                 "account": account,
+                # Rebalance moves charges by fractions of a cent: shown at a card's usual 4 decimals.
+                "precise": f"{account.currency}:{PRECISE}",
                 "opts": self.model._meta,
                 "can_apply": self.has_change_permission(request, account),
             },

@@ -268,7 +268,7 @@ def test_admin_rebalance_previews_then_applies(allowances, mediate, client, oper
     url = f"/admin/billing/account/{service.account.pk}/rebalance/"
     client.force_login(viewer)
     page = client.post(url, {"on_date": "2026-10-15", "preview": "1"})
-    assert page.status_code == 200 and b'id="new-total">0.9533<' in page.content
+    assert page.status_code == 200 and 'id="new-total">AUD\xa00.9533<' in page.content.decode()
     assert b'name="apply"' not in page.content  # a viewer may look, not apply
     assert client.post(url, {"on_date": "2026-10-15", "apply": "1"}).status_code == 403
     assert charges(service)["T0"][2] == "0.1667"
@@ -278,10 +278,11 @@ def test_admin_rebalance_previews_then_applies(allowances, mediate, client, oper
     page = client.post(url, {"on_date": "2026-10-15", "preview": "1"})
     assert b"Dry run: 7 records, 2 change" in page.content and b'name="apply"' in page.content
     html = re.sub(r">\s+<", "><", page.content.decode())
-    assert "<td>T4</td><td>telephony</td><td>mediated</td><td>0.2667</td><td>140</td>" in html
-    assert "<td>mediated</td><td>0.4333</td><td>40</td></tr>" in html
+    cell = '<td class="number">'
+    assert f"<td>T4</td><td>telephony</td><td>mediated</td>{cell}AUD\xa00.2667</td>{cell}140</td>" in html
+    assert f"<td>mediated</td>{cell}AUD\xa00.4333</td>{cell}40</td></tr>" in html
     done = client.post(url, {"on_date": "2026-10-15", "apply": "1"}, follow=True)
-    assert b"Rebalanced 7 records: 2 changed, total 0.9534 -&gt; 0.9533." in done.content
+    assert "Rebalanced 7 records: 2 changed, total AUD\xa00.9534 -&gt; AUD\xa00.9533." in done.content.decode()
     assert charges(service)["T0"][2] == "0" and charges(service)["T4"][2] == "0.4333"
     SubscriptionPeriod.objects.filter(service=service).update(status="invoiced")
     refused = client.post(url, {"on_date": "2026-10-15", "preview": "1"})

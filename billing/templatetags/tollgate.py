@@ -9,7 +9,9 @@ register = template.Library()
 
 @register.filter
 def money(amount, currency):
-    return formatting.money(amount, currency)
+    """{{ x|money:"AUD" }} at the currency's decimals, {{ x|money:"AUD:4" }} at 4 (a rate card's)."""
+    code, _, decimals = str(currency).partition(":")
+    return formatting.money(amount, code, int(decimals) if decimals.isdigit() else None)
 
 
 @register.filter
