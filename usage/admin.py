@@ -422,7 +422,9 @@ class QuarantinedRecordAdmin(UsageRecordAdminBase):
             return redirect("admin:usage_quarantinedrecord_change", record.pk)
         if outcome["mediated"]:
             self.message_user(
-                request, f"Line {record.line_no} of file #{record.file_id} is mediated now (run {run.pk})."
+                request,
+                f"Line {record.line_no} of file #{record.file_id} is mediated now (run {run.pk}).",
+                level=messages.SUCCESS,
             )
             return redirect(f"{reverse('admin:usage_quarantinedrecord_changelist')}?file={record.file_id}")
         still = QuarantinedRecord.objects.filter(file_id=record.file_id, line_no=record.line_no).first()
