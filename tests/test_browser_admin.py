@@ -59,3 +59,32 @@ def test_api_docs_render_offline_from_the_admin(live_server, page, operator):
     # The bundle's hard-coded Redocly logo is the only outside address, and the browser refuses it.
     page.wait_for_timeout(500)
     assert set(outside) <= set(blocked), (outside, blocked)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_service_search_by_each_key_leads_to_the_usage_views(live_server, page, operator, make_service):
+    from billing.models import Account
+
+    from .conftest import assert_fits
+
+    wanted = make_service(identifier="61400000042")
+    make_service(identifier="61400000777")
+    Account.objects.filter(pk=wanted.account_id).update(name="Acme Mining Pty Ltd")
+    admin_login(page, live_server.url)
+    for term in ("6140000004", wanted.service_id.lower(), "tsub00001", wanted.account.number, "acme mi"):
+        page.goto(f"{live_server.url}/admin/billing/service/")
+        page.fill("#searchbar", term)
+        page.press("#searchbar", "Enter")
+        rows = page.locator("#result_list tbody tr")
+        rows.first.wait_for()
+        assert rows.count() == 1 and wanted.service_id in rows.first.inner_text(), term
+        assert "61400000042" in rows.first.inner_text()  # the matched (or latest) identifier
+        assert_fits(page)
+    for label, heading in (("Usage", "View Usage"), ("Service & Equipment", "Service & Equipment"), ("Bolt-ons", "")):
+        page.locator("#result_list tbody tr").first.get_by_role("link", name=label, exact=True).click()
+        page.wait_for_selector("#content")
+        assert wanted.service_id in page.inner_text("#content"), label
+        assert heading in page.inner_text("#content")
+        assert_fits(page)
+        page.go_back()
