@@ -33,11 +33,17 @@ from console import tracking
 from console.models import ProcessKind, ProcessRun, RunStatus
 
 from . import audit, selectors
-from .models import Charge, Invoice, Product, Subscription, SubscriptionPeriod, TaxRule, billing_day_start
+from .models import Category, Charge, Invoice, Product, Subscription, SubscriptionPeriod, TaxRule, billing_day_start
 from .services import do_set_period_status
 
 log = logging.getLogger(__name__)
 
+# A usage charge reads "Telephony: voice": the category's label, from Category (constant SQL, no input).
+CATEGORY_LABEL_SQL = (
+    "CASE u.category "
+    + " ".join(f"WHEN '{value}' THEN '{label}'" for value, label in Category.choices)
+    + " ELSE u.category END"
+)
 ACTIVITIES = ["Reprocess", "Mapping", "Subscription Generation", "Generation OTC", "Invoice preparation"]
 CENT = Decimal("0.01")
 MICROS = Decimal(1_000_000)
@@ -289,11 +295,11 @@ def mapping(cycle_start: dt.date) -> tuple[int, str]:
     Invoice.objects.bulk_update(drafts, ["usage_fingerprint"], batch_size=2000)
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             INSERT INTO billing_charge (invoice_id, kind, service_id, period_id, category, usage_type, description,
                                         records, rated_quantity, included_quantity, amount_micros, tax_micros)
             SELECT i.id, 'usage', p.service_id, p.id, u.category, u.usage_type,
-                   'Usage: ' || u.category || CASE WHEN u.usage_type <> '' THEN ' / ' || u.usage_type ELSE '' END,
+                   {CATEGORY_LABEL_SQL} || CASE WHEN u.usage_type <> '' THEN ': ' || u.usage_type ELSE '' END,
                    COUNT(*), SUM(u.rated_quantity), SUM(COALESCE(u.included_quantity, 0)),
                    SUM(u.charge_micros), SUM(u.tax_micros)
             FROM usage_usagerecord u

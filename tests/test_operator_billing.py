@@ -174,6 +174,7 @@ def test_the_printable_invoice_shows_formatted_exact_figures(client, viewer, bil
     for figure in ("AUD\xa0126.35", "AUD\xa012.64", "AUD\xa0138.99", "AUD\xa099.95", "AUD\xa06.77"):
         assert figure in html, figure
     assert "0:04:01" in html and "1 message" in html and "1.00 MB" in html and "21 days" in html
+    assert "Telephony: voice" in html and "Service &amp; equipment: equipment" in html  # charges named by label
     assert "126.347378" not in html and invoice.subtotal == Decimal("126.347378")  # stored exact
 
     pdf = client.get(reverse("admin:billing_invoice_pdf", args=[invoice.pk]))
