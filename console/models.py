@@ -62,6 +62,13 @@ class ProcessRun(Timed, models.Model):
     queue = models.CharField(max_length=64, blank=True, default="")
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
     waiting_for = models.CharField(max_length=200, blank=True, default="")
+    step = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="What a running run is doing now (e.g. its batch and lines), written outside the batch's "
+        "transaction so the console sees it before the batch commits.",
+    )
     params = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     scheduled_for = models.DateTimeField(null=True, blank=True)
@@ -98,6 +105,7 @@ class ProcessRun(Timed, models.Model):
         indexes = [
             models.Index(fields=["kind", "status"], name="console_run_kind_status_idx"),
             models.Index(fields=["kind", "-created_at"], name="console_run_kind_recent_idx"),
+            models.Index(fields=["kind", "subject"], name="console_run_kind_subject_idx"),
         ]
 
     def __str__(self):

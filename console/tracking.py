@@ -153,10 +153,21 @@ def add_progress(run: ProcessRun, records: int) -> None:
     )
 
 
-def finish(run: ProcessRun, status: str, error: str = "") -> None:
-    run.status, run.error, run.finished_at = status, error[:4000], timezone.now()
+def step(run: ProcessRun | None, text: str) -> None:
+    """Say what the run is doing now. Called outside a batch's transaction (before it opens), so the
+    console shows the batch in progress while its records are still uncommitted."""
+    if run is None:
+        return
+    run.step = text[:200]
     ProcessRun.objects.filter(pk=run.pk).update(
-        status=status, error=run.error, finished_at=run.finished_at, lease_until=None, waiting_for=""
+        step=run.step, lease_until=timezone.now() + dt.timedelta(seconds=lease_seconds())
+    )
+
+
+def finish(run: ProcessRun, status: str, error: str = "") -> None:
+    run.status, run.error, run.finished_at, run.step = status, error[:4000], timezone.now(), ""
+    ProcessRun.objects.filter(pk=run.pk).update(
+        status=status, error=run.error, finished_at=run.finished_at, lease_until=None, waiting_for="", step=""
     )
 
 

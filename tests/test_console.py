@@ -114,6 +114,19 @@ def test_mediation_runs_count_lines_queue_and_complete(mediate):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("body, lines", [(b"h\na\nb\n", 3), (b"h\na\nb", 3), (b"", 0), (b"\n", 1)])
+def test_a_received_files_expected_records_are_its_lines(world, body, lines):
+    """Counted as the file arrives, before mediation: a last line without its newline counts once."""
+    import io
+
+    from usage import services
+
+    received = services.do_receive_file("test", world["collector"], "f.csv", io.BytesIO(body), enqueue=False)
+    run = ProcessRun.objects.get(kind=ProcessKind.MEDIATION, subject=f"file:{received.pk}")
+    assert run.records_expected == lines and run.status == RunStatus.QUEUED
+
+
+@pytest.mark.django_db
 def test_cancel_only_before_start():
     run, _ = tracking.queue_run("test", ProcessKind.MAIN_BILLING, "cycle:y", "y")
     tracking.cancel_run("test", run)

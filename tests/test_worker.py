@@ -251,3 +251,37 @@ def test_kill_loop_at_random_points_loses_and_doubles_nothing(world, monkeypatch
         reference.quarantined,
         reference.rejected_lines,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_console_sees_the_batch_in_progress_before_it_commits(world, client, admin_user):
+    """A batch's records count when it commits; meanwhile the run's step names the batch in progress,
+    on the run and in Collector Activity History."""
+    import re
+
+    from console.models import ProcessKind, ProcessRun
+
+    cluster = start_cluster(batch=1000, TOLLGATE_TEST_PAUSE="mediation commit:1.5")
+    client.force_login(admin_user)
+    seen = []
+    try:
+        received = services.do_receive_file("test", world["collector"], "big.csv", io.BytesIO(usage_file(3000, 4)))
+        run = ProcessRun.objects.get(kind=ProcessKind.MEDIATION, subject=f"file:{received.pk}")
+
+        def batch_two_shown():
+            page = client.get(f"/console/collectors/{world['collector'].pk}/history/?fragment=1").content.decode()
+            if "Batch 2 of 3 (records 1,001–2,000)" in page:
+                seen.append(re.search(r'<td class="progress">([^<]*)<', page).group(1))
+                return True
+            return False
+
+        wait_for(batch_two_shown, 90, "batch 2 to be shown in progress")
+        wait_for(lambda: MediationFile.objects.get(pk=received.pk).status == "completed", 90, "the file")
+    finally:
+        stop(cluster)
+    # Batch 2 is not committed yet; batch 1 is, or is being written (batches overlap on PostgreSQL).
+    received.refresh_from_db()
+    expected = f"{received.physical_lines:,}"  # the lines counted as the file was received
+    assert seen[0] in (f"0 of {expected} (0%)", f"1,000 of {expected} (33%)"), seen[0]
+    run.refresh_from_db()
+    assert run.step == "" and run.records_done == 3000 and run.status == "completed"

@@ -126,11 +126,13 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
             parser = Parser(source, settings.TIME_ZONE)
             # The whole file is staged first, numbered in time order: batches then go through the gates
             # in the order records draw allowances, so charges do not depend on the batch size.
+            tracking.step(run, "Reading the file and ordering its records by usage time")
             with mediation_file.raw.open("rb") as raw, phase("parse and stage"):
                 if parse_duck.eligible(parser):
                     total = parse_duck.stage(parser, raw, engine_db)
                 else:
                     total = staging.load_file(engine_db, parsed_ahead(parser.rows(raw), LOAD_CHUNK))
+            tracking.step(run, f"Loading the identifiers, rates and periods for {total:,} records")
             with phase("reference"):
                 reference.load(engine_db, connection, staging.identifiers(engine_db))
             batches = Batches(engine_db, mediation_file, collector, owner, until, run)
@@ -214,7 +216,7 @@ class Batches:
         self.engine_db, self.file, self.collector, self.owner = engine_db, mediation_file, collector, owner
         self.until, self.run, self.size = until, run, batch_size()
         self.done = mediation_file.lines_done  # records committed or, overlapped, handed to the writer
-        self.number = 0
+        self.number = self.done // self.size  # batches committed before: numbers stay the file's own
         self.failed = None  # the batch an error belongs to: (number, records done before it, size)
         self.commit_lock = threading.Lock()
         self.committed = self.done  # records committed (the writer moves it, under commit_lock)
@@ -222,7 +224,16 @@ class Batches:
 
     def one_by_one(self, total: int) -> None:
         while self.done < total:
+            self.announce(self.done, total, "through the gates")
             self.done += self.retrying(self.done)
+
+    def announce(self, done: int, total: int, doing: str, writing: int | None = None) -> None:
+        """The run's step: the batch in progress (its records are counted only when it commits)."""
+        number, count = done // self.size + 1, -(-total // self.size)
+        text = f"Batch {number:,} of {count:,} (records {done + 1:,}–{min(done + self.size, total):,}): {doing}"
+        if writing is not None:
+            text += f"; batch {writing:,} being written"
+        tracking.step(self.run, text)
 
     def retrying(self, done: int) -> int:
         """Batch `done` + 1 .. computed and written in one transaction, again after a deadlock."""
@@ -254,8 +265,12 @@ class Batches:
                 prepared = None
                 if self.done < total:
                     self.number += 1
+                    writing = in_flight[3] if in_flight is not None else None
+                    self.announce(self.done, total, "computing", writing)
                     tracking.test_pause("mediation")
                     prepared = self.prepare(in_flight, os.path.join(scratch, str(self.number)))
+                elif in_flight is not None:
+                    tracking.step(self.run, f"Batch {in_flight[3]:,} of {-(-total // self.size):,}: being written")
                 if in_flight is not None:
                     future, written, before, number = in_flight
                     in_flight = None
@@ -356,6 +371,7 @@ def _mediate_batch(engine_db, mediation_file, collector, owner, done, size, unti
             )
             if run is not None:
                 tracking.add_progress(run, taken.count)
+            tracking.test_pause("mediation commit")
     return taken.count
 
 

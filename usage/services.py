@@ -67,13 +67,13 @@ def do_receive_file(
         raise ValidationError(f"Collector {collector.code} is not active.")
     digest = hashlib.sha256()
     size = lines = 0
-    last = b"\n"
+    last_byte = b"\n"
     spool = tempfile.TemporaryFile()
     for chunk in iter(lambda: content.read(CHUNK), b""):
         digest.update(chunk)
         size += len(chunk)
         lines += chunk.count(b"\n")
-        last = chunk[-1:]
+        last_byte = chunk[-1:]
         spool.write(chunk)
     spool.seek(0)
     sha = digest.hexdigest()
@@ -96,7 +96,7 @@ def do_receive_file(
         )
         mediation_file.raw.save(name[-100:], File(spool), save=False)
         mediation_file.save()
-        queue_mediation_run(actor, mediation_file, expected=lines + (last != b"\n"))
+        queue_mediation_run(actor, mediation_file, expected=lines + (last_byte != b"\n"))
         audit.record(actor, "file.receive", mediation_file, after={"name": name, "size": size, "sha256": sha})
         if enqueue:
             transaction.on_commit(lambda: enqueue_collector(locked.pk))

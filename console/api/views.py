@@ -35,6 +35,7 @@ class ProcessRunSerializer(serializers.ModelSerializer):
             "queue",
             "status",
             "waiting_for",
+            "step",
             "params",
             "created_at",
             "scheduled_for",
