@@ -5,20 +5,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('console', '0001_initial'),
+        ("console", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='processrun',
-            name='step',
-            field=models.CharField(blank=True, default='', help_text="What a running run is doing now (e.g. its batch and lines), written outside the batch's transaction so the console sees it before the batch commits.", max_length=200),
+            model_name="processrun",
+            name="step",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="What a running run is doing now (e.g. its batch and lines), written outside the batch's transaction so the console sees it before the batch commits.",
+                max_length=200,
+            ),
         ),
         migrations.AddIndex(
-            model_name='processrun',
-            index=models.Index(fields=['kind', 'subject'], name='console_run_kind_subject_idx'),
+            model_name="processrun",
+            index=models.Index(fields=["kind", "subject"], name="console_run_kind_subject_idx"),
         ),
     ]
