@@ -74,3 +74,67 @@ def test_a_viewer_sees_figures_but_no_control_that_writes(live_server, page, vie
     page.goto(f"{base}/console/collectors/{world['collector'].pk}/history/")
     assert page.locator("#blocked form").count() == 0
     assert_fits(page)
+
+
+def test_an_upload_with_bad_lines_watched_live_to_its_response_file_and_fix(
+    live_server, page, operator, world, monkeypatch
+):
+    """Upload a 3,000-record file with bad lines through the admin, to a real worker that commits a
+    batch of 1,000 every 3 s (the page refreshes every 2 s): the collector's history shows the batch in progress without a reload,
+    then the outcome counts, which lead to the response file and to the quarantine with its fixes."""
+    import csv
+    import io
+
+    from django_q.conf import Conf
+
+    from usage.models import MediationFile
+
+    from .test_worker import start_cluster, stop, usage_file
+
+    monkeypatch.setattr(Conf, "SYNC", False)  # the upload queues the file for the cluster's workers
+    body = usage_file(3000, 7)
+    base = live_server.url
+    cluster = start_cluster(batch=1000, TOLLGATE_TEST_PAUSE="mediation commit:3")
+    try:
+        admin_login(page, base)
+        page.goto(f"{base}/admin/usage/mediationfile/upload/")
+        page.select_option("#id_collector", label=str(world["collector"]))
+        page.set_input_files("#id_files", files=[{"name": "bad-lines.csv", "mimeType": "text/csv", "buffer": body}])
+        page.click("input[type=submit]")
+        page.wait_for_selector("text=bad-lines.csv: queued as #1 of DEMO")
+        assert "/console/collectors/" in page.url
+        history_url = page.url
+        step = page.locator("#history .run-step")
+        step.filter(has_text="Batch 2 of 3 (records 1,001–2,000)").wait_for(timeout=60_000)
+        assert_fits(page)
+        page.locator("#history tr.file-completed").wait_for(timeout=60_000)
+        assert page.url == history_url  # refreshed in place, never reloaded
+    finally:
+        stop(cluster)
+    received = MediationFile.objects.get(name="bad-lines.csv")
+    assert received.rejected_lines > 0 and received.quarantined > 0
+    assert received.total_lines == received.mediated + received.quarantined + received.duplicates + received.rejected_lines
+    row = page.locator(f'#history tr[data-file="{received.pk}"]')
+    assert row.locator("a.rejected").inner_text() == f"{received.rejected_lines:,}"
+    assert row.locator("a.quarantined").inner_text() == f"{received.quarantined:,}"
+    assert row.locator("td.progress").inner_text() == "3,000"
+
+    with page.expect_download() as download:
+        row.locator("text=response.csv").click()
+    rows = list(csv.reader(io.StringIO(open(download.value.path()).read())))
+    parse_errors = [r for r in rows[1:] if r[3] == "PARSE_ERROR"]
+    assert len(parse_errors) == received.rejected_lines
+    assert all(r[0].isdigit() and r[4] for r in parse_errors)  # each names its line and says why
+    summary = {r[3]: r[4] for r in rows if r[2] == "summary"}
+    assert summary["status"] == "completed" and summary["mediated"] == str(received.mediated)
+
+    row.locator("a.quarantined").click()
+    page.wait_for_selector("#reason-counts")
+    assert "No service with that identifier" in page.inner_text("#reason-counts")
+    assert_fits(page)
+    page.goto(f"{base}/admin/usage/quarantinedrecord/?file={received.pk}&reason__exact=NO_SERVICE")
+    page.locator("#result_list tbody tr th a").first.click()
+    page.wait_for_selector("#suggested-fix")
+    assert "Add the identifier to a service" in page.inner_text("#suggested-fix")
+    assert page.locator("#reprocess-one").count() == 1
+    assert_fits(page)
