@@ -80,8 +80,9 @@ def test_an_upload_with_bad_lines_watched_live_to_its_response_file_and_fix(
     live_server, page, operator, world, monkeypatch
 ):
     """Upload a 3,000-record file with bad lines through the admin, to a real worker that commits a
-    batch of 1,000 every 3 s (the page refreshes every 2 s): the collector's history shows the batch in progress without a reload,
-    then the outcome counts, which lead to the response file and to the quarantine with its fixes."""
+    batch of 1,000 every 3 s (the page refreshes every 2 s): the collector's history shows the batch
+    in progress without a reload, then the outcome counts, which lead to the response file and to
+    the quarantine with its fixes."""
     import csv
     import io
 
@@ -113,7 +114,8 @@ def test_an_upload_with_bad_lines_watched_live_to_its_response_file_and_fix(
         stop(cluster)
     received = MediationFile.objects.get(name="bad-lines.csv")
     assert received.rejected_lines > 0 and received.quarantined > 0
-    assert received.total_lines == received.mediated + received.quarantined + received.duplicates + received.rejected_lines
+    outcomes = received.mediated + received.quarantined + received.duplicates + received.rejected_lines
+    assert received.total_lines == outcomes
     row = page.locator(f'#history tr[data-file="{received.pk}"]')
     assert row.locator("a.rejected").inner_text() == f"{received.rejected_lines:,}"
     assert row.locator("a.quarantined").inner_text() == f"{received.quarantined:,}"
