@@ -295,9 +295,11 @@ def build(seed: int = 15) -> list[Case]:
     for kind in ("CSV", "LAT", "POS"):
         sep = {"CSV": ",", "LAT": ";", "POS": "|"}[kind]
         for keep in (1, 2, 3):
-            b.file(f"missing-columns-{kind}", kind, [(sep.join(b.line(kind, "m").split(sep)[:keep]), "field(s)")])
+            b.file(
+                f"missing-columns-{kind}", kind, [(sep.join(b.line(kind, "m").split(sep)[:keep]), "the mapping needs")]
+            )
         other = "," if sep != "," else ";"
-        b.file(f"wrong-delimiter-line-{kind}", kind, [(b.line(kind, "w").replace(sep, other), "field(s)")])
+        b.file(f"wrong-delimiter-line-{kind}", kind, [(b.line(kind, "w").replace(sep, other), "the mapping needs")])
         b.file(f"extra-columns-{kind}", kind, [(b.line(kind, "x") + sep + "extra" + sep + "more", GOOD)])
     # Fixed width short lines.
     for cut in (5, 20, 40, 55, 59):

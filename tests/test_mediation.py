@@ -127,7 +127,7 @@ def test_messages_name_the_line_field_and_reason(mediate):
     assert message[14] == "Record key A1 repeats line 2 of this file"
     assert message[15].startswith("Line 15: start_time '2026-13-45T25:61:00Z' is not a valid date and time")
     assert message[16] == "Line 16: duration '-30' must not be negative."
-    assert message[17] == "Line 17: has 2 field(s), the mapping needs 9."
+    assert message[17] == "Line 17: has 2 fields, the mapping needs 9."
     assert f.records.get(line_no=17).raw == "A15,61400000002"
 
 
@@ -310,7 +310,7 @@ def test_encodings_line_endings_quotes_and_absurd_fields(mediate):
     assert by_line[2].reason == "PARSE_ERROR" and by_line[2].message == (
         "Line 2: a quoted field is not closed on this line."
     )
-    assert by_line[3].reason == "PARSE_ERROR" and by_line[3].message == "Line 3: has 3 field(s), the mapping needs 9."
+    assert by_line[3].reason == "PARSE_ERROR" and by_line[3].message == "Line 3: has 3 fields, the mapping needs 9."
     assert by_line[4].status == "mediated"
     assert by_line[5].reason == "PARSE_ERROR" and "not valid utf-8 at character" in by_line[5].message
     assert by_line[6].reason == "PARSE_ERROR" and "longer than 10,000 characters" in by_line[6].message

@@ -92,7 +92,7 @@ def test_composite_record_keys_and_required_fields():
 @pytest.mark.parametrize(
     "mapping,message",
     [
-        ({"identifier": "who", "start_time": "at", "colour": "c"}, "maps unknown field(s): colour"),
+        ({"identifier": "who", "start_time": "at", "colour": "c"}, "maps 1 unknown field: colour"),
         ({"identifier": "who"}, "has no source for: start_time"),
     ],
 )

@@ -23,6 +23,8 @@ from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
 
+from billing.formatting import plural
+
 FIELDS = (
     "record_id",
     "identifier",
@@ -141,7 +143,9 @@ class Parser:
         self.mapping = {k: v for k, v in (collector.field_mapping or {}).items() if v not in (None, "")}
         unknown = set(self.mapping) - set(FIELDS)
         if unknown:
-            raise FileRejected(f"The collector maps unknown field(s): {', '.join(sorted(unknown))}.")
+            raise FileRejected(
+                f"The collector maps {plural(len(unknown), 'unknown field')}: {', '.join(sorted(unknown))}."
+            )
         missing = [f for f in REQUIRED if f not in self.mapping]
         if missing:
             raise FileRejected(f"The collector's mapping has no source for: {', '.join(missing)}.")
@@ -292,7 +296,7 @@ class Parser:
             if absent:
                 hint = _delimiter_hint(names, delimiter)
                 raise FileRejected(
-                    f"Line 1: the header has no column {', '.join(absent)}; it has {len(names)} column(s): "
+                    f"Line 1: the header has no column {', '.join(absent)}; it has {plural(len(names), 'column')}: "
                     f"{', '.join(repr(n[:40]) for n in names[:12])}.{hint}"
                 )
         else:
@@ -317,7 +321,7 @@ class Parser:
                 continue
             raw = delimiter.join(values) if values else ""
             if error is None and len(values) < width:
-                error = f"Line {line_no}: has {len(values)} field(s), the mapping needs {width}."
+                error = f"Line {line_no}: has {plural(len(values), 'field')}, the mapping needs {width}."
             if error is not None:
                 yield self._error_row(line_no, error, raw)
                 continue

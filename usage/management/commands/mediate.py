@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from billing.formatting import plural
 from usage import pipeline, services
 from usage.mediation import process_collector_queue
 from usage.models import MediationFile, UsageCollector
@@ -52,7 +53,7 @@ class Command(BaseCommand):
                 blocker = blocking_file(cid)
                 if blocker is not None and all(f.pk != blocker.pk for f, _ in report):
                     problems.append(f"{blocker.collector.code} is blocked: {blocker} failed earlier; retry or skip it.")
-            self.stdout.write(f"Processed {len(report)} file(s).")
+            self.stdout.write(f"Processed {plural(len(report), 'file')}.")
             if problems:
                 raise CommandError("\n".join(problems))
             return
@@ -62,4 +63,4 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
-        self.stdout.write(f"{stage}: {count} record(s) advanced.")
+        self.stdout.write(f"{stage}: {plural(count, 'record')} advanced.")
