@@ -51,6 +51,35 @@ UNIT_BASE_SIZE = {
     Unit.EACH: 1,
 }
 
+# What a unit measures. A quantity allowance is drawn only by records whose rate is priced in a
+# unit of the same measure (minutes by calls, not by SMS); a money allowance by any charge.
+UNIT_MEASURE = {
+    Unit.SECOND: "time",
+    Unit.MINUTE: "time",
+    Unit.HOUR: "time",
+    Unit.KB: "volume",
+    Unit.MB: "volume",
+    Unit.GB: "volume",
+    Unit.MESSAGE: "items",
+    Unit.EACH: "items",
+}
+MEASURE_UNITS = {m: [u for u, um in UNIT_MEASURE.items() if um == m] for m in ("time", "volume", "items")}
+# The measures usage of a category (and of the usage types Tollgate knows) can be priced in.
+CATEGORY_MEASURES = {
+    "telephony": ("time", "items"),
+    "data": ("volume", "time"),
+    "misc": ("items",),
+}
+USAGE_TYPE_MEASURES = {
+    "voice": ("time",),
+    "sms": ("items",),
+    "mms": ("items",),
+    "data": ("volume", "time"),
+    "equipment": ("items",),
+    "service_charge": ("items",),
+    "feature": ("items",),
+}
+
 
 class Account(models.Model):
     class Status(models.TextChoices):
@@ -592,10 +621,42 @@ class IncludedValue(models.Model):
                 violation_error_message="An allowance belongs to exactly one plan or one product.",
             ),
             models.CheckConstraint(condition=Q(quantity__gt=0), name="billing_included_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(unit="money")
+                | Q(category="telephony", unit__in=[*MEASURE_UNITS["time"], *MEASURE_UNITS["items"]])
+                | Q(category="data", unit__in=[*MEASURE_UNITS["volume"], *MEASURE_UNITS["time"]])
+                | Q(category="misc", unit__in=MEASURE_UNITS["items"]),
+                name="billing_included_unit_fits_category",
+                violation_error_message=(
+                    "That unit cannot measure usage of this category: telephony in time or messages, data in "
+                    "volume or time, service & equipment in items (or an allowance in money, for any)."
+                ),
+            ),
         ]
 
     def __str__(self):
         return f"{self.quantity} {self.unit} {self.category} {self.usage_type}".strip()
+
+    @property
+    def measure(self) -> str:
+        return "money" if self.unit == self.MONEY else UNIT_MEASURE[self.unit]
+
+    def clean(self):
+        """A quantity allowance is drawn only by usage priced in its unit's measure: one that no usage
+        of its category or usage type can be priced in would never be drawn, so it is refused."""
+        super().clean()
+        if not self.unit or self.unit == self.MONEY or not self.category:
+            return
+        allowed = CATEGORY_MEASURES[self.category]
+        what = f"{self.get_category_display()} usage"
+        if self.usage_type in USAGE_TYPE_MEASURES:
+            allowed = tuple(m for m in allowed if m in USAGE_TYPE_MEASURES[self.usage_type]) or allowed
+            what = f"{self.get_category_display()} usage of type {self.usage_type}"
+        if self.measure not in allowed:
+            units = ", ".join(str(Unit(u).label) for m in allowed for u in MEASURE_UNITS[m])
+            raise ValidationError(
+                {"unit": f"{what} is priced in {' or '.join(allowed)}, not {self.measure}: use {units} or money."}
+            )
 
 
 class Discount(models.Model):

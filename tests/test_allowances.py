@@ -345,3 +345,90 @@ def test_a_files_charges_do_not_depend_on_the_batch_size(allowances, mediate, se
         outcomes[-1]["counters"] = sorted(counters(service).items())
     assert outcomes[0] == outcomes[1] == outcomes[2]
     assert sum(v[1] or 0 for k, v in outcomes[0].items() if k != "counters") > 0
+
+
+@pytest.fixture
+def any_telephony(world, make_service):
+    """Plan ANY: calls 0.10/min per second, SMS 0.05 each, data 0.02/MB; 10 minutes for any telephony."""
+    card = RateCard.objects.create(code="ANY", name="Any telephony card", rounding_decimals=4)
+    rate(card, price="0.10")
+    rate(card, usage_type="sms", unit="message", price="0.05")
+    rate(card, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
+    plan = Plan.objects.create(code="ANY", name="Plan ANY", rate_card=card)
+
+    def customer(identifier, quantity=10, unit="minute"):
+        IncludedValue.objects.get_or_create(
+            plan=plan, category="telephony", usage_type="", quantity=quantity, unit=unit
+        )
+        service = make_service(identifier=identifier, plan=False)
+        Subscription.objects.create(service=service, plan=plan, starts_on=dt.date(2025, 1, 1))
+        SubscriptionPeriod.objects.create(
+            service=service, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 31)
+        )
+        return service
+
+    return customer
+
+
+# record id: (start, seconds, bytes, destination, type) -> included, charge
+MIXED = {
+    "C1": ("2026-10-05T10:00:00Z", 300, "", "612345", "voice", 300, "0"),
+    "S1": ("2026-10-05T10:10:00Z", "", "", "612345", "sms", 0, "0.05"),  # an SMS takes no minute
+    "D1": ("2026-10-05T10:20:00Z", "", MB, "", "data", 0, "0.02"),
+    "S2": ("2026-10-05T10:30:00Z", "", "", "612345", "sms", 0, "0.05"),
+    "C2": ("2026-10-05T11:00:00Z", 400, "", "612345", "voice", 300, "0.1667"),  # 100 s after the 10 minutes
+}
+
+
+def test_a_time_allowance_is_drawn_by_calls_only_not_by_sms_or_data(any_telephony, mediate):
+    service = any_telephony("61400000020")
+    received = mediate(usage_file("61400000020", [(r, MIXED[r]) for r in ["C2", "S2", "D1", "S1", "C1"]]))
+    assert received.mediated == 5
+    got = {r: (q, c) for r, (_, q, c, _) in charges(service).items()}
+    assert got == {rid: (included, charge) for rid, (*_, included, charge) in MIXED.items()}
+    (allowance,) = IncludedValue.objects.filter(plan__code="ANY")
+    assert counters(service) == {("A", allowance.pk): 600}  # all ten minutes, by the two calls
+    assert received.charge == Decimal("0.2867")
+
+
+def test_a_message_allowance_is_drawn_by_sms_only_not_by_calls(any_telephony, mediate):
+    service = any_telephony("61400000021", quantity=1, unit="message")
+    mediate(usage_file("61400000021", [(r, MIXED[r]) for r in MIXED]))
+    got = {r: (q, c) for r, (_, q, c, _) in charges(service).items()}
+    assert got == {
+        "C1": (0, "0.5"),
+        "S1": (1, "0"),  # the one included message, first in time
+        "D1": (0, "0.02"),
+        "S2": (0, "0.05"),
+        "C2": (0, "0.6667"),
+    }
+
+
+@pytest.mark.parametrize(
+    "category, usage_type, unit, message",
+    [
+        ("misc", "", "minute", "Service & equipment usage is priced in items, not time: use message, each or money."),
+        ("data", "", "message", "Data usage is priced in volume or time, not items"),
+        ("telephony", "sms", "minute", "Telephony usage of type sms is priced in items, not time"),
+        ("telephony", "voice", "gb", "Telephony usage of type voice is priced in time, not volume"),
+        ("telephony", "", "mb", "Telephony usage is priced in time or items, not volume"),
+    ],
+)
+def test_an_allowance_in_a_unit_its_usage_is_never_priced_in_is_refused(
+    any_telephony, category, usage_type, unit, message
+):
+    from django.db import IntegrityError, transaction
+
+    plan = Plan.objects.get(code="ANY")
+    allowance = IncludedValue(plan=plan, category=category, usage_type=usage_type, quantity=1, unit=unit)
+    with pytest.raises(ValidationError) as refused:
+        allowance.full_clean()
+    assert message in " ".join(refused.value.message_dict["unit"] + refused.value.message_dict.get("__all__", []))
+    if usage_type == "":  # the database refuses a unit of another measure than the category's too
+        with pytest.raises(IntegrityError), transaction.atomic():
+            allowance.save()
+    for fits in (
+        "money",
+        {"misc": "each", "data": "gb", "telephony": "minute" if usage_type != "sms" else "message"}[category],
+    ):
+        IncludedValue(plan=plan, category=category, usage_type=usage_type, quantity=1, unit=fits).full_clean()

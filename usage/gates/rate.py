@@ -26,7 +26,7 @@ period's earlier tiered quantity of the same rate (again a running sum in time o
 
 from dataclasses import dataclass
 
-from billing.models import UNIT_BASE_SIZE
+from billing.models import UNIT_BASE_SIZE, UNIT_MEASURE
 
 from ..sql import bigint, decimal_step, exact, micros, round_div, seconds_of_day
 from .base import Gate
@@ -42,6 +42,7 @@ PRODUCES = (  # the record columns this gate sets
 )
 
 UNIT_BASE = " ".join(f"WHEN '{unit}' THEN {size}" for unit, size in UNIT_BASE_SIZE.items())
+UNIT_MEASURE_OF = " ".join(f"WHEN '{unit}' THEN '{measure}'" for unit, measure in UNIT_MEASURE.items())
 QUANTITY_OF_UNIT = (
     "CASE r.unit WHEN 'second' THEN s.duration WHEN 'minute' THEN s.duration WHEN 'hour' THEN s.duration "
     "WHEN 'kb' THEN s.volume WHEN 'mb' THEN s.volume WHEN 'gb' THEN s.volume "
@@ -113,9 +114,10 @@ def allowance_slots(kind: Drawing) -> str:
     """Every allowance of the batch's periods, ranked within its period in drawing order (`slot`),
     with what is left of it (`avail`: its quantity less the period's counter)."""
     size = "1000000" if kind.money else f"CASE iv.unit {UNIT_BASE} END"
+    measure = "'money'" if kind.money else f"CASE iv.unit {UNIT_MEASURE_OF} END"
     return (
         "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
-        "sub.starts_on, sub.ends_on, "
+        f"sub.starts_on, sub.ends_on, {measure} AS measure, "
         f"CAST(ROUND(iv.quantity * {size}) AS BIGINT) - COALESCE(({DRAWN_BEFORE}), 0) AS avail, "
         "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
         "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
@@ -144,15 +146,20 @@ def allowance_candidates(kind: Drawing, passes: int) -> str:
     period that covers it (category, usage type, zone, the subscription active on the usage date):
     one join of the records with their periods' slots, turned into a column per slot."""
     wanted = "s._priced" if kind.money else "s.rated_quantity"
-    priced = "" if kind.money else "s.rate_id IS NOT NULL AND "
+    # A quantity allowance is drawn only by records priced in a unit of its measure (docs/rating.md).
+    measure, rate = (
+        ("'money'", "")
+        if kind.money
+        else (f"CASE r.unit {UNIT_MEASURE_OF} END", "JOIN billing_rate r ON r.id = s.rate_id ")
+    )
     candidates = (
-        f"SELECT {', '.join(f's.{c}' for c in DRAW_COLUMNS)}, {wanted} AS {kind.col('left', 0)}, "
-        f"{RECORD_KEY_ORDER} AS _draw_key FROM {{prev}} s WHERE {priced}{wanted} > 0 "
+        f"SELECT {', '.join(f's.{c}' for c in DRAW_COLUMNS)}, {measure} AS measure, {wanted} AS {kind.col('left', 0)}, "
+        f"{RECORD_KEY_ORDER} AS _draw_key FROM {{prev}} s {rate}WHERE {wanted} > 0 "
         f"AND s.period_id IN (SELECT period_id FROM {kind.slots}) AND {WILL_BE_MEDIATED}"
     )
     covers = (
         f"SELECT k._row, a.slot, a.iv_id, a.sub_id, a.avail FROM candidates k JOIN {kind.slots} a "
-        f"ON a.period_id = k.period_id AND a.slot <= {passes} AND a.category = k.category "
+        f"ON a.period_id = k.period_id AND a.slot <= {passes} AND a.category = k.category AND a.measure = k.measure "
         "AND (a.usage_type = '' OR a.usage_type = k.usage_type) AND a.starts_on <= k.usage_date "
         "AND (a.ends_on IS NULL OR a.ends_on >= k.usage_date) "
         "AND (a.zone_id IS NULL OR EXISTS (SELECT 1 FROM billing_zoneprefix zp WHERE zp.zone_id = a.zone_id "
