@@ -513,7 +513,7 @@ class RateAdmin(TollgateModelAdmin):
 
 class IncludedValueInline(admin.TabularInline):
     model = IncludedValue
-    fields = ("category", "usage_type", "zone", "quantity", "unit")
+    fields = ("category", "usage_type", "zone", "quantity", "unit", "priority")
     extra = 0
 
 

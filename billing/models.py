@@ -611,6 +611,11 @@ class IncludedValue(models.Model):
         max_digits=18, decimal_places=4, help_text="In the unit; a money allowance is an amount in the card's currency."
     )
     unit = models.CharField(max_length=8, choices=ALLOWANCE_UNITS)
+    priority = models.PositiveSmallIntegerField(
+        default=100,
+        help_text="Lower is drawn first. Equal priorities keep the default order: bolt-on before plan, "
+        "earliest subscription end, then the allowance created first.",
+    )
 
     class Meta:
         constraints = [

@@ -432,3 +432,24 @@ def test_an_allowance_in_a_unit_its_usage_is_never_priced_in_is_refused(
         {"misc": "each", "data": "gb", "telephony": "minute" if usage_type != "sms" else "message"}[category],
     ):
         IncludedValue(plan=plan, category=category, usage_type=usage_type, quantity=1, unit=fits).full_clean()
+
+
+def test_an_explicit_priority_orders_the_draws_plan_before_bolt_on(allowances, mediate):
+    """The plan's minutes given priority 10 (the bolt-on keeps the default 100): they are drawn first,
+    by calls to Europe too; the bolt-on's Europe minutes then cover what the plan's no longer do."""
+    plan_iv, intl_iv = IncludedValue.objects.order_by("pk")
+    IncludedValue.objects.filter(pk=plan_iv.pk).update(priority=10)
+    service = allowances["customer"]("61400000010")
+    received = mediate(usage_file("61400000010", [(r, TIMELINE[r]) for r in FILE_ORDER]))
+    records = {r.record_id: r for r in received.records.all()}
+    got = {rid: (r.included_quantity, str(r.charge.normalize()), r.allowance_id) for rid, r in records.items()}
+    assert got == {
+        "T1": (400, "0", plan_iv.pk),  # plan 400, 200 left
+        "T2": (240, "0", plan_iv.pk),  # plan 200, then INTL 40 (260 left)
+        "T3": (120, "0", intl_iv.pk),
+        "T4": (0, "0.5", None),  # local: the bolt-on's minutes are for Europe only
+        "T5": (60, "0", intl_iv.pk),
+        "T6": (0, "0.02", None),
+    }
+    assert counters(service) == {("A", plan_iv.pk): 600, ("A", intl_iv.pk): 220}
+    assert received.charge == Decimal("0.52")

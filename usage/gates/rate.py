@@ -17,8 +17,8 @@ and is rounded once, to the card's decimals and mode, in integer micro-units. A 
 record (the file carries an amount) is charged that amount.
 
 Allowances (included value) are drawn before pricing, in passes: pass j takes, in every period of
-the batch, the allowance ranked j-th there (bolt-on before plan, earliest subscription end, then
-the allowance's id) and lets the records it covers draw from it in time order, by a running sum
+the batch, the allowance ranked j-th there (lowest priority first, then bolt-on before plan,
+earliest subscription end, then the allowance's id) and lets the records it covers draw from it in time order, by a running sum
 over what earlier records still needed, after what the period had already drawn (its counter).
 Tiered rates price the quantity left to charge by its position: within the record, or after the
 period's earlier tiered quantity of the same rate (again a running sum in time order).
@@ -119,7 +119,7 @@ def allowance_slots(kind: Drawing) -> str:
         "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
         f"sub.starts_on, sub.ends_on, {measure} AS measure, "
         f"CAST(ROUND(iv.quantity * {size}) AS BIGINT) - COALESCE(({DRAWN_BEFORE}), 0) AS avail, "
-        "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
+        "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY iv.priority, CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
         "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
         "FROM billing_subscriptionperiod p JOIN billing_subscription sub ON sub.service_id = p.service_id "
         "AND sub.starts_on <= p.end_date AND (sub.ends_on IS NULL OR sub.ends_on >= p.start_date) "
