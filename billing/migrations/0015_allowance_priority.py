@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0014_allowance_unit_fits_category'),
+        ("billing", "0014_allowance_unit_fits_category"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='includedvalue',
-            name='priority',
-            field=models.PositiveSmallIntegerField(default=100, help_text='Lower is drawn first. Equal priorities keep the default order: bolt-on before plan, earliest subscription end, then the allowance created first.'),
+            model_name="includedvalue",
+            name="priority",
+            field=models.PositiveSmallIntegerField(
+                default=100,
+                help_text="Lower is drawn first. Equal priorities keep the default order: bolt-on before plan, earliest subscription end, then the allowance created first.",
+            ),
         ),
     ]
