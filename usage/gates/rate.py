@@ -19,7 +19,8 @@ record (the file carries an amount) is charged that amount.
 Allowances (included value) are drawn before pricing, in passes: pass j takes, in every period of
 the batch, the allowance ranked j-th there (lowest priority first, then bolt-on before plan,
 earliest subscription end, then the allowance's id) and lets the records it covers draw from it
-in time order, by a running sum over what earlier records still needed, after what the period had already drawn (its counter).
+in time order, by a running sum over what earlier records still needed, after what the period had
+already drawn (its counter).
 Tiered rates price the quantity left to charge by its position: within the record, or after the
 period's earlier tiered quantity of the same rate (again a running sum in time order).
 """
