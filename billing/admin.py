@@ -301,7 +301,7 @@ class ServiceIdentifierInline(admin.TabularInline):
 class SubscriptionInline(admin.TabularInline):
     model = Subscription
     formset = PlanSubscriptionFormSet
-    fields = ("plan", "product", "starts_on", "ends_on")
+    fields = ("plan", "product", "starts_on", "ends_on", "quantity")
     extra = 0
 
 
@@ -465,7 +465,7 @@ class ServiceIdentifierAdmin(BigTableAdmin):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(BigTableAdmin):
-    list_display = ("service", "plan", "product", "starts_on", "ends_on")
+    list_display = ("service", "plan", "product", "quantity", "starts_on", "ends_on")
     list_select_related = ("service", "plan", "product")
     search_fields = ("service__service_id__exact",)
     search_help_text = "Exact service ID."

@@ -393,9 +393,10 @@ def subscription_generation(cycle_start: dt.date) -> tuple[int, str]:
         last = min(subscription.ends_on or period.end_date, period.end_date)
         days = (last - first).days + 1
         period_days = (period.end_date - period.start_date).days + 1
-        amount = prorate(price, days, period_days)
+        amount = prorate(price * subscription.quantity, days, period_days)
         prorated += days < period_days
         note = f" ({days}/{period_days} days)" if days < period_days else ""
+        note = f" × {subscription.quantity}{note}" if subscription.quantity != 1 else note
         charge = subscription_charge(
             Charge.Kind.RECURRING,
             invoice_id,
@@ -425,10 +426,11 @@ def generation_otc(cycle_start: dt.date) -> tuple[int, str]:
         if not period.start_date <= subscription.starts_on <= period.end_date:
             continue  # charged in the cycle it starts in
         description = f"{product.name} ({product.get_kind_display()}) {subscription.starts_on}"
+        if subscription.quantity != 1:
+            description += f" × {subscription.quantity}"
+        amount = product.price * subscription.quantity
         charges.append(
-            subscription_charge(
-                Charge.Kind.ONE_TIME, invoice_id, period, subscription, description, product.price, rule
-            )
+            subscription_charge(Charge.Kind.ONE_TIME, invoice_id, period, subscription, description, amount, rule)
         )
     Charge.objects.bulk_create(charges, batch_size=2000)
     return len(charges), f"{len(charges)} one-time charges"

@@ -497,10 +497,16 @@ class Subscription(models.Model):
     product = models.ForeignKey(Product, on_delete=models.PROTECT, null=True, blank=True, related_name="subscriptions")
     starts_on = models.DateField()
     ends_on = models.DateField(null=True, blank=True, help_text="Inclusive; empty = open-ended.")
+    quantity = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text="Seats, lines or units subscribed: multiplies the fee or price and every allowance it brings.",
+    )
 
     class Meta:
         ordering = ["service", "starts_on"]
         constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="billing_subscription_quantity_positive"),
             models.CheckConstraint(
                 condition=(Q(plan__isnull=False) & Q(product__isnull=True))
                 | (Q(plan__isnull=True) & Q(product__isnull=False)),

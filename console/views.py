@@ -260,7 +260,7 @@ def service_bolt_ons(request, service_id):
             allowances.append(
                 {
                     "value": value,
-                    "size": formatting.allowance(value.quantity, value.unit, currency),
+                    "size": formatting.allowance(value.quantity * subscription.quantity, value.unit, currency),
                     "drawn": formatting.allowance(Decimal(used) / Decimal(size), value.unit, currency),
                 }
             )

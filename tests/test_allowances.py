@@ -356,12 +356,12 @@ def any_telephony(world, make_service):
     rate(card, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
     plan = Plan.objects.create(code="ANY", name="Plan ANY", rate_card=card)
 
-    def customer(identifier, quantity=10, unit="minute"):
+    def customer(identifier, quantity=10, unit="minute", seats=1):
         IncludedValue.objects.get_or_create(
             plan=plan, category="telephony", usage_type="", quantity=quantity, unit=unit
         )
         service = make_service(identifier=identifier, plan=False)
-        Subscription.objects.create(service=service, plan=plan, starts_on=dt.date(2025, 1, 1))
+        Subscription.objects.create(service=service, plan=plan, starts_on=dt.date(2025, 1, 1), quantity=seats)
         SubscriptionPeriod.objects.create(
             service=service, start_date=dt.date(2026, 10, 1), end_date=dt.date(2026, 10, 31)
         )
@@ -453,3 +453,13 @@ def test_an_explicit_priority_orders_the_draws_plan_before_bolt_on(allowances, m
     }
     assert counters(service) == {("A", plan_iv.pk): 600, ("A", intl_iv.pk): 220}
     assert received.charge == Decimal("0.52")
+
+
+def test_a_subscription_of_quantity_two_includes_twice_the_allowance(any_telephony, mediate):
+    """Two seats of plan ANY: 20 minutes. C1 300 s and C2 400 s are covered whole; SMS still pay."""
+    service = any_telephony("61400000022", seats=2)
+    mediate(usage_file("61400000022", [(r, MIXED[r]) for r in MIXED]))
+    got = {r: (q, c) for r, (_, q, c, _) in charges(service).items()}
+    assert got == {"C1": (300, "0"), "S1": (0, "0.05"), "D1": (0, "0.02"), "S2": (0, "0.05"), "C2": (400, "0")}
+    (allowance,) = IncludedValue.objects.filter(plan__code="ANY")
+    assert counters(service) == {("A", allowance.pk): 700}

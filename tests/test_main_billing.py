@@ -88,6 +88,30 @@ def test_golden_invoices(billed_world):
     assert_reconciles(second, s2)
 
 
+def test_a_subscriptions_quantity_multiplies_its_fee_and_price_before_the_one_rounding(billed_world):
+    """Plan P × 2 for s1: 60.00 + 6.00. For s2 the Data 1GB bolt-on × 3 for 21/31 days: 30 × 21 / 31 =
+    20.322… → 20.32 (not 3 × 6.77 = 20.31: the quantity multiplies before the rounding point), tax
+    2.03; the modem × 2: 199.90, tax 19.99."""
+    from billing.models import Subscription
+
+    s1, s2 = billed_world["s1"], billed_world["s2"]
+    Subscription.objects.filter(service=s1, plan__code="P").update(quantity=2)
+    Subscription.objects.filter(service=s2, product__code="DATA1G").update(quantity=3)
+    Subscription.objects.filter(service=s2, product__code="MODEM").update(quantity=2)
+    assert run_billing().status == RunStatus.COMPLETED
+    plan_fee = invoice_of(s1).charges.get(kind=Charge.Kind.RECURRING)
+    assert (plan_fee.amount, plan_fee.tax) == (Decimal("60"), Decimal("6")) and "× 2" in plan_fee.description
+    bolt_on = invoice_of(s2).charges.get(kind=Charge.Kind.RECURRING)
+    assert (bolt_on.amount, bolt_on.tax) == (Decimal("20.32"), Decimal("2.03"))
+    assert bolt_on.description.endswith("× 3 (21/31 days)")
+    modem = invoice_of(s2).charges.get(kind=Charge.Kind.ONE_TIME)
+    assert (modem.amount, modem.tax) == (Decimal("199.9"), Decimal("19.99")) and modem.description.endswith("× 2")
+    assert_reconciles(invoice_of(s1), s1)
+    assert_reconciles(invoice_of(s2), s2)
+    with pytest.raises(Exception, match="quantity"):
+        Subscription(service=s1, plan=s1.subscriptions.first().plan, starts_on=OCTOBER, quantity=0).full_clean()
+
+
 def test_rerun_is_safe_and_finalize_locks_the_periods(billed_world, mediate):
     s1, s2 = billed_world["s1"], billed_world["s2"]
     run_billing()

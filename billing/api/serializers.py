@@ -60,7 +60,7 @@ class SubscriptionSerializer(ModelRulesSerializer):
 
     class Meta:
         model = Subscription
-        fields = ["id", "service", "plan", "product", "starts_on", "ends_on"]
+        fields = ["id", "service", "plan", "product", "starts_on", "ends_on", "quantity"]
 
 
 class SubscriptionPeriodSerializer(ModelRulesSerializer):

@@ -119,7 +119,7 @@ def allowance_slots(kind: Drawing) -> str:
     return (
         "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
         f"sub.starts_on, sub.ends_on, {measure} AS measure, "
-        f"CAST(ROUND(iv.quantity * {size}) AS BIGINT) - COALESCE(({DRAWN_BEFORE}), 0) AS avail, "
+        f"CAST(ROUND(iv.quantity * sub.quantity * {size}) AS BIGINT) - COALESCE(({DRAWN_BEFORE}), 0) AS avail, "
         "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY iv.priority, CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
         "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
         "FROM billing_subscriptionperiod p JOIN billing_subscription sub ON sub.service_id = p.service_id "
