@@ -14,7 +14,9 @@ from .models import UNIT_BASE_SIZE, Unit
 
 MICROS = Decimal(1_000_000)
 TIME_UNITS = {Unit.SECOND, Unit.MINUTE, Unit.HOUR}
-VOLUME_UNITS = {Unit.KB: "KB", Unit.MB: "MB", Unit.GB: "GB"}
+VOLUME_UNITS = {u: Unit(u).label for u in (Unit.KB, Unit.MB, Unit.GB, Unit.KIB, Unit.MIB, Unit.GIB)}
+# A volume is scaled within its unit's family; one without a unit (a record's bytes) in binary units.
+DECIMAL_SCALE, BINARY_SCALE = (Unit.GB, Unit.MB, Unit.KB), (Unit.GIB, Unit.MIB, Unit.KIB)
 COUNT_UNITS = {Unit.MESSAGE: ("message", "messages"), Unit.EACH: ("item", "items")}
 
 
@@ -76,14 +78,14 @@ def duration(seconds) -> str:
     return f"{sign}{number(hours)}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def volume(octets, unit: str | None = None) -> str:
-    """Bytes in the unit given (KB, MB, GB), or in the largest of them that keeps the figure at
-    least 1; two decimals, as a volume is read."""
+def volume(octets, unit: str | None = None, scale=BINARY_SCALE) -> str:
+    """Bytes in the unit given (kB, MB, GB, KiB, MiB, GiB), or in the largest unit of `scale` that
+    keeps the figure at least 1; two decimals, as a volume is read."""
     if octets is None:
         return ""
     octets = _decimal(octets)
     if unit not in VOLUME_UNITS:
-        unit = next((u for u in (Unit.GB, Unit.MB, Unit.KB) if abs(octets) >= UNIT_BASE_SIZE[u]), None)
+        unit = next((u for u in scale if abs(octets) >= UNIT_BASE_SIZE[u]), None)
         if unit is None:
             return f"{number(octets)} B"
     return f"{number(octets / UNIT_BASE_SIZE[unit], 2)} {VOLUME_UNITS[unit]}"
@@ -91,13 +93,14 @@ def volume(octets, unit: str | None = None) -> str:
 
 def quantity(value, unit: str | None) -> str:
     """A usage quantity held in its unit's base measure (seconds, bytes, a count), shown as a
-    person reads that unit: h:mm:ss, KB/MB/GB, '12 messages'."""
+    person reads that unit: h:mm:ss, MB or MiB (scaled within the unit's family), '12 messages'."""
     if value is None:
         return ""
     if unit in TIME_UNITS:
         return duration(value)
     if unit in VOLUME_UNITS:
-        return volume(value)  # scaled to be read: 1,024 B charged of an MB rate is "1.00 KB"
+        # Scaled to be read: 1,024 B charged of a MiB rate is "1.00 KiB", 1,000 B of an MB rate "1.00 kB".
+        return volume(value, scale=DECIMAL_SCALE if unit in DECIMAL_SCALE else BINARY_SCALE)
     if unit in COUNT_UNITS:
         return plural(int(value), *COUNT_UNITS[unit])
     return number(value)

@@ -28,14 +28,18 @@ class Category(models.TextChoices):
 
 class Unit(models.TextChoices):
     """Units a price is quoted in. Usage quantities are held in each unit's base measure:
-    seconds for time, bytes for data, a count for messages and items."""
+    seconds for time, bytes for data, a count for messages and items. Data units are decimal
+    (kB, MB, GB: 10^3, 10^6, 10^9 bytes) or binary (KiB, MiB, GiB: 2^10, 2^20, 2^30), each explicit."""
 
     SECOND = "second", "second"
     MINUTE = "minute", "minute"
     HOUR = "hour", "hour"
-    KB = "kb", "KB"
+    KB = "kb", "kB"
     MB = "mb", "MB"
     GB = "gb", "GB"
+    KIB = "kib", "KiB"
+    MIB = "mib", "MiB"
+    GIB = "gib", "GiB"
     MESSAGE = "message", "message"
     EACH = "each", "each"
 
@@ -44,9 +48,12 @@ UNIT_BASE_SIZE = {
     Unit.SECOND: 1,
     Unit.MINUTE: 60,
     Unit.HOUR: 3600,
-    Unit.KB: 1024,
-    Unit.MB: 1024**2,
-    Unit.GB: 1024**3,
+    Unit.KB: 1000,
+    Unit.MB: 1000**2,
+    Unit.GB: 1000**3,
+    Unit.KIB: 1024,
+    Unit.MIB: 1024**2,
+    Unit.GIB: 1024**3,
     Unit.MESSAGE: 1,
     Unit.EACH: 1,
 }
@@ -60,6 +67,9 @@ UNIT_MEASURE = {
     Unit.KB: "volume",
     Unit.MB: "volume",
     Unit.GB: "volume",
+    Unit.KIB: "volume",
+    Unit.MIB: "volume",
+    Unit.GIB: "volume",
     Unit.MESSAGE: "items",
     Unit.EACH: "items",
 }

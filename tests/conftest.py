@@ -136,7 +136,7 @@ def world(db, make_service):
         (default, "telephony", "voice", "441", "minute", "0.70", 1),
         (default, "telephony", "sms", "", "message", "0.25", 1),
         (default, "telephony", "", "61", "minute", "0.30", 60),
-        (default, "data", "data", "", "mb", "0.02", 1024),
+        (default, "data", "data", "", "mib", "0.02", 1024),
         (default, "misc", "service_charge", "", "each", "2.50", 1),
         (plan_card, "telephony", "voice", "44", "minute", "0.40", 30),
     ]

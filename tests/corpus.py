@@ -41,7 +41,7 @@ COLLECTORS = {
         "delimiter": "|",
         "time_format": "%Y%m%d%H%M%S",
         "duration_unit": "ms",
-        "volume_unit": "kb",
+        "volume_unit": "kib",
         "field_mapping": {
             "record_id": 1,
             "identifier": 2,

@@ -42,7 +42,7 @@ def allowances(world, make_service):
     ZonePrefix.objects.create(zone=europe, prefix="33")
     card = RateCard.objects.create(code="AL", name="Allowance plan card", rounding_decimals=4)
     rate(card, price="0.10")
-    rate(card, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
+    rate(card, category="data", usage_type="data", unit="mib", price="0.02", increment=1024)
     intl_card = RateCard.objects.create(code="INTL", name="International bolt-on", rounding_decimals=4)
     rate(intl_card, price="0.50", zone=europe)
     plan = Plan.objects.create(code="AL", name="Plan AL", rate_card=card)
@@ -205,7 +205,7 @@ def test_tiers(allowances, mediate, usage_type, mode, scope, sizes, expected):
     collector = allowances["collector"]
     collector.category_rules = {**collector.category_rules, usage_type: "data"}
     collector.save()
-    tiered = rate(allowances["card"], category="data", usage_type=usage_type, unit="mb", price="0.10", increment=MB)
+    tiered = rate(allowances["card"], category="data", usage_type=usage_type, unit="mib", price="0.10", increment=MB)
     Rate.objects.filter(pk=tiered.pk).update(tier_mode=mode, tier_scope=scope)
     RateTier.objects.create(rate=tiered, from_quantity=10, price_per_unit=Decimal("0.05"))
     RateTier.objects.create(rate=tiered, from_quantity=20, price_per_unit=Decimal("0.01"))
@@ -353,7 +353,7 @@ def any_telephony(world, make_service):
     card = RateCard.objects.create(code="ANY", name="Any telephony card", rounding_decimals=4)
     rate(card, price="0.10")
     rate(card, usage_type="sms", unit="message", price="0.05")
-    rate(card, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
+    rate(card, category="data", usage_type="data", unit="mib", price="0.02", increment=1024)
     plan = Plan.objects.create(code="ANY", name="Plan ANY", rate_card=card)
 
     def customer(identifier, quantity=10, unit="minute", seats=1):

@@ -48,7 +48,7 @@ def catalogue(world, make_service):
     rate(card, price="0.20")
     rate(card, price="0.05", time_band=night)
     rate(card, prefix="44", price="0.60")
-    data = rate(card, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
+    data = rate(card, category="data", usage_type="data", unit="mib", price="0.02", increment=1024)
     data.tier_mode, data.tier_scope = "graduated", "period"
     data.save()
     RateTier.objects.create(rate=data, from_quantity=2, price_per_unit=Decimal("0.01"))

@@ -6,7 +6,7 @@ line 3  A2  s2 voice 61 s to 441…  default 441 @0.70/min, 1 s → 61/60 × 0.7
 line 4  A3  s2 voice 59 s to 44…   default 44 @0.50/min, 30 s → 60 s → 0.5000, tax 0.0500
 line 5  A4  s2 voice 1 s to 61…    prefix 61 (any type) beats the blank voice prefix → 60 s @0.30 → 0.3000
 line 6  A5  s2 sms, no quantity    one message @0.25 → 0.2500, tax 0.0250
-line 7  A6  s2 data 1,048,577 B    1 KB increments → 1,049,600 B → 0.020019… → 0.0200, tax 0.0020
+line 7  A6  s2 data 1,048,577 B    1 KiB increments → 1,049,600 B → 0.020019… → 0.0200, tax 0.0020
 line 8  A7  s2 service_charge × 2  2 × 2.50 → 5.0000, tax 0.5000
 line 9  A8  s2 equipment 12.345678 pre-priced, kept exact; tax 1.2345678 → 1.2346
 line 10 A9  unknown identifier     NO_SERVICE

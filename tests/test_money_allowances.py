@@ -39,7 +39,7 @@ EXPECTED = {
 def money_plan(world, make_service):
     card = RateCard.objects.create(code="MON", name="Money allowance card", rounding_decimals=4)
     rate(card, price="0.10")
-    rate(card, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
+    rate(card, category="data", usage_type="data", unit="mib", price="0.02", increment=1024)
     plan = Plan.objects.create(code="MON", name="Plan MON", rate_card=card)
     minutes = IncludedValue.objects.create(
         plan=plan, category="telephony", usage_type="voice", quantity=2, unit="minute"

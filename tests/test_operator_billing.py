@@ -173,7 +173,7 @@ def test_the_printable_invoice_shows_formatted_exact_figures(client, viewer, bil
     assert 'id="account">T00002' in html and "2026-10-01 – 2026-10-31" in html
     for figure in ("AUD\xa0126.35", "AUD\xa012.64", "AUD\xa0138.99", "AUD\xa099.95", "AUD\xa06.77"):
         assert figure in html, figure
-    assert "0:04:01" in html and "1 message" in html and "1.00 MB" in html and "21 days" in html
+    assert "0:04:01" in html and "1 message" in html and "1.00 MiB" in html and "21 days" in html
     assert "Telephony: voice" in html and "Service &amp; equipment: equipment" in html  # charges named by label
     assert "126.347378" not in html and invoice.subtotal == Decimal("126.347378")  # stored exact
 
@@ -220,8 +220,11 @@ def test_the_account_page_lists_its_invoices(client, viewer, billed_world):
         (formatting.duration(36000), "10:00:00"),
         (formatting.duration(241), "0:04:01"),
         (formatting.duration(90061), "25:01:01"),
-        (formatting.volume(6432343712), "5.99 GB"),
-        (formatting.volume(1536, "kb"), "1.50 KB"),
+        (formatting.volume(6432343712), "5.99 GiB"),
+        (formatting.volume(1536, "kib"), "1.50 KiB"),
+        (formatting.volume(1536, "kb"), "1.54 kB"),
+        (formatting.quantity(2_500_000_000, "gb"), "2.50 GB"),
+        (formatting.quantity(2_500_000_000, "gib"), "2.33 GiB"),
         (formatting.volume(512), "512 B"),
         (formatting.quantity(3, "message"), "3 messages"),
         (formatting.quantity(120, "minute"), "0:02:00"),

@@ -41,7 +41,7 @@ def test_csv_by_position_with_units_and_local_times():
         time_format="%Y%m%d%H%M%S",
         time_zone="Australia/Sydney",
         duration_unit="ms",
-        volume_unit="kb",
+        volume_unit="kib",
         field_mapping={"record_id": 1, "identifier": 2, "start_time": 3, "duration": 4, "volume": 5},
     )
     rows = parse(col, "R1|614|20261005100000|1001|3\n", billing_tz="Australia/Sydney")
@@ -49,7 +49,7 @@ def test_csv_by_position_with_units_and_local_times():
     assert (line, key, record_id, ident) == (1, "R1", "R1", "614")
     assert usage_at == dt.datetime(2026, 10, 4, 23, 0, tzinfo=UTC)  # 10:00 in Sydney (+11:00) is 23:00 UTC
     assert usage_date == dt.date(2026, 10, 5)  # the billing day in Sydney
-    assert (duration, volume) == (2, 3072)  # 1001 ms rounds up to 2 s; 3 KB is 3072 bytes
+    assert (duration, volume) == (2, 3072)  # 1001 ms rounds up to 2 s; 3 KiB is 3072 bytes
 
 
 def test_fixed_width_and_its_short_lines():

@@ -126,7 +126,7 @@ def usage_file(draw):
     st.sampled_from(ZONES),
     st.sampled_from(ZONES),
     st.sampled_from(["second", "ms", "minute"]),
-    st.sampled_from(["byte", "kb", "mb"]),
+    st.sampled_from(["byte", "kb", "mb", "kib", "mib"]),
     st.sampled_from([["record_id"], ["identifier", "start_time"], ["destination"]]),
 )
 def test_generated_lines_read_the_same_in_both_lanes(file, source_zone, billing_zone, duration_unit, volume_unit, key):

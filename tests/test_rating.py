@@ -21,6 +21,7 @@ from billing.models import (
     SubscriptionPeriod,
     TimeBand,
 )
+from usage.models import FileRecord
 
 from .test_mediation import HEADER, outcome
 
@@ -60,7 +61,7 @@ def priced(world, make_service):
     rate(tb, usage_type="video", price="1.00", maximum_charge=Decimal("2.00"))
     rate(tb, usage_type="sms", unit="message", price="0.25", effective_to=dt.date(2026, 10, 14))
     rate(tb, usage_type="sms", unit="message", price="0.30", effective_from=dt.date(2026, 10, 15))
-    rate(tb, category="data", usage_type="data", unit="mb", price="0.02", increment=1024)
+    rate(tb, category="data", usage_type="data", unit="mib", price="0.02", increment=1024)
     roam = RateCard.objects.create(code="RC", name="Roaming bolt-on card", rounding_decimals=4)
     rate(roam, prefix="44", price="0.15")
 
@@ -186,3 +187,30 @@ def test_rates_are_refused_when_inconsistent(priced):
     band = TimeBand(code="X", name="x", days="18")
     with pytest.raises(ValidationError, match="digits 1"):
         band.full_clean()
+
+
+@pytest.mark.parametrize(
+    "unit, increment, rated, charge",
+    [
+        # 1,048,577 B in 1 kB steps: 1,049,000 B = 1.049 MB × 0.02 = 0.02098 → 0.0210
+        ("mb", 1000, 1_049_000, "0.021"),
+        # in 1 KiB steps: 1,049,600 B = 1.0009765625 MiB × 0.02 = 0.02001953… → 0.0200
+        ("mib", 1024, 1_049_600, "0.02"),
+        # 1 GB steps: 1,000,000,000 B × 5 / GB = 5.0000; a GiB would be 1,073,741,824 B
+        ("gb", 1_000_000_000, 1_000_000_000, "5"),
+    ],
+)
+def test_decimal_and_binary_data_units_are_distinct(world, mediate, unit, increment, rated, charge):
+    price = "5" if unit == "gb" else "0.02"
+    rate(service=world["s2"], category="data", usage_type="data", unit=unit, price=price, increment=increment)
+    mediate(HEADER + "U1,61400000002,2026-10-05T10:00:00Z,,1048577,,,data,\n")
+    record = FileRecord.objects.get(record_id="U1")
+    assert (record.status, record.rated_quantity, record.charge) == ("mediated", rated, Decimal(charge))
+
+
+@pytest.mark.parametrize("volume_unit, read", [("kb", 3000), ("mb", 3_000_000), ("kib", 3072), ("mib", 3 * 1024**2)])
+def test_a_collector_reads_volumes_in_decimal_or_binary_units(world, mediate, volume_unit, read):
+    world["collector"].volume_unit = volume_unit
+    world["collector"].save()
+    mediate(HEADER + "U2,61400000002,2026-10-05T10:00:00Z,,3,,,data,\n")
+    assert FileRecord.objects.get(record_id="U2").volume == read

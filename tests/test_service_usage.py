@@ -20,7 +20,7 @@ from .test_mediation import GOLDEN
 def usage_world(world, mediate):
     """s2 has a 1 MB data bolt-on: A6 (1,049,600 B rated) draws 1,048,576 B of it, 1,024 B are charged."""
     product = Product.objects.create(code="D1M", name="Data 1MB", kind=Product.Kind.BOLT_ON, price=Decimal("5"))
-    IncludedValue.objects.create(product=product, category="data", quantity=Decimal("1"), unit="mb")
+    IncludedValue.objects.create(product=product, category="data", quantity=Decimal("1"), unit="mib")
     subscription = Subscription.objects.create(service=world["s2"], product=product, starts_on=dt.date(2026, 10, 1))
     mediate(GOLDEN)
     october = SubscriptionPeriod.objects.get(service=world["s2"], start_date=dt.date(2026, 10, 1))
@@ -45,8 +45,8 @@ def test_view_usage_totals_filters_and_csv(usage_world, client, operator):
     assert cell(page, "total-duration") == "0:02:01"  # A2-A4 used 61 + 59 + 1 s (rated 61 + 60 + 60)
     # Quantities per type in the type's unit: A6 rated 1,049,600 B, 1 MB of it included, 1 KB charged.
     data = page[page.index('data-usage="data/data"') :]
-    assert cell(data, "number rated") == "1.00 MB" and cell(data, "number included") == "1.00 MB"
-    assert cell(data, "number charged") == "1.00 KB"
+    assert cell(data, "number rated") == "1.00 MiB" and cell(data, "number included") == "1.00 MiB"
+    assert cell(data, "number charged") == "1.00 KiB"
     sms = page[page.index('data-usage="telephony/sms"') :]
     assert cell(sms, "number rated") == "1 message" and cell(sms, "number charged") == "1 message"
     # Each record's charge at its rate card's 4 decimals: A2 is 61 s at 0.70/min, per second.
@@ -71,7 +71,7 @@ def test_bolt_on_usage(usage_world, client, operator):
     client.force_login(operator)
     s2, october, bolt_on = usage_world["s2"], usage_world["october"], usage_world["bolt_on"]
     page = client.get(reverse("console:service_bolt_ons", args=[s2.pk]), {"period": october.pk}).content.decode()
-    assert "Data 1MB" in page and page.count("1.00 MB") == 2  # included 1 MB, drawn 1 MB this period
+    assert "Data 1MB" in page and page.count("1.00 MiB") == 2  # included 1 MB, drawn 1 MB this period
     usage = client.get(
         reverse("console:service_bolt_on_usage", args=[s2.pk, bolt_on.pk]), {"period": october.pk}
     ).content.decode()

@@ -56,7 +56,15 @@ class UsageCollector(models.Model):
         max_length=8, default="second", choices=[("second", "seconds"), ("ms", "milliseconds"), ("minute", "minutes")]
     )
     volume_unit = models.CharField(
-        max_length=8, default="byte", choices=[("byte", "bytes"), ("kb", "KB"), ("mb", "MB")]
+        max_length=8,
+        default="byte",
+        choices=[
+            ("byte", "bytes"),
+            ("kb", "kB (1,000 bytes)"),
+            ("mb", "MB (10^6 bytes)"),
+            ("kib", "KiB (1,024 bytes)"),
+            ("mib", "MiB (2^20 bytes)"),
+        ],
     )
     category_rules = models.JSONField(
         default=dict, blank=True, help_text='Usage type → category, e.g. {"voice": "telephony", "data": "data"}.'

@@ -39,7 +39,7 @@ FIELDS = (
 REQUIRED = ("identifier", "start_time")
 MAX_LENGTH = {"record_id": 128, "identifier": 128, "destination": 64, "usage_type": 32}
 DURATION_FACTOR = {"second": 1, "minute": 60}
-VOLUME_FACTOR = {"byte": 1, "kb": 1024, "mb": 1024**2}
+VOLUME_FACTOR = {"byte": 1, "kb": 1000, "mb": 1000**2, "kib": 1024, "mib": 1024**2}
 MAX_KEY = 255
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)

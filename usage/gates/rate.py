@@ -45,9 +45,13 @@ PRODUCES = (  # the record columns this gate sets
 UNIT_BASE = " ".join(f"WHEN '{unit}' THEN {size}" for unit, size in UNIT_BASE_SIZE.items())
 UNIT_MEASURE_OF = " ".join(f"WHEN '{unit}' THEN '{measure}'" for unit, measure in UNIT_MEASURE.items())
 QUANTITY_OF_UNIT = (
-    "CASE r.unit WHEN 'second' THEN s.duration WHEN 'minute' THEN s.duration WHEN 'hour' THEN s.duration "
-    "WHEN 'kb' THEN s.volume WHEN 'mb' THEN s.volume WHEN 'gb' THEN s.volume "
-    "ELSE COALESCE(s.quantity, 1) END"
+    "CASE "
+    + " ".join(
+        f"WHEN r.unit = '{unit}' THEN s.{'duration' if measure == 'time' else 'volume'}"
+        for unit, measure in UNIT_MEASURE.items()
+        if measure != "items"
+    )
+    + " ELSE COALESCE(s.quantity, 1) END"
 )
 
 

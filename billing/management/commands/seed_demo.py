@@ -100,7 +100,7 @@ class Command(BaseCommand):
             category="data",
             usage_type="data",
             destination_prefix="",
-            defaults={"destination_name": "Mobile data", "unit": "mb", "price_per_unit": D("0.02"), "increment": 1024},
+            defaults={"destination_name": "Mobile data", "unit": "mib", "price_per_unit": D("0.02"), "increment": 1024},
         )
         nbn_card, _ = RateCard.objects.update_or_create(code="NBN", defaults={"name": "NBN broadband"})
         misc_card, _ = RateCard.objects.update_or_create(code="MISC", defaults={"name": "Service & equipment"})
@@ -122,7 +122,7 @@ class Command(BaseCommand):
             category="data",
             usage_type="data",
             destination_prefix="",
-            defaults={"destination_name": "NBN data", "unit": "gb", "price_per_unit": D("0.00"), "increment": 1},
+            defaults={"destination_name": "NBN data", "unit": "gib", "price_per_unit": D("0.00"), "increment": 1},
         )
         plans = {}
         for code, name, card, fee in (
@@ -135,10 +135,10 @@ class Command(BaseCommand):
             )
         for plan, category, usage_type, qty, unit in (
             ("MOB-S", "telephony", "voice", "300", "minute"),
-            ("MOB-S", "data", "data", "5", "gb"),
+            ("MOB-S", "data", "data", "5", "gib"),
             ("MOB-L", "telephony", "voice", "5000", "minute"),
             ("MOB-L", "telephony", "sms", "1000", "message"),
-            ("MOB-L", "data", "data", "40", "gb"),
+            ("MOB-L", "data", "data", "40", "gib"),
         ):
             IncludedValue.objects.update_or_create(
                 plan=plans[plan],
@@ -173,7 +173,7 @@ class Command(BaseCommand):
             product=products["DATA-10"],
             category="data",
             usage_type="data",
-            defaults={"quantity": D("10"), "unit": "gb"},
+            defaults={"quantity": D("10"), "unit": "gib"},
         )
         TaxRule.objects.update_or_create(code="GST", defaults={"name": "GST", "percent": D("10"), "is_default": True})
         ensure_demo_collector()
