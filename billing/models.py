@@ -18,6 +18,9 @@ from django.utils import timezone
 from .overlaps import IDENTIFIER_OVERLAP, PERIOD_OVERLAP, PLAN_OVERLAP
 
 MONEY = {"max_digits": 18, "decimal_places": 6}
+# A price per unit: 10 decimals (wholesale data is priced in millionths of a cent per byte); at most
+# 99,999,999.9999999999, so a record's exact amount stays within the engine's 128-bit integers.
+PRICE = {"max_digits": 18, "decimal_places": 10}
 
 
 class Category(models.TextChoices):
@@ -89,6 +92,11 @@ USAGE_TYPE_MEASURES = {
     "service_charge": ("items",),
     "feature": ("items",),
 }
+
+
+def plain(value: Decimal) -> str:
+    """A decimal without its trailing zeros and never in exponent form (0.1000000000 → 0.1, 10 → 10)."""
+    return f"{value.normalize():f}" if value is not None else ""
 
 
 class Account(models.Model):
@@ -352,7 +360,7 @@ class Rate(models.Model):
     effective_from = models.DateField(null=True, blank=True, help_text="Empty: since always.")
     effective_to = models.DateField(null=True, blank=True, help_text="Inclusive; empty: open-ended.")
     unit = models.CharField(max_length=8, choices=Unit.choices)
-    price_per_unit = models.DecimalField(**MONEY)
+    price_per_unit = models.DecimalField(**PRICE)
     connect_fee = models.DecimalField(**MONEY, default=Decimal("0"), help_text="Charged once per chargeable record.")
     first_increment = models.PositiveIntegerField(
         null=True, blank=True, help_text="Base units charged at least, then by increment (empty: the increment)."
@@ -373,6 +381,15 @@ class Rate(models.Model):
         choices=TierScope.choices,
         default=TierScope.RECORD,
         help_text="Count tier quantities within each record, or cumulatively over the subscription period.",
+    )
+    rounding_decimals = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(6)],
+        help_text="Decimals this rate's charges are rounded to; empty: the card's.",
+    )
+    rounding_mode = models.CharField(
+        max_length=8, choices=RoundingMode.choices, blank=True, default="", help_text="Empty: the card's."
     )
 
     class Meta:
@@ -403,6 +420,10 @@ class Rate(models.Model):
                 violation_error_message="A rate matches a destination prefix or a zone, not both.",
             ),
             models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_rate_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(rounding_decimals__isnull=True) | Q(rounding_decimals__lte=6),
+                name="billing_rate_decimals_le_6",
+            ),
             models.CheckConstraint(condition=Q(connect_fee__gte=0), name="billing_rate_connect_not_negative"),
             models.CheckConstraint(condition=Q(increment__gte=1), name="billing_rate_increment_positive"),
             models.CheckConstraint(
@@ -426,7 +447,16 @@ class Rate(models.Model):
 
     def __str__(self):
         dest = self.zone.code if self.zone_id else (self.destination_prefix or "*")
-        return f"{self.get_category_display()} {self.usage_type or '*'} {dest}: {self.price_per_unit}/{self.unit}"
+        return (
+            f"{self.get_category_display()} {self.usage_type or '*'} {dest}: {plain(self.price_per_unit)}/{self.unit}"
+        )
+
+    @property
+    def charge_decimals(self) -> int | None:
+        """The decimals a charge of this rate is rounded to: its own, else its card's."""
+        if self.rounding_decimals is not None:
+            return self.rounding_decimals
+        return self.rate_card.rounding_decimals if self.rate_card_id else None
 
 
 class RateTier(models.Model):
@@ -435,7 +465,7 @@ class RateTier(models.Model):
 
     rate = models.ForeignKey(Rate, on_delete=models.CASCADE, related_name="tiers")
     from_quantity = models.DecimalField(max_digits=18, decimal_places=4, help_text="In the rate's unit.")
-    price_per_unit = models.DecimalField(**MONEY)
+    price_per_unit = models.DecimalField(**PRICE)
 
     class Meta:
         ordering = ["rate", "from_quantity"]
@@ -446,7 +476,7 @@ class RateTier(models.Model):
         ]
 
     def __str__(self):
-        return f"from {self.from_quantity}: {self.price_per_unit}"
+        return f"from {plain(self.from_quantity)}: {plain(self.price_per_unit)}"
 
 
 class Plan(models.Model):

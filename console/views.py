@@ -190,10 +190,10 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
     newer = bool(before) or (bool(after) and more)
     currency = service.account.currency
     for r in rows:  # one page of display figures; a record's charge at its rate card's decimals
-        card = r.rate.rate_card if r.rate_id and r.rate and r.rate.rate_card_id else None
+        decimals = r.rate.charge_decimals if r.rate_id and r.rate else None
         r.unit = r.rate.unit if r.rate_id and r.rate else None
-        r.charge_shown = formatting.micros(r.charge_micros, currency, card.rounding_decimals if card else None)
-        r.tax_shown = formatting.micros(r.tax_micros, currency, card.rounding_decimals if card else None)
+        r.charge_shown = formatting.micros(r.charge_micros, currency, decimals)
+        r.tax_shown = formatting.micros(r.tax_micros, currency, decimals)
     filters = {"period": period.pk if period else "all", "category": category if category in categories else ""}
     next_params = prev_params = None
     if older and rows:

@@ -214,3 +214,38 @@ def test_a_collector_reads_volumes_in_decimal_or_binary_units(world, mediate, vo
     world["collector"].save()
     mediate(HEADER + "U2,61400000002,2026-10-05T10:00:00Z,,3,,,data,\n")
     assert FileRecord.objects.get(record_id="U2").volume == read
+
+
+def test_a_price_per_unit_keeps_ten_decimals(world, mediate):
+    """0.0000012345 per kB, by the byte, rounded by the rate to 6 decimals: 1,048,577 B = 1,048.577 kB
+    × 0.0000012345 = 0.0012944683… → 0.001294 (a price cut to 6 decimals would give 0.001049)."""
+    rate(
+        service=world["s2"],
+        category="data",
+        usage_type="data",
+        unit="kb",
+        price="0.0000012345",
+        increment=1,
+        rounding_decimals=6,
+    )
+    mediate(HEADER + "P1,61400000002,2026-10-05T10:00:00Z,,1048577,,,data,\n")
+    record = FileRecord.objects.get(record_id="P1")
+    assert record.rate.price_per_unit == Decimal("0.0000012345")
+    assert (record.status, record.charge) == ("mediated", Decimal("0.001294"))
+
+
+@pytest.mark.parametrize(
+    "decimals, mode, charge, tax",
+    [
+        (None, "", "0.1667", "0.0167"),  # the card's: 4 decimals, half up; tax at the same decimals
+        (2, "up", "0.17", "0.02"),  # the rate's own: 0.1666… up to 0.17; tax 0.017 → 0.02
+        (2, "down", "0.16", "0.02"),  # tax 0.016 → 0.02 (tax rounds half up, at the rate's decimals)
+        (0, "", "0", "0"),  # 0.1666… half up to a whole unit
+    ],
+)
+def test_a_rate_rounds_by_its_own_decimals_and_mode_else_its_cards(world, mediate, decimals, mode, charge, tax):
+    """100 s at 0.10 per minute, by the second: 0.1666…"""
+    rate(service=world["s2"], price="0.10", increment=1, rounding_decimals=decimals, rounding_mode=mode)
+    mediate(HEADER + "R1,61400000002,2026-10-05T10:00:00Z,100,,,612345,voice,\n")
+    record = FileRecord.objects.get(record_id="R1")
+    assert (record.status, record.charge, record.tax) == ("mediated", Decimal(charge), Decimal(tax))

@@ -311,7 +311,8 @@ class UsageRecordAdminBase(BigTableAdminMixin, admin.ModelAdmin):
             return ""
         card = obj.rate.rate_card if obj.rate_id and obj.rate and obj.rate.rate_card_id else None
         currency = card.currency if card else obj.service.account.currency if obj.service_id else ""
-        shown = formatting.micros(obj.charge_micros, currency, card.rounding_decimals if card else 4)
+        decimals = obj.rate.charge_decimals if obj.rate_id and obj.rate else None
+        shown = formatting.micros(obj.charge_micros, currency, 4 if decimals is None else decimals)
         return format_html('<span class="num">{}</span>', shown)
 
     @admin.display(description="Reason", ordering="reason")

@@ -23,6 +23,15 @@ def micros(decimal_column: str) -> str:
     return bigint(f"ROUND({decimal_column} * 1000000)")
 
 
+# Prices per unit carry 10 decimals: they are counted in units of 10^-10, PRICE_PER_MICRO per micro-unit.
+PRICE_PER_MICRO = 10_000
+
+
+def price_units(decimal_column: str) -> str:
+    """A price column (up to 10 places) as exact integer 10^-10 units."""
+    return f"CAST(ROUND({decimal_column} * 10000000000) AS HUGEINT)"
+
+
 def seconds_of_day(time_column: str) -> str:
     """A TIME column as seconds since midnight."""
     return f"(hour({time_column}) * 3600 + minute({time_column}) * 60 + second({time_column}))"

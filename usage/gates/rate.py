@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from billing.models import UNIT_BASE_SIZE, UNIT_MEASURE
 
-from ..sql import bigint, decimal_step, exact, micros, round_div, seconds_of_day
+from ..sql import PRICE_PER_MICRO, bigint, decimal_step, exact, micros, price_units, round_div, seconds_of_day
 from .base import Gate
 
 PRODUCES = (  # the record columns this gate sets
@@ -307,7 +307,7 @@ def band_split_steps() -> tuple:
         ("_row", "_part"),
         same_unit=True,
     )
-    price = exact(micros("r.price_per_unit"))
+    price = price_units("r.price_per_unit")
     return (
         ("@band_edges", f"{edges} UNION SELECT c.id, 0 FROM billing_ratecard c WHERE c.split_time_bands = TRUE"),
         (
@@ -388,17 +388,21 @@ def gate(
     )
     x = exact
     unit = x(f"CASE r.unit {UNIT_BASE} END")
-    price = x(micros("r.price_per_unit"))
+
+    def fee(column):  # money (6 decimals) at the prices' scale (10 decimals)
+        return f"{x(micros(column))} * {PRICE_PER_MICRO}"
+
+    price = price_units("r.price_per_unit")
     charged = "s._chargeable"
 
     # Tiers: the chargeable quantity occupies positions [s._tier_at, s._tier_at + chargeable) of the
     # rate's tier bands [lo, hi) (base units, the rate's own price below its first tier).
     tier_bands = (
         "(SELECT rate_id, lo, LEAD(lo) OVER (PARTITION BY rate_id ORDER BY lo) AS hi, price FROM ("
-        f"SELECT r.id AS rate_id, 0 AS lo, {micros('r.price_per_unit')} AS price FROM billing_rate r "
+        f"SELECT r.id AS rate_id, 0 AS lo, {price_units('r.price_per_unit')} AS price FROM billing_rate r "
         "WHERE r.tier_mode <> 'none' UNION ALL "
         f"SELECT t.rate_id, CAST(ROUND(t.from_quantity * CASE r.unit {UNIT_BASE} END) AS BIGINT), "
-        f"{micros('t.price_per_unit')} FROM billing_ratetier t JOIN billing_rate r ON r.id = t.rate_id "
+        f"{price_units('t.price_per_unit')} FROM billing_ratetier t JOIN billing_rate r ON r.id = t.rate_id "
         "WHERE r.tier_mode <> 'none') bands)"
     )
     start, end = "k._tier_at", "(k._tier_at + k._chargeable)"
@@ -424,12 +428,14 @@ def gate(
     # Priced in two steps. The first looks up the rate, card and discount and computes the amount before
     # bounds, the bounds and the rounding inputs; the second bounds, discounts and rounds.
     pricing_inputs = (
-        f"({x(micros('r.connect_fee'))} * {unit} + {amount}) AS _base, "
-        f"CASE WHEN r.minimum_charge IS NOT NULL THEN {x(micros('r.minimum_charge'))} * {unit} END AS _low, "
-        f"CASE WHEN r.maximum_charge IS NOT NULL THEN {x(micros('r.maximum_charge'))} * {unit} END AS _high, "
-        f"{unit} AS _unit, {x(decimal_step('COALESCE(c.rounding_decimals, dc.rounding_decimals, 4)'))} AS _step, "
-        "COALESCE(c.rounding_mode, dc.rounding_mode, 'half_up') AS _mode, d.kind AS _discount_kind, "
-        f"{x(micros('d.amount_per_unit'))} AS _discount_per_unit, "
+        f"({fee('r.connect_fee')} * {unit} + {amount}) AS _base, "
+        f"CASE WHEN r.minimum_charge IS NOT NULL THEN {fee('r.minimum_charge')} * {unit} END AS _low, "
+        f"CASE WHEN r.maximum_charge IS NOT NULL THEN {fee('r.maximum_charge')} * {unit} END AS _high, "
+        f"{unit} * {PRICE_PER_MICRO} AS _unit, "
+        f"{x(decimal_step('COALESCE(r.rounding_decimals, c.rounding_decimals, dc.rounding_decimals, 4)'))} AS _step, "
+        "COALESCE(NULLIF(r.rounding_mode, ''), c.rounding_mode, dc.rounding_mode, 'half_up') AS _mode, "
+        "d.kind AS _discount_kind, "
+        f"{fee('d.amount_per_unit')} AS _discount_per_unit, "
         f"{x(bigint('ROUND(d.percent * 100)'))} AS _discount_hundredths"
     )
     # The charge is rounded once: `_num` / `_den` by the card's mode, in steps of `_step`. The bound,

@@ -9,7 +9,7 @@ PRODUCES = ("tax_micros",)  # the record columns this gate sets
 
 def gate(default_tax_id, default_card_id) -> Gate:
     percent_millis = bigint("ROUND(COALESCE(tc.percent, td.percent) * 1000)")
-    step = exact(decimal_step("COALESCE(rc.rounding_decimals, dc.rounding_decimals, 6)"))
+    step = exact(decimal_step("COALESCE(tr.rounding_decimals, rc.rounding_decimals, dc.rounding_decimals, 6)"))
     tax = round_div(f"{exact('s.charge_micros')} * {exact('s._tax_millis')}", "100000 * s._tax_step", "'half_up'")
     return Gate(
         name="tax",
