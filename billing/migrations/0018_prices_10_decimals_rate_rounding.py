@@ -5,34 +5,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0017_data_units_decimal_and_binary'),
+        ("billing", "0017_data_units_decimal_and_binary"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='rate',
-            name='rounding_decimals',
-            field=models.PositiveSmallIntegerField(blank=True, help_text="Decimals this rate's charges are rounded to; empty: the card's.", null=True, validators=[django.core.validators.MaxValueValidator(6)]),
+            model_name="rate",
+            name="rounding_decimals",
+            field=models.PositiveSmallIntegerField(
+                blank=True,
+                help_text="Decimals this rate's charges are rounded to; empty: the card's.",
+                null=True,
+                validators=[django.core.validators.MaxValueValidator(6)],
+            ),
         ),
         migrations.AddField(
-            model_name='rate',
-            name='rounding_mode',
-            field=models.CharField(blank=True, choices=[('half_up', 'Half up'), ('up', 'Up (away from zero)'), ('down', 'Down (towards zero)')], default='', help_text="Empty: the card's.", max_length=8),
+            model_name="rate",
+            name="rounding_mode",
+            field=models.CharField(
+                blank=True,
+                choices=[("half_up", "Half up"), ("up", "Up (away from zero)"), ("down", "Down (towards zero)")],
+                default="",
+                help_text="Empty: the card's.",
+                max_length=8,
+            ),
         ),
         migrations.AlterField(
-            model_name='rate',
-            name='price_per_unit',
+            model_name="rate",
+            name="price_per_unit",
             field=models.DecimalField(decimal_places=10, max_digits=18),
         ),
         migrations.AlterField(
-            model_name='ratetier',
-            name='price_per_unit',
+            model_name="ratetier",
+            name="price_per_unit",
             field=models.DecimalField(decimal_places=10, max_digits=18),
         ),
         migrations.AddConstraint(
-            model_name='rate',
-            constraint=models.CheckConstraint(condition=models.Q(('rounding_decimals__isnull', True), ('rounding_decimals__lte', 6), _connector='OR'), name='billing_rate_decimals_le_6'),
+            model_name="rate",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rounding_decimals__isnull", True), ("rounding_decimals__lte", 6), _connector="OR"),
+                name="billing_rate_decimals_le_6",
+            ),
         ),
     ]
