@@ -4,8 +4,8 @@ A cycle is every subscription period starting on one date (`cycle_start`): accou
 same day are billed together. The run's activities, each shown in the Process Console:
 
 1. Reprocess — quarantined records of the cycle's time range go through the gates again.
-2. Mapping — mediated records become usage charges per service, category and usage type (one
-   INSERT … SELECT … GROUP BY).
+2. Mapping — mediated records become usage charges per service, category and usage type, credits
+   (negative charges) on a line of their own (one INSERT … SELECT … GROUP BY).
 3. Subscription Generation — plan fees and recurring product prices, prorated by days.
 4. Generation OTC — one-time products (activation, equipment) starting in the cycle, once ever.
 5. Invoice preparation — each draft's totals from its charges.
@@ -296,10 +296,12 @@ def mapping(cycle_start: dt.date) -> tuple[int, str]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            INSERT INTO billing_charge (invoice_id, kind, service_id, period_id, category, usage_type, description,
-                                        records, rated_quantity, included_quantity, amount_micros, tax_micros)
-            SELECT i.id, 'usage', p.service_id, p.id, u.category, u.usage_type,
-                   {CATEGORY_LABEL_SQL} || CASE WHEN u.usage_type <> '' THEN ': ' || u.usage_type ELSE '' END,
+            INSERT INTO billing_charge (invoice_id, kind, service_id, period_id, category, usage_type, is_credit,
+                                        description, records, rated_quantity, included_quantity, amount_micros,
+                                        tax_micros)
+            SELECT i.id, 'usage', p.service_id, p.id, u.category, u.usage_type, u.charge_micros < 0,
+                   {CATEGORY_LABEL_SQL} || CASE WHEN u.usage_type <> '' THEN ': ' || u.usage_type ELSE '' END
+                   || CASE WHEN u.charge_micros < 0 THEN ' (credits)' ELSE '' END,
                    COUNT(*), SUM(u.rated_quantity), SUM(COALESCE(u.included_quantity, 0)),
                    SUM(u.charge_micros), SUM(u.tax_micros)
             FROM usage_usagerecord u
@@ -307,7 +309,7 @@ def mapping(cycle_start: dt.date) -> tuple[int, str]:
             JOIN billing_service s ON s.id = p.service_id
             JOIN billing_invoice i ON i.account_id = s.account_id AND i.cycle_start = p.start_date
             WHERE p.start_date = %s AND i.status = 'draft' AND u.status = 'mediated'
-            GROUP BY i.id, p.service_id, p.id, u.category, u.usage_type
+            GROUP BY i.id, p.service_id, p.id, u.category, u.usage_type, u.charge_micros < 0
             """,
             [cycle_start],
         )

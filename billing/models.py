@@ -889,6 +889,9 @@ class Charge(models.Model):
     )
     category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
     usage_type = models.CharField(max_length=32, blank=True, default="")
+    is_credit = models.BooleanField(
+        default=False, help_text="Usage credits (negative charges), on a line of their own."
+    )
     description = models.CharField(max_length=300)
     records = models.BigIntegerField(default=0, help_text="Usage records summed into the charge.")
     rated_quantity = models.BigIntegerField(null=True, blank=True)
@@ -906,7 +909,7 @@ class Charge(models.Model):
             ),
             models.UniqueConstraint(fields=["subscription"], condition=Q(kind="otc"), name="billing_charge_otc_once"),
             models.UniqueConstraint(
-                fields=["invoice", "period", "category", "usage_type"],
+                fields=["invoice", "period", "category", "usage_type", "is_credit"],
                 condition=Q(kind="usage"),
                 name="billing_charge_usage_once",
             ),

@@ -126,7 +126,7 @@ def test_messages_name_the_line_field_and_reason(mediate):
     assert message[13] == "No rate for telephony mms on 2026-10-05"
     assert message[14] == "Record key A1 repeats line 2 of this file"
     assert message[15].startswith("Line 15: start_time '2026-13-45T25:61:00Z' is not a valid date and time")
-    assert message[16] == "Line 16: duration '-30' must not be negative."
+    assert message[16] == "Line 16: duration '-30' must not be negative (the collector does not accept credits)."
     assert message[17] == "Line 17: has 2 fields, the mapping needs 9."
     assert f.records.get(line_no=17).raw == "A15,61400000002"
 

@@ -75,6 +75,7 @@ class PreviewForm(forms.ModelForm):
             "time_zone",
             "duration_unit",
             "volume_unit",
+            "accept_negative",
             "category_rules",
             "default_category",
             "dedup_fields",

@@ -77,6 +77,12 @@ class UsageCollector(models.Model):
         help_text="CSV: a quoted field may span lines. Off, each physical line is one record or one error, so an "
         "unbalanced quote costs one line, not the lines after it.",
     )
+    accept_negative = models.BooleanField(
+        "accept negative usage (credits)",
+        default=False,
+        help_text="A negative duration, volume or quantity is a carrier's refund or correction: priced as the "
+        "negation of the same usage priced positively, drawing no allowance. Off: such a line is refused.",
+    )
     # Plausibility bounds: a record beyond them is quarantined OUT_OF_RANGE, never rated. The
     # ceilings keep every value, and what rating makes of it, inside a 64-bit column.
     max_duration_seconds = models.BigIntegerField(

@@ -159,6 +159,7 @@ class Parser:
         self.time_width = _fixed_width_of(self.time_format)
         self.duration_unit = collector.duration_unit
         self.volume_factor = VOLUME_FACTOR[collector.volume_unit]
+        self.accept_negative = bool(getattr(collector, "accept_negative", False))
         self.bounds = collector.plausibility_bounds()
         self.first_time = dt.datetime(self.limits["first_year"], 1, 1, tzinfo=UTC)
         self.end_time = dt.datetime(self.limits["last_year"] + 1, 1, 1, tzinfo=UTC)
@@ -409,16 +410,16 @@ class Parser:
             duration = self._whole(values, "duration")
             if duration is not None:
                 if self.duration_unit != "second":
-                    duration = -(-duration // 1000) if self.duration_unit == "ms" else duration * 60
-                if duration > bounds["duration"]:
+                    duration = _ms_up(duration) if self.duration_unit == "ms" else duration * 60
+                if abs(duration) > bounds["duration"]:
                     self._beyond("duration", duration, values)
             volume = self._whole(values, "volume")
             if volume is not None:
                 volume *= self.volume_factor
-                if volume > bounds["volume"]:
+                if abs(volume) > bounds["volume"]:
                     self._beyond("volume", volume, values)
             quantity = self._whole(values, "quantity")
-            if quantity is not None and quantity > bounds["quantity"]:
+            if quantity is not None and abs(quantity) > bounds["quantity"]:
                 self._beyond("quantity", quantity, values)
             amount = self._amount(values.get("amount", "").strip())
             key = self._key(values)
@@ -514,11 +515,13 @@ class Parser:
         try:
             number = self._decimal(field, value)
         except OutOfRange:
-            if not value.startswith("-"):
+            if not value.startswith("-") or self.accept_negative:
                 raise
             number = Decimal(-1)
         if number < 0:
-            raise LineError(f"{field} {value!r} must not be negative")
+            if not self.accept_negative:
+                raise LineError(f"{field} {value!r} must not be negative (the collector does not accept credits)")
+            return -int((-number).to_integral_value(rounding=ROUND_CEILING))  # a credit's size rounds like usage
         return int(number.to_integral_value(rounding=ROUND_CEILING))
 
     def _beyond(self, field, number, values):
@@ -549,6 +552,12 @@ class Parser:
         if len(key) > MAX_KEY:
             key = "sha1:" + hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
         return key
+
+
+def _ms_up(milliseconds: int) -> int:
+    """Milliseconds as whole seconds, rounded up in size (a credit of 1.5 s is -2 s, as 1.5 s is 2 s)."""
+    seconds = -(-abs(milliseconds) // 1000)
+    return seconds if milliseconds >= 0 else -seconds
 
 
 def _check_offset(value):

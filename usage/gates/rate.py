@@ -150,8 +150,9 @@ def allowance_candidates(kind: Drawing, passes: int) -> str:
     """Side table draws0: the records that may draw, each with the allowance of every slot of its
     period that covers it (category, usage type, zone, the subscription active on the usage date):
     one join of the records with their periods' slots, turned into a column per slot."""
-    wanted = "s._priced" if kind.money else "s.rated_quantity"
+    wanted = "s._priced" if kind.money else "s._rated"
     # A quantity allowance is drawn only by records priced in a unit of its measure (docs/rating.md).
+    credit = "" if kind.money else "AND s._sign = 1 "  # a credit draws no allowance
     measure, rate = (
         ("'money'", "")
         if kind.money
@@ -159,7 +160,7 @@ def allowance_candidates(kind: Drawing, passes: int) -> str:
     )
     candidates = (
         f"SELECT {', '.join(f's.{c}' for c in DRAW_COLUMNS)}, {measure} AS measure, {wanted} AS {kind.col('left', 0)}, "
-        f"{RECORD_KEY_ORDER} AS _draw_key FROM {{prev}} s {rate}WHERE {wanted} > 0 "
+        f"{RECORD_KEY_ORDER} AS _draw_key FROM {{prev}} s {rate}WHERE {wanted} > 0 {credit}"
         f"AND s.period_id IN (SELECT period_id FROM {kind.slots}) AND {WILL_BE_MEDIATED}"
     )
     covers = (
@@ -313,7 +314,7 @@ def band_split_steps() -> tuple:
         (
             "@split_calls",
             "SELECT k._row, r.id AS start_rate, r.rate_card_id AS card_id, r.unit, k.category, k.usage_type, "
-            "k.destination, k.usage_date, k.local_weekday, k.local_seconds, k.duration, k.rated_quantity, "
+            "k.destination, k.usage_date, k.local_weekday, k.local_seconds, k.duration, k._rated AS rated_quantity, "
             "k._chargeable FROM {prev} k JOIN billing_rate r ON r.id = k.rate_id "
             "JOIN billing_ratecard c ON c.id = r.rate_card_id AND c.split_time_bands = TRUE "
             f"WHERE r.unit IN {TIME_UNITS} AND r.tier_mode = 'none' AND k._chargeable > 0 AND k.duration > 0",
@@ -457,7 +458,12 @@ def gate(
     )
 
     if period_tiers:
-        tier_key = f"CASE WHEN r.tier_scope = 'period' AND r.tier_mode <> 'none' AND {WILL_BE_MEDIATED} THEN r.id END"
+        # A credit neither counts toward the period's tiers nor is priced at their position: its units
+        # are priced from the first tier, as a record of its size alone.
+        tier_key = (
+            f"CASE WHEN r.tier_scope = 'period' AND r.tier_mode <> 'none' AND s._sign = 1 AND {WILL_BE_MEDIATED} "
+            "THEN r.id END"
+        )
         tier_at = (
             "CASE WHEN s._tier_key IS NULL THEN 0 ELSE COALESCE((SELECT pt.total FROM usage_periodcounter pt "
             "WHERE pt.period_id = s.period_id AND pt.kind = 'T' AND pt.owner_id = 0 AND pt.ref_id = s._tier_key), 0) "
@@ -483,16 +489,24 @@ def gate(
         produces=PRODUCES,
         steps=(
             (f"CASE WHEN {pre_priced} THEN NULL ELSE best.rate_id END AS rate_id", best_rate),
-            (f"{QUANTITY_OF_UNIT} AS _qty", "LEFT JOIN billing_rate r ON r.id = s.rate_id"),
+            # A credit (negative usage) is priced by its size, as the same usage would be, then negated.
             (
-                f"CASE WHEN {pre_priced} THEN s.quantity WHEN s._qty IS NOT NULL THEN {rated} END AS rated_quantity, "
+                f"ABS({QUANTITY_OF_UNIT}) AS _qty, CASE WHEN {QUANTITY_OF_UNIT} < 0 THEN -1 ELSE 1 END AS _sign",
+                "LEFT JOIN billing_rate r ON r.id = s.rate_id",
+            ),
+            (
+                f"CASE WHEN {pre_priced} THEN s.quantity WHEN s._qty IS NOT NULL THEN {rated} END AS _rated, "
                 "disc.discount_id AS discount_id",
                 f"LEFT JOIN billing_rate r ON r.id = s.rate_id {best_discount}",
             ),
-            ("CASE WHEN s.rate_id IS NOT NULL THEN COALESCE(s.rated_quantity, 0) ELSE 0 END AS _left0", ""),
+            (
+                f"CASE WHEN {pre_priced} THEN s._rated ELSE s._sign * s._rated END AS rated_quantity, "
+                "CASE WHEN s.rate_id IS NOT NULL THEN COALESCE(s._rated, 0) ELSE 0 END AS _left0",
+                "",
+            ),
             *drawing_steps(QUANTITY, allowance_passes, "s._left0"),
             (
-                "CASE WHEN s.rate_id IS NOT NULL AND s.rated_quantity IS NOT NULL THEN s.rated_quantity - s._left "
+                "CASE WHEN s.rate_id IS NOT NULL AND s._rated IS NOT NULL THEN s._rated - s._left "
                 "END AS included_quantity, "
                 f"{f'CASE {first_drawn(QUANTITY, allowance_passes)} END' if allowance_passes else NO_ID} "
                 "AS _qallowance, "
@@ -511,7 +525,7 @@ def gate(
             (bounded, ""),
             (numerator, ""),
             (
-                f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s.rated_quantity IS NOT NULL THEN {charge} END "
+                f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s._rated IS NOT NULL THEN s._sign * ({charge}) END "
                 "AS _priced",
                 "",
             ),
