@@ -1,5 +1,6 @@
-"""Property tests (hypothesis): for random usage sets, rating in any file order and then rebalancing
-equals rating in time order; charges are never negative; included + charged = rated quantity."""
+"""Property tests (hypothesis): for random usage sets with credits among them, rating in any file order
+and then rebalancing equals rating in time order; a charge is never negative except a credit's, a
+credit's never positive; included + charged = rated quantity; credits draw nothing."""
 
 import datetime as dt
 import itertools
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from billing.models import IncludedValue, Plan, Product, Rate, RateTier, Subscription, SubscriptionPeriod
-from usage.models import FileRecord
+from usage.models import FileRecord, UsageCollector
 from usage.rebalance import do_rebalance
 
 from .test_allowances import MB, allowances  # noqa: F401 - the fixture
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 DESTINATIONS = {"local": ("612345", "voice"), "europe": ("4420", "voice"), "data": ("", "data")}
 usage = st.tuples(
     st.integers(min_value=0, max_value=86_399),  # second of 5 October
-    st.integers(min_value=0, max_value=900),  # seconds, or hundreds of KB for data
+    st.integers(min_value=-300, max_value=900),  # seconds, or hundreds of KiB for data; below 0 a credit
     st.sampled_from(sorted(DESTINATIONS)),
 )
 examples = itertools.count(1)
@@ -60,6 +61,7 @@ def test_any_file_order_then_rebalance_equals_time_order(
     order,
     files,
 ):
+    UsageCollector.objects.filter(code="DEMO").update(accept_negative=True)
     data_rate = Rate.objects.get(rate_card=allowances["card"], category="data")
     if not data_rate.tiers.exists():  # period-cumulative graduated data tiers: 0.02, then 0.01 from 1 MB
         Rate.objects.filter(pk=data_rate.pk).update(tier_mode="graduated", tier_scope="period")
@@ -103,8 +105,13 @@ def test_any_file_order_then_rebalance_equals_time_order(
     assert rated(a) == rated(b)
     for record in FileRecord.objects.filter(service__in=[a, b]):
         assert (record.record_id, record.status, record.message) == (record.record_id, "mediated", "")
-        assert record.charge_micros >= 0 and record.tax_micros >= 0
-        assert 0 <= record.included_quantity <= record.rated_quantity
+        credit = (record.duration or 0) < 0 or (record.volume or 0) < 0
+        if credit:
+            assert record.charge_micros <= 0 and record.tax_micros <= 0 and record.included_quantity == 0
+            assert record.rated_quantity < 0
+        else:
+            assert record.charge_micros >= 0 and record.tax_micros >= 0
+            assert 0 <= record.included_quantity <= record.rated_quantity
         assert record.included_quantity + record.charged_quantity == record.rated_quantity
     for service in (a, b):
         period = SubscriptionPeriod.objects.get(service=service)
