@@ -93,7 +93,7 @@ def test_usage_file_is_deterministic_and_varied(capsys):
     old = sum(1 for r in body if len(r) > 2 and r[2].startswith("2025-"))
     unrated = sum(1 for r in body if len(r) > 6 and r[6].startswith(demo.UNRATED_PREFIX))
     malformed = sum(
-        1 for r in body if len(r) != 9 or not r[1] or r[3].startswith("-") or "-13-" in r[2] or r[4] == "lots"
+        1 for r in body if len(r) != 9 or not r[1] or r[3].endswith("s") or "-13-" in r[2] or r[4] == "lots"
     )
     for count in (unknown, old, malformed):
         assert 20 <= count <= 100, (unknown, old, unrated, malformed)  # about 1% each
@@ -178,3 +178,11 @@ def test_demo_meters_fill_in_from_demo_usage(tmp_path, sync_tasks, django_captur
     assert volume.exists() and calls.exists()
     assert sum(m.records for m in volume) == mediated.filter(category="data").count()
     assert sum(m.records for m in calls) == mediated.filter(category="telephony", usage_type="voice").count()
+
+
+def test_usage_file_ends_with_credit_lines_when_asked():
+    body = list(csv.reader(io.StringIO(make_file("--records", "20", "--credits", "3", "--month", "2026-10"))))[1:]
+    assert len(body) == 23
+    credits = body[20:]
+    assert [r[0][:2] for r in credits] == ["CR"] * 3
+    assert all(r[7] == "voice" and -600 < int(r[3]) <= -60 for r in credits)

@@ -21,6 +21,7 @@ def ensure_demo_collector() -> UsageCollector:
             "category_rules": DEMO_RULES,
             "default_category": "misc",
             "dedup_fields": ["record_id"],
+            "accept_negative": True,  # the demo carrier sends credit lines (make_usage_file --credits)
         },
     )
     return collector

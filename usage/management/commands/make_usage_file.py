@@ -12,7 +12,7 @@ HEADER = list(FIELDS)
 BAD_LINES = [
     # (what is wrong, a row builder) - each yields a line mediation must reject with a reason
     ("impossible date", lambda r: r[:2] + ["2026-13-45T25:61:00Z"] + r[3:]),
-    ("negative duration", lambda r: r[:3] + ["-30"] + r[4:]),
+    ("duration with its unit", lambda r: r[:3] + ["30s"] + r[4:]),
     ("non-numeric volume", lambda r: r[:4] + ["lots"] + r[5:]),
     ("missing fields", lambda r: r[:4]),
     ("empty identifier", lambda r: r[:1] + [""] + r[2:]),
@@ -35,8 +35,13 @@ class Command(BaseCommand):
         parser.add_argument("--error-rate", type=float, default=0.04, help="Share of problem records (default 0.04).")
         parser.add_argument("--id-prefix", default="", help="Prefix for record ids (to make files that differ).")
         parser.add_argument("--only-service", type=int, help="All records for demo service number N (a big cycle).")
+        parser.add_argument(
+            "--credits", type=int, default=0, help="Carrier credit lines (negative call durations) after the records."
+        )
 
-    def handle(self, *args, records, out, services, seed, month, error_rate, id_prefix, only_service, **options):
+    def handle(
+        self, *args, records, out, services, seed, month, error_rate, id_prefix, only_service, credits, **options
+    ):
         if records < 0 or services < 1:
             raise CommandError("--records must be >= 0 and --services >= 1.")
         if month:
@@ -49,7 +54,9 @@ class Command(BaseCommand):
             first, last = demo.previous_month(timezone.localdate())
         stream = self.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115
         try:
-            counts = write_usage(stream, records, services, seed, first, last, error_rate, id_prefix, only_service)
+            counts = write_usage(
+                stream, records, services, seed, first, last, error_rate, id_prefix, only_service, credits
+            )
         finally:
             if stream is not self.stdout:
                 stream.close()
@@ -58,7 +65,10 @@ class Command(BaseCommand):
             self.stderr.write(f"make_usage_file: wrote {records} records to {out} ({summary})")
 
 
-def write_usage(stream, records, services, seed, first, last, error_rate, id_prefix="", only_service=None) -> dict:
+def write_usage(
+    stream, records, services, seed, first, last, error_rate, id_prefix="", only_service=None, credits=0
+) -> dict:
+    """`records` usage lines, then `credits` credit lines: a carrier's refund of part of a call."""
     rng = random.Random(seed)
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(HEADER)
@@ -102,4 +112,11 @@ def write_usage(stream, records, services, seed, first, last, error_rate, id_pre
             counts["malformed"] += 1
         writer.writerow(row)
     counts["ok"] = records - sum(v for k, v in counts.items() if k != "ok")
+    for n in range(1, credits + 1):
+        i = only_service or rng.randint(1, services)
+        when = start + dt.timedelta(seconds=rng.randrange(span))
+        dest = rng.choice(rated_prefixes) + f"{rng.randrange(10**8):08d}"
+        row = [f"{id_prefix}CR{seed}-{n:06d}", demo.identifier(i), when.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        writer.writerow(row + [str(-rng.randrange(60, 600)), "", "", dest, "voice", ""])
+    counts["credit"] = credits
     return counts
