@@ -466,17 +466,49 @@ class RateTier(models.Model):
     rate = models.ForeignKey(Rate, on_delete=models.CASCADE, related_name="tiers")
     from_quantity = models.DecimalField(max_digits=18, decimal_places=4, help_text="In the rate's unit.")
     price_per_unit = models.DecimalField(**PRICE)
+    increment = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Base units the usage in this tier is rounded up to (e.g. per second after a first minute); "
+        "empty: the rate's increment. Per-record tiers only.",
+    )
 
     class Meta:
         ordering = ["rate", "from_quantity"]
         constraints = [
             models.UniqueConstraint(fields=["rate", "from_quantity"], name="billing_ratetier_unique_start"),
+            models.CheckConstraint(
+                condition=Q(increment__isnull=True) | Q(increment__gte=1), name="billing_ratetier_increment_positive"
+            ),
             models.CheckConstraint(condition=Q(from_quantity__gt=0), name="billing_ratetier_starts_above_zero"),
             models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_ratetier_price_not_negative"),
         ]
 
     def __str__(self):
         return f"from {plain(self.from_quantity)}: {plain(self.price_per_unit)}"
+
+    def clean(self):
+        """A tier's own increment rounds the usage within it, so it needs tiers counted per record,
+        and a tier start the increment before it divides (whole steps fill each tier)."""
+        super().clean()
+        if self.increment is None or self.rate_id is None or self.from_quantity is None:
+            return
+        rate = self.rate
+        if rate.tier_scope != TierScope.RECORD:
+            raise ValidationError({"increment": "A tier's own increment needs tiers counted per record."})
+        start = self.from_quantity * UNIT_BASE_SIZE[rate.unit]
+        below = rate.tiers.filter(from_quantity__lt=self.from_quantity).exclude(pk=self.pk).order_by("-from_quantity")
+        before = next(iter(below), None)
+        step = (before.increment if before and before.increment else None) or (
+            rate.increment if before is not None or rate.first_increment is None else rate.first_increment
+        )
+        if start % step:
+            raise ValidationError(
+                {
+                    "from_quantity": f"The tier starts at {plain(start)} base units, not a whole number of the "
+                    f"{step}-unit steps before it: choose a start they divide."
+                }
+            )
 
 
 class Plan(models.Model):

@@ -249,3 +249,71 @@ def test_a_rate_rounds_by_its_own_decimals_and_mode_else_its_cards(world, mediat
     mediate(HEADER + "R1,61400000002,2026-10-05T10:00:00Z,100,,,612345,voice,\n")
     record = FileRecord.objects.get(record_id="R1")
     assert (record.status, record.charge, record.tax) == ("mediated", Decimal(charge), Decimal(tax))
+
+
+@pytest.mark.parametrize(
+    "seconds, rated, charge",
+    [
+        (1, 60, "0.1"),  # the first minute whole: 60 s x 0.10/min
+        (60, 60, "0.1"),
+        (61, 61, "0.1017"),  # then by the second: 60 s + 1 s at 0.10/min
+        (125, 125, "0.2083"),
+    ],
+)
+def test_a_tier_rounds_by_its_own_increment_first_minute_then_per_second(world, mediate, seconds, rated, charge):
+    """BillRun's step intervals: 0.10 per minute, the first 60 s per minute, then per second."""
+    from billing.models import RateTier
+
+    voice = rate(service=world["s2"], price="0.10", increment=60, tier_mode="graduated")
+    RateTier.objects.create(rate=voice, from_quantity=1, price_per_unit=Decimal("0.10"), increment=1)
+    mediate(HEADER + f"I1,61400000002,2026-10-05T10:00:00Z,{seconds},,,612345,voice,\n")
+    record = FileRecord.objects.get(record_id="I1")
+    assert (record.status, record.rated_quantity, record.charge) == ("mediated", rated, Decimal(charge))
+
+
+@pytest.mark.parametrize(
+    "volume, rated",
+    [
+        (1, 1_000_000),  # 1 MB steps up to 1 GB
+        (999_000_001, 1_000_000_000),
+        (1_000_000_001, 1_010_000_000),  # then 10 MB steps
+        (1_025_000_000, 1_030_000_000),
+    ],
+)
+def test_data_in_1_mb_steps_up_to_1_gb_then_10_mb_steps(world, mediate, volume, rated):
+    from billing.models import RateTier
+
+    data = rate(
+        service=world["s2"],
+        category="data",
+        usage_type="data",
+        unit="gb",
+        price="2",
+        increment=1_000_000,
+        tier_mode="graduated",
+    )
+    RateTier.objects.create(rate=data, from_quantity=1, price_per_unit=Decimal("1"), increment=10_000_000)
+    mediate(HEADER + f"I2,61400000002,2026-10-05T10:00:00Z,,{volume},,,data,\n")
+    record = FileRecord.objects.get(record_id="I2")
+    below, above = min(rated, 10**9), max(rated - 10**9, 0)
+    expected = (Decimal(below) * 2 + Decimal(above)) / 10**9  # 2.00/GB in the first GB, 1.00/GB above it
+    assert (record.status, record.rated_quantity, record.charge) == (
+        "mediated",
+        rated,
+        expected.quantize(Decimal("0.0001")),
+    )
+
+
+def test_a_tier_increment_needs_per_record_tiers_and_a_start_its_steps_divide(world):
+    from django.core.exceptions import ValidationError
+
+    from billing.models import RateTier
+
+    voice = rate(service=world["s2"], price="0.10", increment=60, tier_mode="graduated", tier_scope="period")
+    with pytest.raises(ValidationError, match="needs tiers counted per record"):
+        RateTier(rate=voice, from_quantity=1, price_per_unit=Decimal("0.1"), increment=1).full_clean()
+    voice.tier_scope = "record"
+    voice.save()
+    with pytest.raises(ValidationError, match="not a whole number of the 60-unit steps"):
+        RateTier(rate=voice, from_quantity=Decimal("1.5"), price_per_unit=Decimal("0.1"), increment=1).full_clean()
+    RateTier(rate=voice, from_quantity=2, price_per_unit=Decimal("0.1"), increment=1).full_clean()

@@ -353,6 +353,27 @@ def band_split_steps() -> tuple:
     )
 
 
+def increments(quantity: str) -> str:
+    """`quantity` rounded up by the rate's (`r`) first increment, then its increment."""
+    first = "COALESCE(r.first_increment, r.increment)"
+    return (
+        f"CASE WHEN {quantity} <= 0 THEN 0 WHEN {quantity} <= {first} THEN {first} "
+        f"ELSE {first} + (({quantity} - {first} + r.increment - 1) // r.increment) * r.increment END"
+    )
+
+
+# The bands of rates with a tier of its own increment: [lo, hi) in base units, with the increment.
+STEP_BANDS = (
+    "(SELECT rate_id, lo, LEAD(lo) OVER (PARTITION BY rate_id ORDER BY lo) AS hi, inc FROM ("
+    "SELECT r.id AS rate_id, 0 AS lo, r.increment AS inc FROM billing_rate r "
+    "WHERE EXISTS (SELECT 1 FROM billing_ratetier t WHERE t.rate_id = r.id AND t.increment IS NOT NULL) "
+    f"UNION ALL SELECT t.rate_id, CAST(ROUND(t.from_quantity * CASE r.unit {UNIT_BASE} END) AS BIGINT), "
+    "COALESCE(t.increment, r.increment) FROM billing_ratetier t JOIN billing_rate r ON r.id = t.rate_id "
+    "WHERE EXISTS (SELECT 1 FROM billing_ratetier t2 WHERE t2.rate_id = r.id AND t2.increment IS NOT NULL)"
+    ") bands)"
+)
+
+
 def gate(
     default_card_id,
     *,
@@ -361,6 +382,7 @@ def gate(
     tiers: bool = False,
     period_tiers: bool = False,
     split_bands: bool = False,
+    tier_increments: bool = False,
 ) -> Gate:
     """`allowance_passes`, `money_passes`: the most quantity and money allowances a service can have
     (one drawing pass each); `split_bands`: whether a card splits calls at time bands; `tiers`, `period_tiers`:
@@ -382,10 +404,15 @@ def gate(
         f"FROM ({discounts_of_records}) d) ranked WHERE rank = 1) disc ON disc._row = s._row"
     )
     pre_priced = "(s.category = 'misc' AND s.amount_micros IS NOT NULL)"
-    first = "COALESCE(r.first_increment, r.increment)"
-    rated = (
-        f"CASE WHEN s._qty <= 0 THEN 0 WHEN s._qty <= {first} THEN {first} "
-        f"ELSE {first} + ((s._qty - {first} + r.increment - 1) // r.increment) * r.increment END"
+    rated = increments("s._qty")
+    # Per-tier increments: the usage in each tier [lo, hi) rounded up to that tier's increment; below
+    # the first tier the rate's own first increment and increment apply (BillRun's step intervals).
+    stepped = (
+        f"LEFT JOIN (SELECT b._row, SUM(CASE WHEN b.lo = 0 THEN {increments('b._part')} "
+        "ELSE ((b._part + b.inc - 1) // b.inc) * b.inc END) AS _stepped FROM (SELECT k._row, k.rate_id, b.lo, "
+        "b.inc, CASE WHEN b.hi IS NOT NULL AND b.hi < k._qty THEN b.hi ELSE k._qty END - b.lo AS _part "
+        f"FROM {{prev}} k JOIN {STEP_BANDS} b ON b.rate_id = k.rate_id AND b.lo < k._qty) b "
+        "JOIN billing_rate r ON r.id = b.rate_id GROUP BY b._row) st ON st._row = s._row"
     )
     x = exact
     unit = x(f"CASE r.unit {UNIT_BASE} END")
@@ -495,9 +522,11 @@ def gate(
                 "LEFT JOIN billing_rate r ON r.id = s.rate_id",
             ),
             (
-                f"CASE WHEN {pre_priced} THEN s.quantity WHEN s._qty IS NOT NULL THEN {rated} END AS _rated, "
+                f"CASE WHEN {pre_priced} THEN s.quantity "
+                f"{'WHEN st._stepped IS NOT NULL THEN st._stepped ' if tier_increments else ''}"
+                f"WHEN s._qty IS NOT NULL THEN {rated} END AS _rated, "
                 "disc.discount_id AS discount_id",
-                f"LEFT JOIN billing_rate r ON r.id = s.rate_id {best_discount}",
+                f"LEFT JOIN billing_rate r ON r.id = s.rate_id {best_discount} {stepped if tier_increments else ''}",
             ),
             (
                 f"CASE WHEN {pre_priced} THEN s._rated ELSE s._sign * s._rated END AS rated_quantity, "
