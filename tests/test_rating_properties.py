@@ -1,6 +1,7 @@
 """Property tests (hypothesis): for random usage sets with credits among them, rating in any file order
 and then rebalancing equals rating in time order; a charge is never negative except a credit's, a
-credit's never positive; included + charged = rated quantity; credits draw nothing."""
+credit's never positive; included + charged = rated quantity; credits draw nothing. Local calls are
+rated by a tier increment, data by period-cumulative tiers."""
 
 import datetime as dt
 import itertools
@@ -66,6 +67,10 @@ def test_any_file_order_then_rebalance_equals_time_order(
     if not data_rate.tiers.exists():  # period-cumulative graduated data tiers: 0.02, then 0.01 from 1 MB
         Rate.objects.filter(pk=data_rate.pk).update(tier_mode="graduated", tier_scope="period")
         RateTier.objects.create(rate=data_rate, from_quantity=1, price_per_unit=Decimal("0.01"))
+        # Local calls: the first minute whole, then by the second (a tier with its own increment).
+        voice = Rate.objects.get(rate_card=allowances["card"], category="telephony")
+        Rate.objects.filter(pk=voice.pk).update(increment=60, tier_mode="graduated", tier_scope="record")
+        RateTier.objects.create(rate=voice, from_quantity=1, price_per_unit=Decimal("0.10"), increment=1)
     n = next(examples)
     plan = Plan.objects.create(code=f"H{n}", name="Property plan", rate_card=allowances["card"])
     IncludedValue.objects.create(plan=plan, category="telephony", quantity=plan_minutes, unit="minute")
