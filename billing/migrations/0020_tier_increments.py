@@ -4,19 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0019_usage_credit_lines'),
+        ("billing", "0019_usage_credit_lines"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='ratetier',
-            name='increment',
-            field=models.PositiveIntegerField(blank=True, help_text="Base units the usage in this tier is rounded up to (e.g. per second after a first minute); empty: the rate's increment. Per-record tiers only.", null=True),
+            model_name="ratetier",
+            name="increment",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Base units the usage in this tier is rounded up to (e.g. per second after a first minute); empty: the rate's increment. Per-record tiers only.",
+                null=True,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ratetier',
-            constraint=models.CheckConstraint(condition=models.Q(('increment__isnull', True), ('increment__gte', 1), _connector='OR'), name='billing_ratetier_increment_positive'),
+            model_name="ratetier",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("increment__isnull", True), ("increment__gte", 1), _connector="OR"),
+                name="billing_ratetier_increment_positive",
+            ),
         ),
     ]
