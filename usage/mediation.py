@@ -227,9 +227,13 @@ class Batches:
             self.announce(self.done, total, "through the gates")
             self.done += self.retrying(self.done)
 
+    def count(self, total: int) -> int:
+        """How many batches a file of `total` records has."""
+        return -(-total // self.size)
+
     def announce(self, done: int, total: int, doing: str, writing: int | None = None) -> None:
         """The run's step: the batch in progress (its records are counted only when it commits)."""
-        number, count = done // self.size + 1, -(-total // self.size)
+        number, count = done // self.size + 1, self.count(total)
         text = f"Batch {number:,} of {count:,} (records {done + 1:,}–{min(done + self.size, total):,}): {doing}"
         if writing is not None:
             text += f"; batch {writing:,} being written"
@@ -270,7 +274,7 @@ class Batches:
                     tracking.test_pause("mediation")
                     prepared = self.prepare(in_flight, os.path.join(scratch, str(self.number)))
                 elif in_flight is not None:
-                    tracking.step(self.run, f"Batch {in_flight[3]:,} of {-(-total // self.size):,}: being written")
+                    tracking.step(self.run, f"Batch {in_flight[3]:,} of {self.count(total):,}: being written")
                 if in_flight is not None:
                     future, written, before, number = in_flight
                     in_flight = None
