@@ -571,7 +571,7 @@ class Subscription(models.Model):
     ends_on = models.DateField(null=True, blank=True, help_text="Inclusive; empty = open-ended.")
     quantity = models.PositiveIntegerField(
         default=1,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
         help_text="Seats, lines or units subscribed: multiplies the fee or price and every allowance it brings.",
     )
 

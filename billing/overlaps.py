@@ -159,6 +159,15 @@ def install(schema_editor, names: list[str]) -> None:
                 schema_editor.execute(sql)
 
 
+def reinstall_sqlite_triggers(schema_editor, names: list[str]) -> None:
+    """SQLite rebuilds a table to add a column or constraint and its triggers go with the old one:
+    a migration that alters a table with a rule puts the rule's triggers back."""
+    if schema_editor.connection.vendor != "sqlite":
+        return
+    uninstall(schema_editor, names)
+    install(schema_editor, names)
+
+
 def uninstall(schema_editor, names: list[str]) -> None:
     for name in names:
         for sql in RULES[name].drop_sql(schema_editor.connection.vendor):
