@@ -5,6 +5,8 @@ writes with COPY and `UPDATE ... FROM`, which never call `save()` or `clean()`.
 """
 
 import datetime as dt
+import functools
+import operator
 from decimal import Decimal
 
 from django.conf import settings
@@ -705,10 +707,14 @@ class IncludedValue(models.Model):
             ),
             models.CheckConstraint(condition=Q(quantity__gt=0), name="billing_included_quantity_positive"),
             models.CheckConstraint(
-                condition=Q(unit="money")
-                | Q(category="telephony", unit__in=[*MEASURE_UNITS["time"], *MEASURE_UNITS["items"]])
-                | Q(category="data", unit__in=[*MEASURE_UNITS["volume"], *MEASURE_UNITS["time"]])
-                | Q(category="misc", unit__in=MEASURE_UNITS["items"]),
+                condition=functools.reduce(
+                    operator.or_,
+                    (
+                        Q(category=category, unit__in=[u for m in measures for u in MEASURE_UNITS[m]])
+                        for category, measures in CATEGORY_MEASURES.items()
+                    ),
+                    Q(unit="money"),
+                ),
                 name="billing_included_unit_fits_category",
                 violation_error_message=(
                     "That unit cannot measure usage of this category: telephony in time or messages, data in "
