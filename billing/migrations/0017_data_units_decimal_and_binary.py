@@ -8,18 +8,19 @@ from django.db import migrations, models
 BINARY = {"kb": "kib", "mb": "mib", "gb": "gib"}
 
 
-def to_binary(apps, schema_editor):
-    for name in ("Rate", "IncludedValue"):
-        model = apps.get_model("billing", name)
-        for old, new in BINARY.items():
+def rename(apps, names: dict) -> None:
+    for model_name in ("Rate", "IncludedValue"):
+        model = apps.get_model("billing", model_name)
+        for old, new in names.items():
             model.objects.filter(unit=old).update(unit=new)
 
 
+def to_binary(apps, schema_editor):
+    rename(apps, BINARY)
+
+
 def to_old_names(apps, schema_editor):
-    for name in ("Rate", "IncludedValue"):
-        model = apps.get_model("billing", name)
-        for old, new in BINARY.items():
-            model.objects.filter(unit=new).update(unit=old)
+    rename(apps, {new: old for old, new in BINARY.items()})
 
 
 class Migration(migrations.Migration):

@@ -159,7 +159,7 @@ class Parser:
         self.time_width = _fixed_width_of(self.time_format)
         self.duration_unit = collector.duration_unit
         self.volume_factor = VOLUME_FACTOR[collector.volume_unit]
-        self.accept_negative = bool(getattr(collector, "accept_negative", False))
+        self.accept_negative = collector.accept_negative
         self.bounds = collector.plausibility_bounds()
         self.first_time = dt.datetime(self.limits["first_year"], 1, 1, tzinfo=UTC)
         self.end_time = dt.datetime(self.limits["last_year"] + 1, 1, 1, tzinfo=UTC)
