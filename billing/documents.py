@@ -26,6 +26,7 @@ class Line:
     records: str
     amount: str
     tax: str
+    detail: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -68,9 +69,15 @@ def invoice_context(invoice: Invoice) -> dict:
     units = usage_units(invoice)
     grouped = defaultdict(list)
     amounts = defaultdict(int)
-    charges = invoice.charges.select_related("service", "period").order_by("service__service_id", "kind", "pk")
+    charges = invoice.charges.select_related("service", "period", "aggregate").order_by(
+        "service__service_id", "kind", "pk"
+    )
     for charge in charges:
-        if charge.kind == Charge.Kind.USAGE:
+        detail = []
+        if charge.kind == Charge.Kind.AGGREGATE:
+            quantity = formatting.aggregate_quantity(charge.quantity, charge.aggregate.unit, currency)
+            detail = [formatting.breakdown_line(part, currency) for part in charge.breakdown]
+        elif charge.kind == Charge.Kind.USAGE:
             unit = units.get((charge.period_id, charge.category, charge.usage_type))
             quantity = (
                 formatting.quantity(charge.rated_quantity, unit) if unit else formatting.number(charge.rated_quantity)
@@ -86,9 +93,12 @@ def invoice_context(invoice: Invoice) -> dict:
                 kind=charge.get_kind_display(),
                 period=period,
                 quantity=quantity,
-                records=formatting.number(charge.records) if charge.kind == Charge.Kind.USAGE else "",
+                records=formatting.number(charge.records)
+                if charge.kind in (Charge.Kind.USAGE, Charge.Kind.AGGREGATE)
+                else "",
                 amount=formatting.micros(charge.amount_micros, currency),
                 tax=formatting.micros(charge.tax_micros, currency),
+                detail=detail,
             )
         )
         amounts[charge.service] += charge.amount_micros

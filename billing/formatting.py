@@ -122,3 +122,41 @@ def allowance(amount, unit: str, currency: str) -> str:
     if unit == "money":
         return money(amount, currency)
     return quantity(_decimal(amount) * UNIT_BASE_SIZE[unit], unit)
+
+
+def aggregate_quantity(value, unit: str, currency: str) -> str:
+    """An aggregate charge's metric, held in its own unit (minutes, GB, calls, money): the figure
+    in that unit, up to six decimals where it has them, and the unit."""
+    if value is None:
+        return ""
+    value = _decimal(value)
+    if unit == "money":
+        return money(value, currency)
+    places = min(max(-value.normalize().as_tuple().exponent, 0), 6)
+    if unit in COUNT_UNITS:
+        singular, many = COUNT_UNITS[unit]
+        return f"{number(value, places)} {singular if value == 1 else many}"
+    return f"{number(value, places)} {Unit(unit).label}"
+
+
+def breakdown_line(part: dict, currency: str) -> str:
+    """One step of an aggregate charge's pricing (billing.aggregates), in words and shown money."""
+    amount = money(_decimal(part["amount"]), currency)
+    if "tier" in part:
+        how = f"rate {part['rate']}" if "rate" in part else f"at {part['price']}"
+        blocks = f" in {part['blocks']} blocks" if "blocks" in part else ""
+        fee = f" + flat fee {part['flat_fee']}" if "flat_fee" in part else ""
+        return f"Tier {part['tier']}: {part['units']} units{blocks} {how}{fee} = {amount}"
+    if "packages" in part:
+        return (
+            f"{part['free']} free, then {part['packages']} packages of {part['package_size']} at {part['price']} "
+            f"= {amount}"
+        )
+    if "amount_charged" in part:
+        free = f" (after {part['free_amount']} free)" if _decimal(part["free_amount"]) else ""
+        return f"{part['rate']} of {part['amount_charged']}{free} = {amount}"
+    if "fixed_fee" in part:
+        return f"Fixed fee {part['fixed_fee']} on {part['events']} events, {part['free_events']} free = {amount}"
+    if "per_event_bounds" in part:
+        return f"Per-event minimum and maximum: {amount}"
+    return f"{part['units']} units at {part['price']} = {amount}"

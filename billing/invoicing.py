@@ -286,7 +286,9 @@ def mapping(cycle_start: dt.date) -> tuple[int, str]:
             if row["service__account_id"] not in existing
         ]
     )
-    Charge.objects.filter(invoice__in=draft_invoices(cycle_start), kind=Charge.Kind.USAGE).delete()
+    Charge.objects.filter(
+        invoice__in=draft_invoices(cycle_start), kind__in=[Charge.Kind.USAGE, Charge.Kind.AGGREGATE]
+    ).delete()
     # Taken before the charges: usage that commits in between makes the draft out of date, never silently missed.
     fingerprints = usage_fingerprints(cycle_start)
     drafts = list(draft_invoices(cycle_start))
@@ -298,12 +300,12 @@ def mapping(cycle_start: dt.date) -> tuple[int, str]:
             f"""
             INSERT INTO billing_charge (invoice_id, kind, service_id, period_id, category, usage_type, is_credit,
                                         description, records, rated_quantity, included_quantity, amount_micros,
-                                        tax_micros)
+                                        tax_micros, breakdown)
             SELECT i.id, 'usage', p.service_id, p.id, u.category, u.usage_type, u.charge_micros < 0,
                    {CATEGORY_LABEL_SQL} || CASE WHEN u.usage_type <> '' THEN ': ' || u.usage_type ELSE '' END
                    || CASE WHEN u.charge_micros < 0 THEN ' (credits)' ELSE '' END,
                    COUNT(*), SUM(u.rated_quantity), SUM(COALESCE(u.included_quantity, 0)),
-                   SUM(u.charge_micros), SUM(u.tax_micros)
+                   SUM(u.charge_micros), SUM(u.tax_micros), '[]'
             FROM usage_usagerecord u
             JOIN billing_subscriptionperiod p ON p.id = u.period_id
             JOIN billing_service s ON s.id = p.service_id
@@ -313,10 +315,74 @@ def mapping(cycle_start: dt.date) -> tuple[int, str]:
             """,
             [cycle_start],
         )
+    lines, stale = aggregate_charges(cycle_start)
     mapped = Charge.objects.filter(invoice__in=draft_invoices(cycle_start), kind=Charge.Kind.USAGE).aggregate(
         records=Sum("records"), charges=Count("id")
     )
-    return mapped["records"] or 0, f"{mapped['charges']} usage charges"
+    detail = f"{mapped['charges']} usage charges"
+    if lines:
+        detail += f", {lines} aggregate charges"
+    if stale:
+        detail += (
+            f"; {stale} records were rated as covered by an aggregate charge that no longer covers them "
+            "(a subscription changed since): rebalance the cycle, then run Main Billing again"
+        )
+    return mapped["records"] or 0, detail
+
+
+def aggregate_charges(cycle_start: dt.date) -> tuple[int, int]:
+    """The aggregate charge lines of the cycle's drafts: each period's metric priced by its charge
+    model (billing.aggregates), rounded once per line, taxed by the rule of the charge's category
+    (else the default); and how many covered records no charge covers now."""
+    from .aggregates import describe, period_aggregates, round_line
+
+    drafts = draft_invoices(cycle_start)
+    invoice_of = dict(drafts.values_list("account_id", "id"))
+    periods = {
+        p.pk: p for p in cycle_periods(cycle_start).filter(service__account_id__in=invoice_of).select_related("service")
+    }
+    priced, stale = period_aggregates(sorted(periods))
+    if not priced:
+        return 0, stale
+    rules = {rule.category: rule for rule in TaxRule.objects.all()}
+    default_rule = next((r for r in rules.values() if r.is_default), None)
+    bringing = {}
+    for sub in Subscription.objects.filter(service_id__in={p.service_id for p in periods.values()}).order_by(
+        "starts_on", "pk"
+    ):
+        bringing.setdefault((sub.service_id, sub.plan_id, sub.product_id), []).append(sub)
+    charges = []
+    for line in priced:
+        period, charge = periods[line.period_id], line.charge
+        rule = rules.get(charge.category) or default_rule
+        if rule is None:
+            raise ValidationError(f"No tax rule for {charge.category or 'all'} usage and no default tax rule.")
+        subscription = next(
+            s
+            for s in bringing[(period.service_id, charge.plan_id, charge.product_id)]
+            if s.starts_on <= period.end_date and (s.ends_on is None or s.ends_on >= period.start_date)
+        )
+        amount = round_line(line.priced.amount)
+        charges.append(
+            Charge(
+                invoice_id=invoice_of[period.service.account_id],
+                kind=Charge.Kind.AGGREGATE,
+                service_id=period.service_id,
+                period=period,
+                subscription=subscription,
+                aggregate=charge,
+                category=charge.category,
+                usage_type=charge.usage_type,
+                description=describe(charge, period.start_date, period.end_date)[:300],
+                records=line.records,
+                quantity=line.priced.quantity,
+                breakdown=line.priced.breakdown,
+                amount_micros=_to_micros(amount),
+                tax_micros=_to_micros(tax_on(amount, rule)),
+            )
+        )
+    Charge.objects.bulk_create(charges, batch_size=2000)
+    return len(charges), stale
 
 
 def prorate(price: Decimal, days: int, period_days: int) -> Decimal:

@@ -748,6 +748,254 @@ class IncludedValue(models.Model):
             )
 
 
+class ChargeModel(models.TextChoices):
+    """How an aggregate charge prices its period's metric (docs/rating.md, section 9)."""
+
+    STANDARD = "standard", "Standard (a price per unit)"
+    GRADUATED = "graduated", "Graduated (each tier's units at its price)"
+    VOLUME = "volume", "Volume (every unit at the tier the total reaches)"
+    PACKAGE = "package", "Package (a price per started package)"
+    PERCENTAGE = "percentage", "Percentage (of an amount, per event)"
+    GRADUATED_PERCENTAGE = "graduated_percentage", "Graduated percentage (a rate per tier of the amount)"
+
+
+TIERED_MODELS = (ChargeModel.GRADUATED, ChargeModel.VOLUME, ChargeModel.GRADUATED_PERCENTAGE)
+PERCENT_MODELS = (ChargeModel.PERCENTAGE, ChargeModel.GRADUATED_PERCENTAGE)
+
+
+class Aggregation(models.TextChoices):
+    """The metering aggregations a period's metric may use (metering.models.MeterType)."""
+
+    SUM = "sum", "Sum of a field"
+    COUNT = "count", "Count of records"
+    MAX = "max", "Maximum of a field"
+    UNIQUE = "unique", "Unique count of a field"
+
+
+# Record fields an aggregate charge measures: numeric ones in their base measure, text ones for unique counts.
+AGGREGATE_NUMBER_FIELDS = {"duration": "time", "volume": "volume", "quantity": "items", "amount_micros": "money"}
+AGGREGATE_TEXT_FIELDS = ("identifier", "destination", "record_id", "usage_type")
+AGGREGATE_FIELD_CHOICES = [
+    ("duration", "duration (seconds)"),
+    ("volume", "volume (bytes)"),
+    ("quantity", "quantity"),
+    ("amount_micros", "amount (of the record)"),
+    *((name, name) for name in AGGREGATE_TEXT_FIELDS),
+]
+AGGREGATE_UNITS = [*Unit.choices, ("money", "money (the account's currency)")]
+
+
+class AggregateCharge(models.Model):
+    """A charge on a period's aggregate, SaaS-style (Lago, Kill Bill, OpenMeter): a metric over the
+    subscription period (sum, count, maximum or unique count of a record field, of the records its
+    filters select) priced by a charge model on the period's total, once, at Main Billing. The
+    records it covers are identified and bucketed, but not priced one by one (docs/rating.md)."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, null=True, blank=True, related_name="aggregate_charges")
+    product = models.ForeignKey(
+        Product, on_delete=models.CASCADE, null=True, blank=True, related_name="aggregate_charges"
+    )
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=200, help_text="The invoice line's description.")
+    aggregation = models.CharField(max_length=8, choices=Aggregation.choices, default=Aggregation.COUNT)
+    field = models.CharField(
+        max_length=16, choices=AGGREGATE_FIELD_CHOICES, blank=True, default="", help_text="Not for a count."
+    )
+    unit = models.CharField(
+        max_length=8,
+        choices=AGGREGATE_UNITS,
+        default=Unit.EACH,
+        help_text="The unit the metric is priced in: a sum of durations per minute, of volumes per GB; "
+        "counts in each; an amount in money.",
+    )
+    category = models.CharField(
+        max_length=16, choices=Category.choices, blank=True, default="", help_text="Empty: any."
+    )
+    usage_type = models.CharField(max_length=32, blank=True, default="", help_text="Empty: any.")
+    zone = models.ForeignKey(
+        DestinationZone,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="aggregate_charges",
+        help_text="Empty: any destination.",
+    )
+    filter_field = models.CharField(
+        max_length=16,
+        choices=[(name, name) for name in AGGREGATE_TEXT_FIELDS],
+        blank=True,
+        default="",
+        help_text="Also only records whose field is one of the values below.",
+    )
+    filter_values = models.CharField(max_length=500, blank=True, default="", help_text="Comma-separated.")
+    charge_model = models.CharField(max_length=24, choices=ChargeModel.choices, default=ChargeModel.STANDARD)
+    price_per_unit = models.DecimalField(
+        **PRICE, default=Decimal("0"), help_text="Standard: per unit. Package: per package."
+    )
+    package_size = models.DecimalField(
+        max_digits=18, decimal_places=6, null=True, blank=True, help_text="Package: units per package."
+    )
+    free_units = models.DecimalField(
+        max_digits=18, decimal_places=6, default=Decimal("0"), help_text="Package: units free before the first package."
+    )
+    rate = models.DecimalField(
+        max_digits=9, decimal_places=6, null=True, blank=True, help_text="Percentage: per cent of the amount."
+    )
+    fixed_fee = models.DecimalField(**MONEY, default=Decimal("0"), help_text="Percentage: per event.")
+    free_events = models.PositiveIntegerField(default=0, help_text="Percentage: first events without the fixed fee.")
+    free_amount = models.DecimalField(
+        **MONEY, default=Decimal("0"), help_text="Percentage: first amount of the period without the rate."
+    )
+    minimum_per_event = models.DecimalField(
+        **MONEY, null=True, blank=True, help_text="Percentage: each event's fee at least."
+    )
+    maximum_per_event = models.DecimalField(
+        **MONEY, null=True, blank=True, help_text="Percentage: each event's fee at most."
+    )
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(fields=["code"], name="billing_aggregate_code_unique"),
+            models.CheckConstraint(
+                condition=(Q(plan__isnull=False) & Q(product__isnull=True))
+                | (Q(plan__isnull=True) & Q(product__isnull=False)),
+                name="billing_aggregate_plan_xor_product",
+                violation_error_message="An aggregate charge belongs to exactly one plan or one product.",
+            ),
+            models.CheckConstraint(
+                condition=Q(aggregation="count", field="") | (~Q(aggregation="count") & ~Q(field="")),
+                name="billing_aggregate_field_needed",
+                violation_error_message="A sum, maximum or unique count needs a field; a count has none.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(aggregation__in=["sum", "max"]) | Q(field__in=list(AGGREGATE_NUMBER_FIELDS)),
+                name="billing_aggregate_sum_of_number",
+                violation_error_message="A sum or maximum needs a numeric field (duration, volume, quantity, amount).",
+            ),
+            models.CheckConstraint(
+                condition=~Q(charge_model__in=list(PERCENT_MODELS)) | Q(aggregation="sum", field="amount_micros"),
+                name="billing_aggregate_percentage_of_amount",
+                violation_error_message="A percentage is of an amount: aggregate the sum of the records' amount.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(charge_model="percentage") | Q(rate__isnull=False),
+                name="billing_aggregate_percentage_rate",
+                violation_error_message="A percentage charge needs its rate.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(charge_model="package") | Q(package_size__gt=0),
+                name="billing_aggregate_package_size",
+                violation_error_message="A package charge needs a package size above zero.",
+            ),
+            models.CheckConstraint(
+                condition=Q(filter_field="", filter_values="") | (~Q(filter_field="") & ~Q(filter_values="")),
+                name="billing_aggregate_filter_complete",
+                violation_error_message="A field filter needs both the field and its values.",
+            ),
+            models.CheckConstraint(
+                condition=Q(price_per_unit__gte=0, free_units__gte=0, fixed_fee__gte=0, free_amount__gte=0)
+                & (Q(rate__isnull=True) | Q(rate__gte=0, rate__lte=100))
+                & (Q(minimum_per_event__isnull=True) | Q(minimum_per_event__gte=0))
+                & (
+                    Q(minimum_per_event__isnull=True)
+                    | Q(maximum_per_event__isnull=True)
+                    | Q(maximum_per_event__gte=models.F("minimum_per_event"))
+                ),
+                name="billing_aggregate_amounts_valid",
+                violation_error_message="Prices, fees and free units are not negative, a rate is 0 to 100 %, and "
+                "the maximum per event is not below the minimum.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.code} {self.name}"
+
+    def save(self, *args, **kwargs):
+        self.filter_values = ",".join(self.values)  # matched as a list, without the spaces around values
+        super().save(*args, **kwargs)
+
+    @property
+    def measure(self) -> str:
+        """What the metric counts: time, volume, items or money (the unit must measure the same)."""
+        if self.aggregation in (Aggregation.COUNT, Aggregation.UNIQUE):
+            return "items"
+        return AGGREGATE_NUMBER_FIELDS.get(self.field, "items")
+
+    def clean(self):
+        super().clean()
+        if self.aggregation == Aggregation.COUNT and self.field:
+            raise ValidationError({"field": "A count counts records: leave the field empty."})
+        if self.aggregation != Aggregation.COUNT and not self.field:
+            raise ValidationError({"field": "Choose the record field to aggregate."})
+        if self.aggregation in (Aggregation.SUM, Aggregation.MAX) and self.field not in AGGREGATE_NUMBER_FIELDS:
+            raise ValidationError({"field": "A sum or maximum needs a numeric field."})
+        unit_measure = "money" if self.unit == "money" else UNIT_MEASURE.get(self.unit)
+        if unit_measure != self.measure:
+            units = (
+                "money"
+                if self.measure == "money"
+                else ", ".join(str(Unit(u).label) for u in MEASURE_UNITS[self.measure])
+            )
+            raise ValidationError({"unit": f"The metric measures {self.measure}: price it in {units}."})
+        if self.charge_model in PERCENT_MODELS and not (
+            self.aggregation == Aggregation.SUM and self.field == "amount_micros"
+        ):
+            raise ValidationError({"charge_model": "A percentage is of an amount: aggregate the sum of the amount."})
+        if self.charge_model == ChargeModel.PERCENTAGE and self.rate is None:
+            raise ValidationError({"rate": "A percentage charge needs its rate."})
+        if self.charge_model == ChargeModel.PACKAGE and not self.package_size:
+            raise ValidationError({"package_size": "A package charge needs its package size."})
+        if bool(self.filter_field) != bool((self.filter_values or "").strip()):
+            raise ValidationError({"filter_values": "A field filter needs both the field and its values."})
+        if (self.plan_id is None) == (self.product_id is None):
+            raise ValidationError("Choose exactly one of plan or product.")
+
+    @property
+    def values(self) -> list[str]:
+        return [v.strip() for v in (self.filter_values or "").split(",") if v.strip()]
+
+
+class AggregateTier(models.Model):
+    """A tier of a graduated, volume or graduated-percentage charge, from `from_quantity` (in the
+    charge's unit) up to the next tier's start. Units below the first tier are free."""
+
+    charge = models.ForeignKey(AggregateCharge, on_delete=models.CASCADE, related_name="tiers")
+    from_quantity = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal("0"))
+    price_per_unit = models.DecimalField(
+        **PRICE, default=Decimal("0"), help_text="Per unit (or per block) of the tier; not for graduated percentage."
+    )
+    rate = models.DecimalField(
+        max_digits=9, decimal_places=6, null=True, blank=True, help_text="Graduated percentage: per cent of the tier."
+    )
+    flat_fee = models.DecimalField(**MONEY, default=Decimal("0"), help_text="Charged once when usage enters the tier.")
+    block_size = models.DecimalField(
+        max_digits=18,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Kill Bill's tiered blocks: the tier's units are counted in started blocks of this size, "
+        "priced per block. Empty: per unit.",
+    )
+
+    class Meta:
+        ordering = ["charge", "from_quantity"]
+        constraints = [
+            models.UniqueConstraint(fields=["charge", "from_quantity"], name="billing_aggregatetier_unique_start"),
+            models.CheckConstraint(
+                condition=Q(from_quantity__gte=0, price_per_unit__gte=0, flat_fee__gte=0)
+                & (Q(rate__isnull=True) | Q(rate__gte=0, rate__lte=100))
+                & (Q(block_size__isnull=True) | Q(block_size__gt=0)),
+                name="billing_aggregatetier_values_valid",
+                violation_error_message="A tier starts at 0 or above; prices and fees are not negative, a rate is "
+                "0 to 100 % and a block above zero.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"from {plain(self.from_quantity)}"
+
+
 class Discount(models.Model):
     """Money off rated usage, for one account or one service, effective dated. One discount applies
     to a record: a service's before an account's, a category's before an all-usage one, then the
@@ -915,6 +1163,7 @@ class Charge(models.Model):
 
     class Kind(models.TextChoices):
         USAGE = "usage", "Usage"
+        AGGREGATE = "aggregate", "Usage (period aggregate)"
         RECURRING = "recurring", "Recurring"
         ONE_TIME = "otc", "One-time"
 
@@ -935,6 +1184,15 @@ class Charge(models.Model):
     rated_quantity = models.BigIntegerField(null=True, blank=True)
     included_quantity = models.BigIntegerField(null=True, blank=True)
     days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Days charged of the cycle (proration).")
+    aggregate = models.ForeignKey(
+        AggregateCharge, on_delete=models.PROTECT, null=True, blank=True, related_name="charges"
+    )
+    quantity = models.DecimalField(
+        max_digits=30, decimal_places=10, null=True, blank=True, help_text="An aggregate's metric, in its unit."
+    )
+    breakdown = models.JSONField(
+        default=list, blank=True, help_text="An aggregate charge's pricing, tier by tier (exact amounts)."
+    )
     amount_micros = models.BigIntegerField()
     tax_micros = models.BigIntegerField()
 
@@ -951,8 +1209,18 @@ class Charge(models.Model):
                 condition=Q(kind="usage"),
                 name="billing_charge_usage_once",
             ),
+            models.UniqueConstraint(
+                fields=["invoice", "period", "aggregate"],
+                condition=Q(kind="aggregate"),
+                name="billing_charge_aggregate_once",
+            ),
             models.CheckConstraint(
                 condition=Q(kind="usage") | Q(subscription__isnull=False), name="billing_charge_subscription_needed"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="aggregate", aggregate__isnull=False)
+                | (~Q(kind="aggregate") & Q(aggregate__isnull=True)),
+                name="billing_charge_aggregate_needed",
             ),
         ]
 

@@ -12,7 +12,16 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.models import Account, Category, Discount, IncludedValue, Rate, Service, SubscriptionPeriod
+from billing.models import (
+    Account,
+    AggregateCharge,
+    Category,
+    Discount,
+    IncludedValue,
+    Rate,
+    Service,
+    SubscriptionPeriod,
+)
 
 MICROS = Decimal(1_000_000)
 
@@ -296,6 +305,11 @@ class RecordFields(models.Model):
         null=True, blank=True, help_text="Micro-units of the charge covered by money allowances."
     )
     allowance = reference(IncludedValue, help_text="The first allowance the record drew from.")
+    aggregate_charge = reference(
+        AggregateCharge,
+        help_text="Covered by this aggregate charge (the first, if several): not priced by itself, but by the "
+        "period's aggregate at Main Billing.",
+    )
     discount = reference(Discount)
     local_weekday = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="ISO weekday of the usage start in the billing time zone (time bands)."

@@ -44,6 +44,7 @@ RECORD_COLUMNS = (
     "included_quantity",
     "included_micros",
     "allowance_id",
+    "aggregate_charge_id",
     "discount_id",
     "charge_micros",
     "tax_micros",
@@ -119,13 +120,14 @@ def allowance_passes(duck_db) -> dict:
 def rating_features(duck_db) -> tuple[int | None, int | None, dict]:
     """The default rate card and tax rule, and which optional steps of the rate gate any price
     needs (the others are left out)."""
-    default_card, default_tax, tiers, period_tiers, split_bands, tier_increments = duck_db.execute(
+    default_card, default_tax, tiers, period_tiers, split_bands, tier_increments, aggregates = duck_db.execute(
         "SELECT (SELECT id FROM billing_ratecard WHERE is_default ORDER BY id LIMIT 1), "
         "(SELECT id FROM billing_taxrule WHERE is_default ORDER BY id LIMIT 1), "
         "EXISTS (SELECT 1 FROM billing_rate WHERE tier_mode <> $none), "
         "EXISTS (SELECT 1 FROM billing_rate WHERE tier_mode <> $none AND tier_scope = $period), "
         "EXISTS (SELECT 1 FROM billing_ratecard WHERE split_time_bands), "
-        "EXISTS (SELECT 1 FROM billing_ratetier WHERE increment IS NOT NULL)",
+        "EXISTS (SELECT 1 FROM billing_ratetier WHERE increment IS NOT NULL), "
+        "EXISTS (SELECT 1 FROM billing_aggregatecharge)",
         {"none": TierMode.NONE.value, "period": TierScope.PERIOD.value},
     ).fetchone()
     features = {
@@ -133,6 +135,7 @@ def rating_features(duck_db) -> tuple[int | None, int | None, dict]:
         "period_tiers": bool(period_tiers),
         "split_bands": bool(split_bands),
         "tier_increments": bool(tier_increments),
+        "aggregates": bool(aggregates),
     }
     return default_card, default_tax, features
 

@@ -10,6 +10,7 @@ a gate reads as it would over the store.
 import json
 
 from billing.models import (
+    AggregateCharge,
     Discount,
     Holiday,
     IncludedValue,
@@ -30,7 +31,7 @@ from usage.models import PeriodCounter
 
 from .duck import empty_table, load_query, model_columns, utc, values
 
-WHOLE = (Plan, Product, RateCard, RateTier, ZonePrefix, TimeBand, Holiday, IncludedValue, TaxRule)
+WHOLE = (Plan, Product, RateCard, RateTier, ZonePrefix, TimeBand, Holiday, IncludedValue, AggregateCharge, TaxRule)
 
 
 def any_of(connection, column: str, sql_type: str = "bigint") -> str:

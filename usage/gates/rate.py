@@ -27,12 +27,14 @@ period's earlier tiered quantity of the same rate (again a running sum in time o
 
 from dataclasses import dataclass
 
+from billing.aggregates import covering
 from billing.models import UNIT_BASE_SIZE, UNIT_MEASURE
 
 from ..sql import PRICE_PER_MICRO, bigint, decimal_step, exact, micros, price_units, round_div, seconds_of_day
 from .base import Gate
 
 PRODUCES = (  # the record columns this gate sets
+    "aggregate_charge_id",
     "rate_id",
     "rated_quantity",
     "included_quantity",
@@ -383,10 +385,12 @@ def gate(
     period_tiers: bool = False,
     split_bands: bool = False,
     tier_increments: bool = False,
+    aggregates: bool = False,
 ) -> Gate:
     """`allowance_passes`, `money_passes`: the most quantity and money allowances a service can have
     (one drawing pass each); `split_bands`: whether a card splits calls at time bands; `tiers`, `period_tiers`:
-    whether any rate has tiers, and counts them over the period (else those steps are left out)."""
+    whether any rate has tiers, and counts them over the period (else those steps are left out);
+    `aggregates`: whether any plan or product has an aggregate charge."""
     best_rate = f"LEFT JOIN ({best_rates(CARDS_OF_RECORD, ('_row',))}) best ON best._row = s._row"
     # A discount is of one service or of one account (a check constraint): two equality joins, which
     # hash, instead of one join on `service OR account`, which compares every record with every discount.
@@ -511,25 +515,50 @@ def gate(
         for kind, passes in ((QUANTITY, allowance_passes), (MONEY, money_passes))
         for j in range(1, passes + 1)
     )
+    # A record an aggregate charge covers is priced by the period's aggregate at Main Billing, not
+    # here: no rate, no allowance, charge 0; its rated quantity is what it adds to the metric.
+    covered = "s.aggregate_charge_id IS NOT NULL"
+    if aggregates:
+        coverage = (
+            "agg.aggregate_id AS aggregate_charge_id",
+            f"LEFT JOIN (SELECT _key, MIN(aggregate_id) AS aggregate_id FROM ({covering('{prev}', '_row')}) c "
+            "GROUP BY _key) agg ON agg._key = s._row",
+        )
+        covered_measure = (
+            f"WHEN {covered} THEN CASE ac.field WHEN 'duration' THEN s.duration WHEN 'volume' THEN s.volume "
+            "ELSE COALESCE(s.quantity, 1) END "
+        )
+        covered_join = "LEFT JOIN billing_aggregatecharge ac ON ac.id = s.aggregate_charge_id "
+        covered_rated = f"WHEN {covered} THEN s._rated "
+        covered_charge = f"WHEN {covered} THEN 0 "
+    else:
+        coverage = (f"{NO_ID} AS aggregate_charge_id", "")
+        covered_measure = covered_join = covered_rated = covered_charge = ""
     return Gate(
         name="rate",
         produces=PRODUCES,
         steps=(
-            (f"CASE WHEN {pre_priced} THEN NULL ELSE best.rate_id END AS rate_id", best_rate),
+            coverage,
+            (
+                f"CASE WHEN {pre_priced}{f' OR {covered}' if aggregates else ''} THEN NULL ELSE best.rate_id END "
+                "AS rate_id",
+                best_rate,
+            ),
             # A credit (negative usage) is priced by its size, as the same usage would be, then negated.
             (
                 f"ABS({QUANTITY_OF_UNIT}) AS _qty, CASE WHEN {QUANTITY_OF_UNIT} < 0 THEN -1 ELSE 1 END AS _sign",
                 "LEFT JOIN billing_rate r ON r.id = s.rate_id",
             ),
             (
-                f"CASE WHEN {pre_priced} THEN s.quantity "
+                f"CASE {covered_measure}WHEN {pre_priced} THEN s.quantity "
                 f"{'WHEN st._stepped IS NOT NULL THEN st._stepped ' if tier_increments else ''}"
                 f"WHEN s._qty IS NOT NULL THEN {rated} END AS _rated, "
                 "disc.discount_id AS discount_id",
-                f"LEFT JOIN billing_rate r ON r.id = s.rate_id {best_discount} {stepped if tier_increments else ''}",
+                f"LEFT JOIN billing_rate r ON r.id = s.rate_id {covered_join}{best_discount} "
+                f"{stepped if tier_increments else ''}",
             ),
             (
-                f"CASE WHEN {pre_priced} THEN s._rated ELSE s._sign * s._rated END AS rated_quantity, "
+                f"CASE {covered_rated}WHEN {pre_priced} THEN s._rated ELSE s._sign * s._rated END AS rated_quantity, "
                 "CASE WHEN s.rate_id IS NOT NULL THEN COALESCE(s._rated, 0) ELSE 0 END AS _left0",
                 "",
             ),
@@ -554,7 +583,8 @@ def gate(
             (bounded, ""),
             (numerator, ""),
             (
-                f"CASE WHEN {pre_priced} THEN s.amount_micros WHEN s._rated IS NOT NULL THEN s._sign * ({charge}) END "
+                f"CASE {covered_charge}WHEN {pre_priced} THEN s.amount_micros "
+                f"WHEN s._rated IS NOT NULL THEN s._sign * ({charge}) END "
                 "AS _priced",
                 "",
             ),

@@ -1,0 +1,51 @@
+import django.db.models.deletion
+from django.db import migrations, models
+
+HELP = (
+    "Covered by this aggregate charge (the first, if several): not priced by itself, but by the period's "
+    "aggregate at Main Billing."
+)
+
+
+def _columns(apps):
+    return ", ".join(f.column for f in apps.get_model("usage", "QuarantinedRecord")._meta.concrete_fields)
+
+
+def drop_view(apps, schema_editor):
+    schema_editor.execute("DROP VIEW IF EXISTS usage_filerecord")
+
+
+# The view over both record tables names its columns: it is made again with the new one.
+def create_view(apps, schema_editor):
+    columns = _columns(apps)
+    schema_editor.execute(
+        f"CREATE VIEW usage_filerecord AS SELECT {columns} FROM usage_usagerecord "
+        f"UNION ALL SELECT {columns} FROM usage_quarantinedrecord"
+    )
+
+
+def field():
+    return models.ForeignKey(
+        blank=True,
+        db_constraint=False,
+        db_index=False,
+        help_text=HELP,
+        null=True,
+        on_delete=django.db.models.deletion.PROTECT,
+        related_name="+",
+        to="billing.aggregatecharge",
+    )
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("billing", "0021_aggregate_charges"),
+        ("usage", "0017_collector_accepts_credits"),
+    ]
+
+    operations = [
+        migrations.RunPython(drop_view, create_view),
+        migrations.AddField(model_name="quarantinedrecord", name="aggregate_charge", field=field()),
+        migrations.AddField(model_name="usagerecord", name="aggregate_charge", field=field()),
+        migrations.RunPython(create_view, drop_view),
+    ]
