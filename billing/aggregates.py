@@ -79,7 +79,8 @@ METRIC = (
 # is the negation of its rate part, and spends neither free events nor free amount.
 PERCENT_EVENTS = (
     "SELECT e.*, CASE WHEN e.a > 0 AND e.cum > e.free THEN e.cum - CASE WHEN e.cum - e.a > e.free THEN e.cum - e.a "
-    "ELSE e.free END WHEN e.a > 0 THEN 0 END AS charged FROM (SELECT k.period_id, c.aggregate_id, CAST(k.amount_micros AS HUGEINT) AS a, "
+    "ELSE e.free END WHEN e.a > 0 THEN 0 END AS charged "
+    "FROM (SELECT k.period_id, c.aggregate_id, CAST(k.amount_micros AS HUGEINT) AS a, "
     "CAST(ROUND(ac.free_amount * 1000000) AS HUGEINT) AS free, ac.free_events, "
     "CAST(ROUND(COALESCE(ac.rate, 0) * 1000000) AS HUGEINT) AS rate_e6, "
     "CAST(ROUND(ac.fixed_fee * 1000000) AS HUGEINT) * 100000000 AS fixed, "
