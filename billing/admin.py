@@ -23,6 +23,8 @@ from .admin_tools import (
 )
 from .models import (
     Account,
+    AggregateCharge,
+    AggregateTier,
     ApiToken,
     AuditEvent,
     Category,
@@ -536,12 +538,26 @@ class DestinationZoneAdmin(TollgateModelAdmin):
         return super().get_queryset(request).prefetch_related("prefixes")
 
 
+class AggregateChargeLinkInline(admin.TabularInline):
+    """A plan's or product's aggregate charges, each edited on its own page (it has tiers)."""
+
+    model = AggregateCharge
+    fields = ("code", "name", "aggregation", "field", "unit", "charge_model")
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Plan)
 class PlanAdmin(TollgateModelAdmin):
     list_display = ("code", "name", "rate_card", "monthly_fee", "is_active")
     list_filter = ("is_active",)
     search_fields = ("code", "name")
-    inlines = [IncludedValueInline]
+    inlines = [IncludedValueInline, AggregateChargeLinkInline]
 
 
 @admin.register(Product)
@@ -549,7 +565,44 @@ class ProductAdmin(TollgateModelAdmin):
     list_display = ("code", "name", "kind", "charge_type", "price", "rate_card", "is_active")
     list_filter = ("kind", "charge_type", "is_active")
     search_fields = ("code", "name")
-    inlines = [IncludedValueInline]
+    inlines = [IncludedValueInline, AggregateChargeLinkInline]
+
+
+class AggregateTierInline(admin.TabularInline):
+    model = AggregateTier
+    fields = ("from_quantity", "price_per_unit", "rate", "flat_fee", "block_size")
+    extra = 0
+
+
+@admin.register(AggregateCharge)
+class AggregateChargeAdmin(TollgateModelAdmin):
+    """Aggregate charges (docs/rating.md, section 9): the metric, the records it reads, the model."""
+
+    list_display = ("code", "name", "plan", "product", "aggregation", "field", "unit", "charge_model")
+    list_filter = ("charge_model", "aggregation")
+    list_select_related = ("plan", "product")
+    search_fields = ("code", "name")
+    inlines = [AggregateTierInline]
+    fieldsets = (
+        (None, {"fields": ("code", "name", "plan", "product")}),
+        ("Metric over the period", {"fields": ("aggregation", "field", "unit")}),
+        ("Records it covers", {"fields": ("category", "usage_type", "zone", "filter_field", "filter_values")}),
+        (
+            "Charge model",
+            {
+                "fields": (
+                    "charge_model",
+                    "price_per_unit",
+                    ("package_size", "free_units"),
+                    ("rate", "fixed_fee"),
+                    ("free_events", "free_amount"),
+                    ("minimum_per_event", "maximum_per_event"),
+                ),
+                "description": "Graduated, volume and graduated percentage are priced by the tiers below; "
+                "units below the first tier are free.",
+            },
+        ),
+    )
 
 
 @admin.register(Discount)
@@ -622,6 +675,13 @@ class ChargeInline(admin.TabularInline):
 
     @admin.display(description="Rated")
     def rated(self, obj):
+        if obj.kind == Charge.Kind.AGGREGATE:  # the period's metric and how it was priced
+            currency = obj.invoice.currency
+            steps = format_html_join(
+                "", "<br><small>{}</small>", ((formatting.breakdown_line(p, currency),) for p in obj.breakdown)
+            )
+            shown = formatting.aggregate_quantity(obj.quantity, obj.aggregate.unit, currency)
+            return format_html('<span class="num">{}</span>{}', shown, steps)
         return self._quantity(obj, obj.rated_quantity)
 
     @admin.display(description="Included")
@@ -643,7 +703,7 @@ class ChargeInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("service", "invoice")
+        return super().get_queryset(request).select_related("service", "invoice", "aggregate")
 
 
 @admin.register(Invoice)

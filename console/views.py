@@ -18,7 +18,16 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from billing import formatting
-from billing.models import UNIT_BASE_SIZE, Category, IncludedValue, Product, Service, Subscription, SubscriptionPeriod
+from billing.models import (
+    UNIT_BASE_SIZE,
+    AggregateCharge,
+    Category,
+    IncludedValue,
+    Product,
+    Service,
+    Subscription,
+    SubscriptionPeriod,
+)
 from usage import selectors
 from usage.exports import streaming_csv
 from usage.models import MICROS, MediationFile, UsageCollector
@@ -204,6 +213,10 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
         prev_params = {**filters, "after_at": first.usage_at.isoformat(), "after_id": first.pk}
     # Totals of one period: bounded by the period's records. Over all time they would scan everything.
     totals = selectors.service_usage_totals(records) if period is not None else None
+    aggregates = _current_aggregates(period, categories, bolt_on, currency)
+    codes = dict(AggregateCharge.objects.filter(pk__in={r.aggregate_charge_id for r in rows}).values_list("pk", "code"))
+    for r in rows:
+        r.aggregate_code = codes.get(r.aggregate_charge_id)
     return page(
         request,
         "console/service_usage.html",
@@ -218,6 +231,7 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
             "categories": [(c, Category(c).label) for c in categories],
             "category": filters["category"],
             "totals": totals,
+            "aggregates": aggregates,
             "bolt_on": bolt_on,
             "currency": currency,
             "title": f"{title}: {service}",
@@ -225,6 +239,27 @@ def service_usage(request, service_id, kind="usage", subscription_id=None):
             "kind": kind,
         },
     )
+
+
+def _current_aggregates(period, categories, bolt_on, currency) -> list:
+    """The period's aggregate charges so far, as the view shows them: those of the view's categories
+    (or of any), or of the bolt-on; each with its quantity and what it would be charged now."""
+    from billing.aggregates import period_aggregates
+
+    if period is None:
+        return []
+    shown = []
+    for line in period_aggregates([period.pk])[0]:
+        charge = line.charge
+        if bolt_on is not None and charge.product_id != bolt_on.product_id:
+            continue
+        if bolt_on is None and charge.category and charge.category not in categories:
+            continue
+        line.quantity_shown = formatting.aggregate_quantity(line.priced.quantity, charge.unit, currency)
+        line.amount_shown = formatting.money(line.amount, currency)
+        line.steps = [formatting.breakdown_line(p, currency) for p in line.priced.breakdown]
+        shown.append(line)
+    return shown
 
 
 @staff_member_required

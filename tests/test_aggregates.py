@@ -269,3 +269,47 @@ def test_an_aggregate_sums_a_field_in_its_unit_and_filters_by_field(saas, mediat
     (conf,) = [a for a in period_aggregates([period.pk])[0] if a.charge.code == "CONF"]
     assert (conf.records, conf.priced.quantity, conf.priced.amount) == (2, Decimal("2.25"), Decimal("0.0675"))
     assert conf.amount == Decimal("0.07")  # rounded once, half-up to cents
+
+
+def test_current_usage_is_shown_under_the_service_and_over_the_api(saas, mediate, client, operator, api):
+    from django.urls import reverse
+
+    mediate(calls_file(1, 120, 6))
+    mediate(payments_file(PAYMENTS[:3]))
+    period = SubscriptionPeriod.objects.get(service=saas)
+    reply = api.get(f"/api/v1/subscription-periods/{period.pk}/aggregate-usage/")
+    assert reply.status_code == 200
+    got = {row["charge"]: (row["records"], row["quantity"], row["amount"], row["currency"]) for row in reply.json()}
+    # 120 calls: 100 x 1 + 20 x 0.50; transactions so far: P2 0.20 + P3 5.00.
+    assert got == {"CALLS": (120, "120", "110.00", "AUD"), "TXN": (3, "1110", "5.20", "AUD")}
+    calls = next(row for row in reply.json() if row["charge"] == "CALLS")
+    assert [t["tier"] for t in calls["breakdown"]] == ["0 to 100", "100 to 200"]
+    client.force_login(operator)
+    page = client.get(reverse("console:service_equipment_usage", args=[saas.pk]), {"period": period.pk})
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'data-aggregate="CALLS"' in html and "AUD\u00a0110.00" in html and "120 items" in html
+    assert "Tier 0 to 100: 100 units at 1 = AUD\u00a0100.00" in html
+    assert 'title="Priced by the period\'s aggregate charge CALLS, not by itself">CALLS</span>' in html
+
+
+def test_the_invoice_shows_each_aggregate_line_with_its_tiers(saas, mediate):
+    from billing.documents import invoice_html
+
+    mediate(calls_file(1, 250, 8))
+    invoice = bill_october(saas)
+    html = invoice_html(invoice)
+    assert "API calls (graduated) 2026-10-01 to 2026-10-31" in html
+    assert "Tier 200 and above: 50 units at 0.1 = AUD\u00a05.00" in html
+    assert "250 items" in html
+
+
+def test_an_invoiced_period_keeps_its_aggregate_line(saas, mediate):
+    mediate(calls_file(1, 150, 8))
+    invoice = invoicing.do_finalize_invoice("test", bill_october(saas))
+    line = invoice.charges.get(kind=Charge.Kind.AGGREGATE, aggregate__code="CALLS")
+    assert line.amount == Decimal("125")
+    late = mediate(calls_file(151, 10, 9), name="late.csv")
+    assert late.quarantined == 10  # LATE_CLOSED_PERIOD: the invoiced period takes no more usage
+    bill_october(saas)
+    assert Charge.objects.get(pk=line.pk).amount == Decimal("125")

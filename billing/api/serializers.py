@@ -101,3 +101,21 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "finalized_at",
         ]
         read_only_fields = fields
+
+
+class AggregateUsageSerializer(serializers.Serializer):
+    """An aggregate charge of a period so far: its metric and what it would be charged now."""
+
+    charge = serializers.CharField(source="charge.code", help_text="The aggregate charge's code.")
+    name = serializers.CharField(source="charge.name")
+    charge_model = serializers.CharField(source="charge.charge_model")
+    aggregation = serializers.CharField(source="charge.aggregation")
+    unit = serializers.CharField(source="charge.unit", help_text="The unit the quantity is in.")
+    records = serializers.IntegerField(help_text="Records of the period the charge covers so far.")
+    quantity = serializers.CharField(source="priced.quantity", help_text="The metric so far, exact, in `unit`.")
+    amount = serializers.DecimalField(
+        max_digits=20, decimal_places=2, help_text="What it would be charged now, rounded as the invoice line."
+    )
+    exact_amount = serializers.CharField(source="priced.amount", help_text="The same, before the line's rounding.")
+    currency = serializers.CharField()
+    breakdown = serializers.JSONField(source="priced.breakdown", help_text="How it is priced, tier by tier.")

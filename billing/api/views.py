@@ -1,7 +1,10 @@
 """Provisioning over the API: accounts, services, identifiers, subscriptions, periods; invoices read."""
 
 from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from billing.models import Account, Invoice, Service, ServiceIdentifier, Subscription, SubscriptionPeriod
 
@@ -40,9 +43,25 @@ class SubscriptionPeriodFilter(filters.FilterSet):
 
 
 class SubscriptionPeriodViewSet(AuditedModelViewSet):
-    queryset = SubscriptionPeriod.objects.select_related("service")
+    queryset = SubscriptionPeriod.objects.select_related("service__account")
     serializer_class = serializers.SubscriptionPeriodSerializer
     filterset_class = SubscriptionPeriodFilter
+
+    @extend_schema(
+        responses=serializers.AggregateUsageSerializer(many=True),
+        description="Current usage: each aggregate charge of the period, its quantity so far and the amount it "
+        "would be charged now (priced as Main Billing will price it).",
+    )
+    @action(detail=True, methods=["get"], url_path="aggregate-usage", filterset_class=None, pagination_class=None)
+    def aggregate_usage(self, request, pk=None):
+        from billing.aggregates import period_aggregates
+
+        period = self.get_object()
+        lines, _stale = period_aggregates([period.pk])
+        currency = period.service.account.currency
+        for line in lines:
+            line.currency = currency
+        return Response(serializers.AggregateUsageSerializer(lines, many=True).data)
 
 
 class InvoiceViewSet(viewsets.ReadOnlyModelViewSet):
