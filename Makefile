@@ -22,7 +22,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 run: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
-	$(PY) manage.py make_usage_file --records 5000 --credits 3 --out demo-usage.csv
+	$(PY) manage.py make_usage_file --records 5000 --credits 3 --api-calls 400 --out demo-usage.csv
 	$(PY) manage.py receive --collector DEMO demo-usage.csv
 	PORT=$(PORT) HOST=$(HOST) $(PY) manage.py serve_with_worker
 

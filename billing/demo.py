@@ -9,6 +9,16 @@ LATE_BILL_DAY_EVERY = 7  # every 7th account is billed from the 15th
 DEMO_PASSWORD = "tollgate-demo"
 
 
+API_EVERY = 8  # every 8th mobile service subscribes to API access (an aggregate charge on its calls)
+# API access's graduated price of a period's calls: the first 100 free (no tier below 100), then each
+# tier's calls at its price (docs/rating.md, section 9).
+API_TIERS = (("100", "0.02"), ("1000", "0.01"), ("10000", "0.005"))
+
+
+def has_api(i: int) -> bool:
+    return not is_nbn(i) and i % API_EVERY == 0
+
+
 def service_id(i: int) -> str:
     return f"SVC{i:08d}"
 

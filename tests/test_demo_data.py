@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 from django.core.management import call_command
+from django.db.models import Count
 from django.utils import timezone
 
 from billing import demo
@@ -186,3 +187,35 @@ def test_usage_file_ends_with_credit_lines_when_asked():
     credits = body[20:]
     assert [r[0][:2] for r in credits] == ["CR"] * 3
     assert all(r[7] == "voice" and -600 < int(r[3]) <= -60 for r in credits)
+
+
+def test_demo_api_calls_are_priced_by_the_api_access_aggregate_charge(sync_tasks, django_capture_on_commit_callbacks):
+    """`make run`'s demo: the API access product's calls arrive as records and are priced once, on
+    the period's count, graduated: the first 100 free, then 0.02 each up to 1,000."""
+    from decimal import Decimal
+
+    from billing import invoicing
+    from billing.models import Charge
+    from usage.models import UsageCollector, UsageRecord
+
+    from .conftest import receive
+
+    call_command("seed_demo", "--services", "30")
+    first, _ = demo.previous_month(timezone.localdate())
+    args = ("--records", "200", "--services", "30", "--error-rate", "0", "--month", f"{first:%Y-%m}")
+    content = make_file(*args, "--api-calls", "400", "--credits", "2")
+    with django_capture_on_commit_callbacks(execute=True):
+        received = receive(UsageCollector.objects.get(code="DEMO"), content)
+    received.refresh_from_db()
+    assert received.mediated == 602
+    calls = UsageRecord.objects.filter(usage_type="api_call")
+    assert calls.count() == 400 and not calls.exclude(charge_micros=0).exists()
+    assert set(calls.values_list("aggregate_charge__code", flat=True)) == {"API-CALLS"}
+    run = invoicing.request_main_billing("test", first)
+    invoicing.execute_main_billing(run.pk)
+    lines = Charge.objects.filter(kind=Charge.Kind.AGGREGATE, aggregate__code="API-CALLS")
+    per_service = dict(calls.values_list("service_id").annotate(n=Count("id")))
+    assert {line.service_id: line.records for line in lines if line.records} == per_service
+    for line in lines:  # 3 services with API access (8, 16, 24): each its own period's count
+        assert line.amount == max(Decimal(line.records) - 100, Decimal(0)) * Decimal("0.02")
+    assert Charge.objects.filter(kind=Charge.Kind.USAGE, is_credit=True).exists()  # and a credit line

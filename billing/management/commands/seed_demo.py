@@ -11,6 +11,8 @@ from django.utils import timezone
 from billing import demo, roles, services
 from billing.models import (
     Account,
+    AggregateCharge,
+    AggregateTier,
     DestinationZone,
     Discount,
     IncludedValue,
@@ -153,6 +155,7 @@ class Command(BaseCommand):
             ("HANDSET", "Handset", "equipment", "one_time", "499", misc_card),
             ("SIM", "SIM card", "equipment", "one_time", "5", misc_card),
             ("ACTIVATION", "Activation fee", "service_charge", "one_time", "25", misc_card),
+            ("API", "API access", "feature", "recurring", "9", None),
         ):
             products[code], _ = Product.objects.update_or_create(
                 code=code,
@@ -175,6 +178,21 @@ class Command(BaseCommand):
             usage_type="data",
             defaults={"quantity": D("10"), "unit": "gib"},
         )
+        calls, _ = AggregateCharge.objects.update_or_create(
+            code="API-CALLS",
+            defaults={
+                "product": products["API"],
+                "name": "API calls",
+                "aggregation": "count",
+                "unit": "each",
+                "usage_type": "api_call",
+                "charge_model": "graduated",
+            },
+        )
+        for start, price in demo.API_TIERS:
+            AggregateTier.objects.update_or_create(
+                charge=calls, from_quantity=D(start), defaults={"price_per_unit": D(price)}
+            )
         TaxRule.objects.update_or_create(code="GST", defaults={"name": "GST", "percent": D("10"), "is_default": True})
         ensure_demo_collector()
         ensure_demo_stream()
@@ -244,6 +262,9 @@ class Command(BaseCommand):
                         subscriptions.append(
                             Subscription(service_id=pk, product=products["DATA-10"], starts_on=since.date())
                         )
+                    if demo.has_api(i):
+                        api = Subscription(service_id=pk, product=products["API"], starts_on=since.date())
+                        subscriptions.append(api)
                     if i % 25 == 0:
                         discounts.append(
                             Discount(

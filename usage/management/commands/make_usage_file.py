@@ -38,9 +38,24 @@ class Command(BaseCommand):
         parser.add_argument(
             "--credits", type=int, default=0, help="Carrier credit lines (negative call durations) after the records."
         )
+        parser.add_argument(
+            "--api-calls", type=int, default=0, help="API call lines of the services with API access, at the end."
+        )
 
     def handle(
-        self, *args, records, out, services, seed, month, error_rate, id_prefix, only_service, credits, **options
+        self,
+        *args,
+        records,
+        out,
+        services,
+        seed,
+        month,
+        error_rate,
+        id_prefix,
+        only_service,
+        credits,
+        api_calls,
+        **options,
     ):
         if records < 0 or services < 1:
             raise CommandError("--records must be >= 0 and --services >= 1.")
@@ -55,7 +70,7 @@ class Command(BaseCommand):
         stream = self.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115
         try:
             counts = write_usage(
-                stream, records, services, seed, first, last, error_rate, id_prefix, only_service, credits
+                stream, records, services, seed, first, last, error_rate, id_prefix, only_service, credits, api_calls
             )
         finally:
             if stream is not self.stdout:
@@ -66,9 +81,10 @@ class Command(BaseCommand):
 
 
 def write_usage(
-    stream, records, services, seed, first, last, error_rate, id_prefix="", only_service=None, credits=0
+    stream, records, services, seed, first, last, error_rate, id_prefix="", only_service=None, credits=0, api_calls=0
 ) -> dict:
-    """`records` usage lines, then `credits` credit lines: a carrier's refund of part of a call."""
+    """`records` usage lines, then `credits` credit lines (a carrier's refund of part of a call),
+    then `api_calls` API calls of the services with API access (an aggregate charge prices them)."""
     rng = random.Random(seed)
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(HEADER)
@@ -119,4 +135,11 @@ def write_usage(
         row = [f"{id_prefix}CR{seed}-{n:06d}", demo.identifier(i), when.strftime("%Y-%m-%dT%H:%M:%SZ")]
         writer.writerow(row + [str(-rng.randrange(60, 600)), "", "", dest, "voice", ""])
     counts["credit"] = credits
+    with_api = [i for i in range(1, services + 1) if demo.has_api(i)]
+    for n in range(1, api_calls + 1 if with_api else 1):
+        i = rng.choice(with_api)
+        when = start + dt.timedelta(seconds=rng.randrange(span))
+        row = [f"{id_prefix}API{seed}-{n:06d}", demo.identifier(i), when.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        writer.writerow(row + ["", "", "", "", "api_call", ""])
+    counts["api_call"] = api_calls if with_api else 0
     return counts
