@@ -576,7 +576,7 @@ class AggregateTierInline(admin.TabularInline):
 
 @admin.register(AggregateCharge)
 class AggregateChargeAdmin(TollgateModelAdmin):
-    """Aggregate charges (docs/rating.md, section 9): the metric, the records it reads, the model."""
+    """Aggregate charges (docs/rating.md, section 8): the metric, the records it reads, the model."""
 
     list_display = ("code", "name", "plan", "product", "aggregation", "field", "unit", "charge_model")
     list_filter = ("charge_model", "aggregation")

@@ -1,4 +1,4 @@
-"""Aggregate charges: a period's metric priced by a charge model, at Main Billing (docs/rating.md, 9).
+"""Aggregate charges: a period's metric priced by a charge model, at Main Billing (docs/rating.md, section 8).
 
 Which records an aggregate charge covers is one SQL statement (`covering`), read by the rate gate
 (a covered record is not priced by itself) and by billing (which records make up the metric), both

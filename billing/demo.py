@@ -11,7 +11,7 @@ DEMO_PASSWORD = "tollgate-demo"
 
 API_EVERY = 8  # every 8th mobile service subscribes to API access (an aggregate charge on its calls)
 # API access's graduated price of a period's calls: the first 100 free (no tier below 100), then each
-# tier's calls at its price (docs/rating.md, section 9).
+# tier's calls at its price (docs/rating.md, section 8).
 API_TIERS = (("100", "0.02"), ("1000", "0.01"), ("10000", "0.005"))
 
 

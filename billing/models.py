@@ -749,7 +749,7 @@ class IncludedValue(models.Model):
 
 
 class ChargeModel(models.TextChoices):
-    """How an aggregate charge prices its period's metric (docs/rating.md, section 9)."""
+    """How an aggregate charge prices its period's metric (docs/rating.md, section 8)."""
 
     STANDARD = "standard", "Standard (a price per unit)"
     GRADUATED = "graduated", "Graduated (each tier's units at its price)"

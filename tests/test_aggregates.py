@@ -1,4 +1,4 @@
-"""Aggregate charges: a period's metric priced by a charge model (docs/rating.md, section 9).
+"""Aggregate charges: a period's metric priced by a charge model (docs/rating.md, section 8).
 
 The golden numbers are the worked examples of the peers' public documentation: Lago's charge-model
 pages (graduated, volume, package, percentage, graduated percentage) and Kill Bill's tiered blocks
