@@ -10,11 +10,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from usage.gates import parse_duck
-from usage.gates.parse import FIELDS, Parser
+from usage.gates.parse import CORRECTION_FIELDS, Parser
+from usage.gates.parse import FIELDS as ALL_FIELDS
 from usage.models import UsageCollector
+from usage.pipeline import STAGING_COLUMNS
 
 from .corpus import COLLECTORS, build
 from .lanes import same_in_both_lanes as same
+
+FIELDS = tuple(f for f in ALL_FIELDS if f not in CORRECTION_FIELDS)  # the files here carry no corrections
+ERROR = STAGING_COLUMNS.index("parse_error")
 
 
 def csv_collector(**fields):
@@ -211,7 +216,7 @@ def test_block_boundaries_and_overlong_lines(monkeypatch, block, ending):
     with override_settings(TOLLGATE_MAX_LINE_CHARS=100):
         rows, counts = same(csv_collector(), data)
     assert counts["physical_lines"] == len(lines)
-    assert sum(1 for r in rows if r[14] and "longer than 100 characters" in r[14]) == 6
+    assert sum(1 for r in rows if r[ERROR] and "longer than 100 characters" in r[ERROR]) == 6
 
 
 def test_refusals_are_the_same_in_both_lanes():
@@ -221,3 +226,29 @@ def test_refusals_are_the_same_in_both_lanes():
         same(csv_collector(format="fixed_width", field_mapping={"identifier": [1, 3], "start_time": [4, 6]}), b"")[1]
         is None
     )
+
+
+def test_correction_columns_are_read_alike_in_both_lanes():
+    """A replacement, a cancellation, and the two lines a correction may not be (both set, its own key)."""
+    header = ",".join([*FIELDS, *CORRECTION_FIELDS])
+    lines = [
+        header,
+        "R1,614,2026-10-05T10:00:00Z,60,,,612,voice,,,",
+        "R2,614,2026-10-05T10:00:00Z,30,,,612,voice,,R1,",
+        "R3,614,2026-10-05T10:00:00Z,30,,,612,voice,,,R1",
+        "R4,614,2026-10-05T10:00:00Z,30,,,612,voice,,R1,R2",
+        "R5,614,2026-10-05T10:00:00Z,30,,,612,voice,,R5,",
+        'R6,614,2026-10-05T10:00:00Z,30,,,612,voice,,"R 1",',
+    ]
+    mapping = {f: f for f in ALL_FIELDS}
+    rows, _ = same(csv_collector(field_mapping=mapping), ("\n".join(lines) + "\n").encode())
+    corrects, cancels = STAGING_COLUMNS.index("corrects"), STAGING_COLUMNS.index("cancels")
+    got = [(r[corrects], r[cancels], r[ERROR]) for r in rows]
+    assert got == [
+        (None, False, None),
+        ("R1", False, None),
+        ("R1", True, None),
+        (None, False, "Line 5: corrects and cancels are both set: a line either replaces a record or cancels it."),
+        (None, False, "Line 6: corrects 'R5' is this line's own record key: a correction needs a key of its own."),
+        ("R 1", False, None),
+    ]

@@ -1,7 +1,8 @@
 """Property tests (hypothesis): for random usage sets with credits among them, rating in any file order
 and then rebalancing equals rating in time order; a charge is never negative except a credit's, a
 credit's never positive; included + charged = rated quantity; credits draw nothing. Local calls are
-rated by a tier increment, data by period-cumulative tiers."""
+rated by a tier increment, data by period-cumulative tiers, API calls by a graduated aggregate charge
+(the sum of their quantities over the period), whose price agrees too and is never negative."""
 
 import datetime as dt
 import itertools
@@ -11,7 +12,18 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from billing.models import IncludedValue, Plan, Product, Rate, RateTier, Subscription, SubscriptionPeriod
+from billing.aggregates import period_aggregates
+from billing.models import (
+    AggregateCharge,
+    AggregateTier,
+    IncludedValue,
+    Plan,
+    Product,
+    Rate,
+    RateTier,
+    Subscription,
+    SubscriptionPeriod,
+)
 from usage.models import FileRecord, UsageCollector
 from usage.rebalance import do_rebalance
 
@@ -19,7 +31,12 @@ from .test_allowances import MB, allowances  # noqa: F401 - the fixture
 from .test_mediation import HEADER
 
 pytestmark = pytest.mark.django_db
-DESTINATIONS = {"local": ("612345", "voice"), "europe": ("4420", "voice"), "data": ("", "data")}
+DESTINATIONS = {
+    "local": ("612345", "voice"),
+    "europe": ("4420", "voice"),
+    "data": ("", "data"),
+    "api": ("", "api_call"),
+}
 usage = st.tuples(
     st.integers(min_value=0, max_value=86_399),  # second of 5 October
     st.integers(min_value=-300, max_value=900),  # seconds, or hundreds of KiB for data; below 0 a credit
@@ -33,9 +50,13 @@ def records_file(identifier, prefix, rows):
     for n, (second, amount, kind) in rows:
         start = dt.datetime(2026, 10, 5, tzinfo=dt.UTC) + dt.timedelta(seconds=second)
         destination, usage_type = DESTINATIONS[kind]
-        seconds, volume = ("", amount * 100 * 1024) if kind == "data" else (amount, "")
+        seconds, volume, quantity = {
+            "data": ("", amount * 100 * 1024, ""),
+            "api": ("", "", amount // 10),  # calls; below 0 a carrier's credit of calls
+        }.get(kind, (amount, "", ""))
         lines.append(
-            f"{prefix}{n:04d},{identifier},{start:%Y-%m-%dT%H:%M:%SZ},{seconds},{volume},,{destination},{usage_type},"
+            f"{prefix}{n:04d},{identifier},{start:%Y-%m-%dT%H:%M:%SZ},{seconds},{volume},{quantity},{destination},"
+            f"{usage_type},"
         )
     return HEADER + "\n".join(lines) + "\n"
 
@@ -74,6 +95,18 @@ def test_any_file_order_then_rebalance_equals_time_order(
     n = next(examples)
     plan = Plan.objects.create(code=f"H{n}", name="Property plan", rate_card=allowances["card"])
     IncludedValue.objects.create(plan=plan, category="telephony", quantity=plan_minutes, unit="minute")
+    calls = AggregateCharge.objects.create(
+        plan=plan,
+        code=f"HC{n}",
+        name="Property API calls",
+        aggregation="sum",
+        field="quantity",
+        charge_model="graduated",
+        usage_type="api_call",
+    )
+    AggregateTier.objects.create(charge=calls, from_quantity=0, price_per_unit=Decimal("0"))
+    AggregateTier.objects.create(charge=calls, from_quantity=10, price_per_unit=Decimal("0.0300"))
+    AggregateTier.objects.create(charge=calls, from_quantity=100, price_per_unit=Decimal("0.0125"), flat_fee=1)
     bolt_on = Product.objects.create(
         code=f"HB{n}", name="Property bolt-on", kind="bolt_on", rate_card=allowances["intl_card"]
     )
@@ -108,9 +141,18 @@ def test_any_file_order_then_rebalance_equals_time_order(
         }
 
     assert rated(a) == rated(b)
+    periods = [SubscriptionPeriod.objects.get(service=s).pk for s in (a, b)]
+    aggregates, stale = period_aggregates(periods)
+    priced = {agg.period_id: (agg.records, agg.priced.quantity, agg.amount) for agg in aggregates}
+    assert priced[periods[0]] == priced[periods[1]] and stale == 0
+    assert priced[periods[0]][2] >= 0
     for record in FileRecord.objects.filter(service__in=[a, b]):
         assert (record.record_id, record.status, record.message) == (record.record_id, "mediated", "")
-        credit = (record.duration or 0) < 0 or (record.volume or 0) < 0
+        credit = (record.duration or 0) < 0 or (record.volume or 0) < 0 or (record.quantity or 0) < 0
+        if record.usage_type == "api_call":  # covered: priced by the aggregate, not by itself; draws nothing
+            assert (record.aggregate_charge_id, record.charge_micros, record.included_quantity) == (calls.pk, 0, None)
+            assert record.rated_quantity == record.charged_quantity == record.quantity
+            continue
         if credit:
             assert record.charge_micros <= 0 and record.tax_micros <= 0 and record.included_quantity == 0
             assert record.rated_quantity < 0
@@ -121,5 +163,5 @@ def test_any_file_order_then_rebalance_equals_time_order(
     for service in (a, b):
         period = SubscriptionPeriod.objects.get(service=service)
         drawn = sum(c.total for c in period.counters.filter(kind="A"))
-        assert drawn == sum(r.included_quantity for r in FileRecord.objects.filter(service=service))
+        assert drawn == sum(r.included_quantity or 0 for r in FileRecord.objects.filter(service=service))
         assert drawn <= (plan_minutes + bolt_on_minutes) * 60

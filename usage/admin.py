@@ -19,7 +19,7 @@ from console.tracking import RunBusy
 from . import services
 from .exports import streaming_csv
 from .gates.parse import FileRejected, Parser
-from .models import MediationFile, QuarantinedRecord, Reason, UsageCollector, UsageRecord
+from .models import Correction, MediationFile, QuarantinedRecord, Reason, UsageCollector, UsageRecord
 from .pipeline import STAGING_COLUMNS
 
 PREVIEW_ROWS = 20
@@ -153,6 +153,7 @@ class MediationFileAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "quarantined",
         "duplicates",
         "rejected_lines",
+        "void",
         "response_link",
     )
     list_filter = ("status", "collector")
@@ -481,4 +482,34 @@ class UsageRecordAdmin(UsageRecordAdminBase):
     list_filter = ("category", "collector")
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Correction)
+class CorrectionAdmin(admin.ModelAdmin):
+    """Every correction line and what became of it: read only (a correction is made by sending one)."""
+
+    list_display = ("line_shown", "action", "record_key", "state", "original_shown", "message", "applied_at")
+    list_filter = ("state", "action", "collector")
+    search_fields = ("record_key",)
+    list_select_related = ("file", "collector")
+    readonly_fields = [f.name for f in Correction._meta.fields]
+
+    @admin.display(description="correcting line", ordering="file_id")
+    def line_shown(self, obj):
+        return f"file {obj.file_id} line {obj.line_no}"
+
+    @admin.display(description="corrected record")
+    def original_shown(self, obj):
+        if obj.original_file_id is None:
+            return "—"
+        return f"file {obj.original_file_id} line {obj.original_line}"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -1,9 +1,10 @@
 """The demo carrier's collector: the mapping of files written by `make_usage_file`."""
 
-from .gates.parse import FIELDS
+from .gates.parse import CORRECTION_FIELDS, FIELDS
 from .models import UsageCollector
 
-DEMO_MAPPING = {field: field for field in FIELDS}  # make_usage_file names its columns after the fields
+# make_usage_file names its columns after the fields; it writes no corrections.
+DEMO_MAPPING = {field: field for field in FIELDS if field not in CORRECTION_FIELDS}
 DEMO_RULES = {"voice": "telephony", "sms": "telephony", "mms": "telephony", "data": "data"}
 
 

@@ -160,6 +160,13 @@ def suggested_fix(record) -> Fix:
             f"{record.message}. If the value is genuine, raise the bound on the collector, then reprocess.",
             [("Collector bounds", _url("admin:usage_usagecollector_change", args=[record.collector_id]))],
         )
+    if record.reason == Reason.CORRECTION_REFUSED:
+        return Fix(
+            "A correction that could not be applied",
+            f"{record.message}. The line is not billed while it waits. Once its cause is gone (the record it "
+            "names has arrived, or a period was reopened), reprocess it: the correction is tried again.",
+            [("Corrections", _url("admin:usage_correction_changelist", {"file__id__exact": record.file_id}))],
+        )
     if record.reason == Reason.NO_TAX:
         return Fix(
             "Add a tax rule",

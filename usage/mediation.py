@@ -27,7 +27,7 @@ from django.utils import timezone
 from console import tracking
 from console.models import RunStatus
 
-from . import pipeline, staging
+from . import corrections, pipeline, staging
 from .engine import duck, reference
 from .engine.timing import phase
 from .gates import parse_duck
@@ -140,6 +140,11 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
                 batches.overlapped(total)
             else:
                 batches.one_by_one(total)
+            if until == "tax" and corrections.note_file(engine_db, mediation_file) + corrections.open_count(
+                [mediation_file.pk]
+            ):
+                tracking.step(run, "Applying the file's corrections and re-rating their cycles")
+                corrections.apply_for_file(mediation_file)
         except FileRejected as exc:
             _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
             return MediationFile.Status.REJECTED

@@ -54,7 +54,8 @@ class UsageCollector(models.Model):
         help_text=(
             "Record field → source: a column name (CSV with header), a 1-based column number (CSV by position), "
             "[start, end] 1-based inclusive character positions (fixed width), or a key (JSON lines). "
-            "Fields: record_id, identifier, start_time, duration, volume, quantity, destination, usage_type, amount."
+            "Fields: record_id, identifier, start_time, duration, volume, quantity, destination, usage_type, amount; "
+            "corrects / cancels: the key of an earlier record this line replaces / cancels (docs/rating.md)."
         ),
     )
     time_format = models.CharField(
@@ -192,6 +193,9 @@ class MediationFile(models.Model):
         default=0, help_text="Lines that continue a record's quoted field (collectors with multi-line fields)."
     )
     pending = models.BigIntegerField(default=0)
+    void = models.BigIntegerField(
+        default=0, help_text="Records replaced or cancelled by a later correction, and the lines that cancel."
+    )
     charge_micros = models.BigIntegerField(default=0)
     tax_micros = models.BigIntegerField(default=0)
 
@@ -237,6 +241,9 @@ class Reason(models.TextChoices):
     LATE_CLOSED_PERIOD = "LATE_CLOSED_PERIOD", "Period is closed or invoiced"
     NO_RATE = "NO_RATE", "No price for that usage"
     NO_TAX = "NO_TAX", "No tax rule applies"
+    CORRECTION_REFUSED = "CORRECTION_REFUSED", "Correction refused"
+    SUPERSEDED = "SUPERSEDED", "Replaced or cancelled by a correction"
+    CANCELLATION = "CANCELLATION", "A correction that cancels a record"
 
 
 def reference(to, related_name="+", *, optional=True, on_delete=models.PROTECT, **options):
@@ -253,7 +260,8 @@ class RecordFields(models.Model):
     """One usage line: where it came from, what it is, and what each gate decided.
 
     `stage` is the gate the record waits at (or failed at); `status` says whether it is pending,
-    mediated or quarantined. A mediated record is kept in `UsageRecord`, any other in
+    mediated, quarantined or void (replaced or cancelled by a correction, or a cancellation itself:
+    kept, never billed). A mediated record is kept in `UsageRecord`, any other in
     `QuarantinedRecord`; `FileRecord` reads both. Written by COPY and set-based SQL, so integrity
     rules are constraints. References carry no database foreign key: file and collector are
     constants of the statement that writes a batch, and the gates take service, account, period and
@@ -265,6 +273,7 @@ class RecordFields(models.Model):
         PENDING = "pending", "Pending"
         MEDIATED = "mediated", "Mediated"
         QUARANTINED = "quarantined", "Quarantined"
+        VOID = "void", "Void (corrected)"
 
     class Stage(models.TextChoices):
         PARSE = "parse", "parse"
@@ -391,7 +400,11 @@ class QuarantinedRecord(RecordFields):
         verbose_name = "quarantined record"
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["pending", "quarantined"]), name="usage_waiting_not_mediated"
+                condition=Q(status__in=["pending", "quarantined", "void"]), name="usage_waiting_not_mediated"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="void") | Q(reason__in=["SUPERSEDED", "CANCELLATION"]),
+                name="usage_void_is_corrected",
             ),
             models.CheckConstraint(
                 condition=~Q(status="quarantined", reason=""), name="usage_record_quarantine_has_reason"
@@ -441,6 +454,55 @@ class RecordKey(models.Model):
 
     def __str__(self):
         return f"{self.record_key} (file {self.file_id}, line {self.line_no})"
+
+
+class Correction(models.Model):
+    """A line that names an earlier record of its collector by key, to replace or cancel it (the
+    collector maps a `corrects` or `cancels` column). Noted when its file is mediated, applied once
+    the correcting record is mediated: the earlier record becomes void (kept, never billed, its
+    message naming this line), and the cycles of both are re-rated in time order. Refused, with the
+    reason in `message`, when the key is unknown, the record is already corrected, or a period is
+    invoiced; the correcting record is then quarantined CORRECTION_REFUSED."""
+
+    class Action(models.TextChoices):
+        REPLACE = "replace", "Replaces"
+        CANCEL = "cancel", "Cancels"
+
+    class State(models.TextChoices):
+        NOTED = "noted", "Waiting for the correcting record"
+        APPLIED = "applied", "Applied"
+        REFUSED = "refused", "Refused"
+
+    collector = models.ForeignKey(UsageCollector, on_delete=models.CASCADE, related_name="+", db_index=False)
+    file = models.ForeignKey(MediationFile, on_delete=models.CASCADE, related_name="corrections")
+    line_no = models.PositiveIntegerField()
+    record_key = models.CharField(max_length=255, help_text="The key of the record it corrects.")
+    action = models.CharField(max_length=8, choices=Action.choices)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.NOTED)
+    original_file = models.ForeignKey(
+        MediationFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
+    original_line = models.PositiveIntegerField(null=True, blank=True)
+    message = models.CharField(max_length=500, blank=True, default="")
+    noted_at = models.DateTimeField(default=timezone.now)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-noted_at", "file_id", "line_no"]
+        constraints = [
+            models.UniqueConstraint(fields=["file", "line_no"], name="usage_correction_one_per_line"),
+            models.CheckConstraint(
+                condition=~Q(state="applied") | Q(original_file__isnull=False, original_line__isnull=False),
+                name="usage_correction_applied_names_original",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="refused") | ~Q(message=""), name="usage_correction_refusal_says_why"
+            ),
+        ]
+        indexes = [models.Index(fields=["collector", "state"], name="usage_correction_state_idx")]
+
+    def __str__(self):
+        return f"{self.get_action_display()} {self.record_key} (file {self.file_id}, line {self.line_no})"
 
 
 class PeriodCounter(models.Model):

@@ -65,6 +65,8 @@ STAGING_COLUMNS = (
     "amount_micros",
     "local_weekday",
     "local_seconds",
+    "corrects",
+    "cancels",
     "parse_error",
     "parse_reason",
     "raw",
@@ -75,7 +77,12 @@ NULL_BIGINT = "CAST(NULL AS BIGINT)"
 TEXT_COLUMNS = ("record_id", "identifier", "destination", "usage_type", "raw")
 # A CSV reader reads an empty field as NULL; text columns are never NULL in a record. The raw line
 # stays out of the gates (none reads it) and joins the outcome by line when records are written.
-STAGING_SELECT = tuple(f"COALESCE({c}, '') AS {c}" if c in TEXT_COLUMNS else c for c in STAGING_COLUMNS if c != "raw")
+# A correction's columns stay out of the gates too: usage.corrections reads them from the file table.
+STAGING_SELECT = tuple(
+    f"COALESCE({c}, '') AS {c}" if c in TEXT_COLUMNS else c
+    for c in STAGING_COLUMNS
+    if c not in ("raw", "corrects", "cancels")
+)
 PARSE = Gate(
     name="parse",
     produces=(),

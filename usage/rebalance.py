@@ -108,28 +108,8 @@ def do_rebalance(
         )
     categories = [category] if category else list(Category.values)
     result = RebalanceResult(account, on_date, periods, categories, applied=not dry_run)
-    period_ids = [p.pk for p in periods]
     rollback_to = transaction.savepoint() if dry_run else None
-    allowances = IncludedValue.objects.filter(category__in=categories).values("pk")
-    tiered_rates = Rate.objects.filter(category__in=categories).values("pk")
-    PeriodCounter.objects.filter(period_id__in=period_ids).filter(
-        Q(kind=PeriodCounter.Kind.ALLOWANCE, ref_id__in=allowances)
-        | Q(kind=PeriodCounter.Kind.TIER, ref_id__in=tiered_rates)
-    ).delete()
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {CYCLE_TABLE}")
-        cursor.execute(f"CREATE TEMP TABLE {CYCLE_TABLE} (id BIGINT PRIMARY KEY)")
-        cursor.executemany(f"INSERT INTO {CYCLE_TABLE} (id) VALUES (%s)", [(pk,) for pk in period_ids])
-        services = ", ".join(str(int(p.service_id)) for p in periods)
-        quoted = ", ".join(f"'{c}'" for c in categories)  # validated against Category above
-        where = (
-            f"u.service_id IN ({services}) AND EXISTS (SELECT 1 FROM {CYCLE_TABLE} x WHERE x.id = u.period_id) "
-            f"AND u.category IN ({quoted}) AND u.stage IN ('rate', 'tax', 'done') AND u.is_duplicate = %(false)s"
-        )
-        result.records = pipeline.advance(
-            cursor, None, "rate", "tax", where, before_write=lambda c, table: _compare(c, table, result)
-        ).records
-        cursor.execute(f"DROP TABLE {CYCLE_TABLE}")
+    result.records = rerate_periods(periods, categories, before_write=lambda c, table: _compare(c, table, result))
     if dry_run:
         transaction.savepoint_rollback(rollback_to)
         return result
@@ -146,6 +126,36 @@ def do_rebalance(
         after={"total": str(result.new_total)},
     )
     return result
+
+
+def rerate_periods(periods, categories=tuple(Category.values), before_write=None) -> int:
+    """Reset the counters of `periods` (SubscriptionPeriods, locked by the caller) for `categories`
+    and re-rate their records from the rate gate in time order, in the caller's transaction; how
+    many records were re-rated. What a rebalance and an applied correction do."""
+    if not periods:
+        return 0
+    period_ids = [p.pk for p in periods]
+    allowances = IncludedValue.objects.filter(category__in=categories).values("pk")
+    tiered_rates = Rate.objects.filter(category__in=categories).values("pk")
+    PeriodCounter.objects.filter(period_id__in=period_ids).filter(
+        Q(kind=PeriodCounter.Kind.ALLOWANCE, ref_id__in=allowances)
+        | Q(kind=PeriodCounter.Kind.TIER, ref_id__in=tiered_rates)
+    ).delete()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {CYCLE_TABLE}")
+        cursor.execute(f"CREATE TEMP TABLE {CYCLE_TABLE} (id BIGINT PRIMARY KEY)")
+        cursor.executemany(f"INSERT INTO {CYCLE_TABLE} (id) VALUES (%s)", [(pk,) for pk in period_ids])
+        services = ", ".join(sorted({str(int(p.service_id)) for p in periods}))
+        quoted = ", ".join(f"'{c}'" for c in categories if c in Category.values)
+        where = (
+            f"u.service_id IN ({services}) AND EXISTS (SELECT 1 FROM {CYCLE_TABLE} x WHERE x.id = u.period_id) "
+            f"AND u.category IN ({quoted}) AND u.stage IN ('rate', 'tax', 'done') AND u.is_duplicate = %(false)s "
+            # Void records are never billed; a refused correction waits for reprocess, which applies it again.
+            "AND u.status IN ('mediated', 'pending', 'quarantined') AND u.reason <> 'CORRECTION_REFUSED'"
+        )
+        records = pipeline.advance(cursor, None, "rate", "tax", where, before_write=before_write).records
+        cursor.execute(f"DROP TABLE {CYCLE_TABLE}")
+    return records
 
 
 def do_run_rebalance(

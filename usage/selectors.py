@@ -46,13 +46,18 @@ def accounting(f: MediationFile) -> str:
         return (
             f"{f.get_status_display()}: {f.lines_done:,} records committed = {f.mediated:,} mediated + "
             f"{f.quarantined:,} quarantined + {f.duplicates:,} duplicates + {f.rejected_lines:,} rejected + "
-            f"{f.pending:,} pending; the file's other records were not mediated"
+            f"{f.pending:,} pending{_void(f)}; the file's other records were not mediated"
         )
     return (
         f"{f.physical_lines:,} physical lines = {f.header_lines:,} header + {f.blank_lines:,} blank + "
         f"{f.continuation_lines:,} continuation + {f.mediated:,} mediated + {f.quarantined:,} quarantined + "
-        f"{f.duplicates:,} duplicates + {f.rejected_lines:,} rejected + {f.pending:,} pending"
+        f"{f.duplicates:,} duplicates + {f.rejected_lines:,} rejected + {f.pending:,} pending{_void(f)}"
     )
+
+
+def _void(f: MediationFile) -> str:
+    """The void records (corrected since), named only where a file has some."""
+    return f" + {f.void:,} void (corrected)" if f.void else ""
 
 
 def response_rows(mediation_file: MediationFile):
@@ -82,6 +87,7 @@ def response_rows(mediation_file: MediationFile):
         ("duplicates", f.duplicates),
         ("rejected_lines", f.rejected_lines),
         ("pending", f.pending),
+        ("void", f.void),
         ("blank_lines", f.blank_lines),
         ("charge", f.charge),
         ("tax", f.tax),

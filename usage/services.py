@@ -221,7 +221,7 @@ def refresh_file_counts(file_ids) -> None:
             .annotate(n=Count("id"), charge=Sum("charge_micros"), tax=Sum("tax_micros"))
             .order_by()
         )
-        counts = {"mediated": 0, "quarantined": 0, "duplicates": 0, "rejected_lines": 0, "pending": 0}
+        counts = {"mediated": 0, "quarantined": 0, "duplicates": 0, "rejected_lines": 0, "pending": 0, "void": 0}
         charge = tax = total = 0
         for row in rows:
             total += row["n"]
@@ -231,6 +231,8 @@ def refresh_file_counts(file_ids) -> None:
                 tax += row["tax"] or 0
             elif row["status"] == UsageRecord.Status.PENDING:
                 counts["pending"] += row["n"]
+            elif row["status"] == UsageRecord.Status.VOID:
+                counts["void"] += row["n"]
             elif row["reason"] == Reason.DUPLICATE:
                 counts["duplicates"] += row["n"]
             elif row["reason"] == Reason.PARSE_ERROR:
@@ -282,7 +284,8 @@ def do_reprocess_records(actor, records) -> dict:
         groups = sorted(cursor.fetchall())
     selected = QuarantinedRecord.objects.filter(pk__in=RawSQL(f"SELECT id FROM {REPROCESS_SELECTION}", []))
     collectors = {c.pk: c for c in UsageCollector.objects.filter(pk__in={g[0] for g in groups})}
-    file_ids = set(selected.values_list("file_id", flat=True).distinct())
+    files_by_collector = set(selected.values_list("collector_id", "file_id").distinct())
+    file_ids = {file_id for _, file_id in files_by_collector}
     after = Counter()
     for collector_id, stage in groups:
         first = "rate" if stage == "tax" else stage
@@ -292,11 +295,18 @@ def do_reprocess_records(actor, records) -> dict:
         with connection.cursor() as cursor:
             ran = pipeline.advance(cursor, collectors[collector_id], first, "tax", where, tables=(store.WAITING,))
         after.update(ran.statuses)
+    corrected = _apply_corrections(actor, files_by_collector)
     refresh_file_counts(file_ids)
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE {REPROCESS_SELECTION}")
     total = sum(after.values())
-    outcome = {"records": total, "mediated": after.get("mediated", 0), "quarantined": after.get("quarantined", 0)}
+    outcome = {
+        "records": total,
+        "mediated": after.get("mediated", 0) - corrected.refused - corrected.cancellations,
+        "quarantined": after.get("quarantined", 0) + corrected.refused,
+    }
+    if corrected.applied or corrected.refused:
+        outcome.update(corrections_applied=corrected.applied, corrections_refused=corrected.refused)
     audit.record(
         actor,
         "quarantine.reprocess",
@@ -306,6 +316,22 @@ def do_reprocess_records(actor, records) -> dict:
         after=outcome,
     )
     return outcome
+
+
+def _apply_corrections(actor, files_by_collector):
+    """Corrections among reprocessed records are tried again (those now mediated)."""
+    from .corrections import Applied, do_apply_corrections
+
+    total = Applied()
+    by_collector = {}
+    for collector_id, file_id in files_by_collector:
+        by_collector.setdefault(collector_id, []).append(file_id)
+    for collector_id, files in sorted(by_collector.items()):
+        applied = do_apply_corrections(actor, collector_id, files)
+        total.applied += applied.applied
+        total.refused += applied.refused
+        total.cancellations += applied.cancellations
+    return total
 
 
 @transaction.atomic

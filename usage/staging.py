@@ -32,6 +32,8 @@ COLUMN_TYPES = {
     "amount_micros": "BIGINT",
     "local_weekday": "INTEGER",
     "local_seconds": "INTEGER",
+    "corrects": "VARCHAR",
+    "cancels": "BOOLEAN",
     "parse_error": "VARCHAR",
     "parse_reason": "VARCHAR",
     "raw": "VARCHAR",
@@ -58,6 +60,7 @@ ARROW_TYPES = {
     "BIGINT": pa.int64(),
     "INTEGER": pa.int32(),
     "VARCHAR": pa.string(),
+    "BOOLEAN": pa.bool_(),
     "DATE": pa.date32(),
     "TIMESTAMP": pa.timestamp("us"),  # aware times become UTC
 }

@@ -119,6 +119,7 @@ class MediationFileSerializer(serializers.ModelSerializer):
             "rejected_lines",
             "blank_lines",
             "pending",
+            "void",
             "physical_lines",
             "header_lines",
             "continuation_lines",

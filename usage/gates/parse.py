@@ -35,9 +35,19 @@ FIELDS = (
     "destination",
     "usage_type",
     "amount",
+    "corrects",
+    "cancels",
 )
+CORRECTION_FIELDS = ("corrects", "cancels")  # the key of an earlier record this line replaces, or cancels
 REQUIRED = ("identifier", "start_time")
-MAX_LENGTH = {"record_id": 128, "identifier": 128, "destination": 64, "usage_type": 32}
+MAX_LENGTH = {
+    "record_id": 128,
+    "identifier": 128,
+    "destination": 64,
+    "usage_type": 32,
+    "corrects": 255,
+    "cancels": 255,
+}
 DURATION_FACTOR = {"second": 1, "minute": 60}
 VOLUME_FACTOR = {"byte": 1, "kb": 1000, "mb": 1000**2, "kib": 1024, "mib": 1024**2}
 MAX_KEY = 255
@@ -97,7 +107,8 @@ class OutOfRange(LineError):
 
 # A parsed row is a plain tuple in staging column order (usage.pipeline.STAGING_COLUMNS):
 # (line_no, record_key, record_id, identifier, usage_at, usage_date, duration, volume, quantity,
-#  destination, usage_type, amount_micros, local_weekday, local_seconds, parse_error, parse_reason, raw).
+#  destination, usage_type, amount_micros, local_weekday, local_seconds, corrects, cancels, parse_error,
+#  parse_reason, raw).
 
 
 class _LineFeed:
@@ -152,6 +163,12 @@ class Parser:
         self.limits = limits()
         csv.field_size_limit(max(self.limits["line_chars"] * self.limits["record_lines"], 1024))
         self.key_fields = collector.key_fields()
+        corrections = [f for f in CORRECTION_FIELDS if f in self.mapping]
+        if corrections and len(self.key_fields) != 1:
+            raise FileRejected(
+                f"The collector maps {' and '.join(corrections)}, which name an earlier record by its key: the "
+                f"record key must then be one field, not {' + '.join(self.key_fields)}."
+            )
         self.source_tz = zoneinfo.ZoneInfo(collector.time_zone or "UTC")
         self.billing_tz = zoneinfo.ZoneInfo(billing_tz)
         self.billing_is_utc = billing_tz == "UTC"
@@ -385,7 +402,8 @@ class Parser:
         # Undecodable bytes are kept visible as U+FFFD in the stored line; NUL cannot be stored.
         raw = raw[:4000].encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "\ufffd")
         message = message[:500].replace("\x00", "\ufffd")
-        return (line_no, None, "", "", None, None, None, None, None, "", "", None, None, None, message, reason, raw)
+        empty = (None, "", "", None, None, None, None, None, "", "", None, None, None, None, False)
+        return (line_no, *empty, message, reason, raw)
 
     def _build(self, line_no, values, raw):
         try:
@@ -423,6 +441,7 @@ class Parser:
                 self._beyond("quantity", quantity, values)
             amount = self._amount(values.get("amount", "").strip())
             key = self._key(values)
+            corrects, cancels = self._correction(values, key)
         except LineError as exc:
             return self._error_row(line_no, f"Line {line_no}: {exc}.", raw, exc.reason)
         local = usage_at if self.billing_is_utc else usage_at.astimezone(self.billing_tz)
@@ -441,6 +460,8 @@ class Parser:
             amount,
             local.isoweekday(),
             local.hour * 3600 + local.minute * 60 + local.second,
+            corrects,
+            cancels,
             None,
             None,
             "",
@@ -542,6 +563,17 @@ class Parser:
         if micros != micros.to_integral_value():
             raise LineError(f"amount {value!r} has more than 6 decimals")
         return int(micros)
+
+    def _correction(self, values, key):
+        """The key this line corrects (None for usage) and whether it cancels that record."""
+        corrects, cancels = (str(values.get(f, "")).strip() for f in CORRECTION_FIELDS)
+        if corrects and cancels:
+            raise LineError("corrects and cancels are both set: a line either replaces a record or cancels it")
+        named = corrects or cancels
+        if named and named == key:
+            field = "corrects" if corrects else "cancels"
+            raise LineError(f"{field} {named!r} is this line's own record key: a correction needs a key of its own")
+        return (named or None), bool(cancels)
 
     def _key(self, values):
         parts = [str(values.get(f, "")).strip() for f in self.key_fields]

@@ -379,6 +379,8 @@ def read_select(parser: Parser, layout) -> str:
     parts = [t.get(f, "''") for f in parser.key_fields]
     checks += [f"{p} <> ''" for p in parts]
     joined = parts[0] if len(parts) == 1 else " || chr(31) || ".join(parts)
+    # A correction names one earlier key, not its own (the Python parser says why otherwise).
+    checks += [f"({t['corrects']} = '' OR {t['cancels']} = '')", f"{t['corrects']} || {t['cancels']} <> {joined}"]
     first_time = parser.first_time.replace(tzinfo=None)
     end_time = parser.end_time.replace(tzinfo=None)
     checks += [
@@ -418,6 +420,8 @@ SELECT
     TRY_CAST(n_amount AS BIGINT) AS amount_micros,
     CAST(isodow(local_time) AS INTEGER) AS local_weekday,
     CAST(hour(local_time) * 3600 + minute(local_time) * 60 + second(local_time) AS INTEGER) AS local_seconds,
+    NULLIF({t["corrects"]} || {t["cancels"]}, '') AS corrects,
+    {t["cancels"]} <> '' AS cancels,
     NULL::VARCHAR AS parse_error,
     NULL::VARCHAR AS parse_reason,
     '' AS raw,
