@@ -236,3 +236,17 @@ def test_corrections_need_a_record_key_of_one_field(corrections_plan, world, med
     received = mediate(FIRST)
     assert received.status == "rejected"
     assert "record key must then be one field, not record_id + identifier" in received.error
+
+
+def test_records_sent_to_the_api_correct_like_a_file(corrections_plan, mediate, api):
+    mediate(FIRST)
+    reply = api.post(
+        "/api/v1/collectors/DEMO/ingest/",
+        {"records": [{"record_id": "A1", "identifier": ID, "start_time": "2026-10-05T10:00:00Z", "duration": "100",
+                      "destination": "612345", "usage_type": "voice", "corrects": "C1"}]},
+        format="json",
+    )  # fmt: skip
+    assert reply.status_code == 201, reply.data
+    assert (reply.data["mediated"], reply.data["void"]) == (1, 0)
+    assert outcome(corrections_plan["service"])["C1"][:2] == ("void", "SUPERSEDED")
+    assert outcome(corrections_plan["service"])["C2"] == ("mediated", "", 400, "0")

@@ -22,6 +22,20 @@ class IngestRecordSerializer(serializers.Serializer):
     destination = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=10_000)
     usage_type = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=10_000)
     amount = serializers.CharField(required=False, allow_blank=True, allow_null=True, help_text="Pre-priced amount.")
+    corrects = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=10_000,
+        help_text="The key of an earlier record of the collector this record replaces (docs/rating.md, section 9).",
+    )
+    cancels = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=10_000,
+        help_text="The key of an earlier record of the collector this record cancels.",
+    )
 
 
 # The request body as the schema documents it. `validate_batch` checks it instead: a thousand
