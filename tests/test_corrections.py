@@ -250,3 +250,30 @@ def test_records_sent_to_the_api_correct_like_a_file(corrections_plan, mediate, 
     assert (reply.data["mediated"], reply.data["void"]) == (1, 0)
     assert outcome(corrections_plan["service"])["C1"][:2] == ("void", "SUPERSEDED")
     assert outcome(corrections_plan["service"])["C2"] == ("mediated", "", 400, "0")
+
+
+def test_applying_again_changes_nothing(corrections_plan, mediate):
+    """A worker killed after the file's batches and before its corrections: the rerun applies them
+    once; a further run finds nothing to do."""
+    from usage.corrections import do_apply_corrections
+
+    mediate(FIRST)
+    second = mediate(lines(("X1", "2026-10-05T10:00:00Z", 100, "C1", "")))
+    before = outcome(corrections_plan["service"])
+    again = do_apply_corrections("test", second.collector_id, [second.pk])
+    assert (again.applied, again.refused, again.rerated) == (0, 0, 0)
+    assert outcome(corrections_plan["service"]) == before
+    assert drawn(corrections_plan) == 500
+
+
+def test_the_corrections_list_shows_each_line_and_what_became_of_it(corrections_plan, mediate, client, operator):
+    mediate(FIRST)
+    second = mediate(
+        lines(("X1", "2026-10-05T10:00:00Z", 100, "C1", ""), ("X2", "2026-10-05T12:00:00Z", 60, "NOPE", ""))
+    )
+    client.force_login(operator)
+    page = client.get("/admin/usage/correction/").content.decode()
+    assert f"file {second.pk} line 2" in page and f"file {second.pk - 1} line 2" in page
+    assert "Names record key NOPE, which this collector has not received" in page
+    fix = client.get(f"/admin/usage/quarantinedrecord/{QuarantinedRecord.objects.get(record_id='X2').pk}/change/")
+    assert "A correction that could not be applied" in fix.content.decode()
