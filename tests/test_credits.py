@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from billing.models import IncludedValue, Plan, RateCard, Subscription, SubscriptionPeriod
-from usage.models import FileRecord, PeriodCounter
+from usage.models import FileRecord, PeriodCounter, QuarantinedRecord
 
 from .test_allowances import usage_file
 from .test_mediation import HEADER
@@ -111,3 +111,46 @@ def test_credits_are_an_invoice_line_of_their_own(credits_plan, mediate):
     }
     others = sum(invoice.charges.exclude(kind=Charge.Kind.USAGE).values_list("amount_micros", flat=True))
     assert invoice.subtotal_micros == -553_300 + others
+
+
+@pytest.mark.parametrize(
+    "rounding, unit, written, expected",
+    [
+        ("up", "second", "1.2", 2),
+        ("up", "second", "-1.2", -2),  # a credit's size rounds like usage
+        ("nearest", "second", "1.4", 1),
+        ("nearest", "second", "1.5", 2),
+        ("nearest", "second", "-1.5", -2),
+        ("up", "minute", "1.5", 90),  # the unit applies exactly: 1.5 minutes is 90 s, not 2 minutes
+        ("nearest", "ms", "1499", 1),
+        ("up", "ms", "1001", 2),
+        ("refuse", "ms", "3000", 3),
+        ("refuse", "minute", "0.25", 15),
+    ],
+)
+def test_a_fraction_of_a_second_is_read_as_the_collector_says(credits_plan, mediate, rounding, unit, written, expected):
+    from usage.models import UsageCollector
+
+    UsageCollector.objects.filter(code="DEMO").update(duration_unit=unit, fraction_rounding=rounding)
+    mediate(HEADER + f"F1,61400000030,2026-10-05T10:00:00Z,{written},,,612345,voice,\n")
+    assert FileRecord.objects.get(record_id="F1").duration == expected
+
+
+def test_fractional_volumes_are_exact_in_bytes_and_a_refused_fraction_names_the_field(credits_plan, mediate):
+    from usage.models import UsageCollector
+
+    UsageCollector.objects.filter(code="DEMO").update(volume_unit="mb", duration_unit="ms", fraction_rounding="refuse")
+    received = mediate(
+        HEADER
+        + "V1,61400000030,2026-10-05T10:00:00Z,,1.5,,,data,\n"  # 1,500,000 bytes, not 2 MB
+        + "V2,61400000030,2026-10-05T10:00:00Z,,0.0000005,,,data,\n"  # half a byte
+        + "V3,61400000030,2026-10-05T10:00:00Z,1500,,,612345,voice,\n"  # 1.5 s
+    )
+    assert FileRecord.objects.get(file=received, line_no=2).volume == 1_500_000
+    errors = dict(QuarantinedRecord.objects.filter(file=received).values_list("line_no", "message"))
+    assert errors == {
+        3: "Line 3: volume '0.0000005' is 0.5 bytes, not a whole number of bytes: the collector refuses fractions "
+        "(its fraction rounding setting).",
+        4: "Line 4: duration '1500' is 1.5 seconds, not a whole number of seconds: the collector refuses fractions "
+        "(its fraction rounding setting).",
+    }

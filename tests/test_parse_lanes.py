@@ -252,3 +252,23 @@ def test_correction_columns_are_read_alike_in_both_lanes():
         (None, False, "Line 6: corrects 'R5' is this line's own record key: a correction needs a key of its own."),
         ("R 1", False, None),
     ]
+
+
+@pytest.mark.parametrize("rounding", ["up", "nearest", "refuse"])
+def test_milliseconds_round_alike_in_both_lanes(rounding):
+    lines = [",".join(FIELDS)] + [
+        f"R{n},614,2026-10-05T10:00:00Z,{ms},,,612,voice,"
+        for n, ms in enumerate([0, 1, 499, 500, 999, 1000, 1500, 2001])
+    ]
+    collector = csv_collector(duration_unit="ms", fraction_rounding=rounding)
+    rows, _ = same(collector, ("\n".join(lines) + "\n").encode())
+    duration = STAGING_COLUMNS.index("duration")
+    got = [r[duration] for r in rows]
+    assert (
+        got
+        == {
+            "up": [0, 1, 1, 1, 1, 1, 2, 3],
+            "nearest": [0, 0, 0, 1, 1, 1, 2, 2],
+            "refuse": [0, None, None, None, None, 1, None, None],
+        }[rounding]
+    )

@@ -93,6 +93,17 @@ class UsageCollector(models.Model):
         help_text="A negative duration, volume or quantity is a carrier's refund or correction: priced as the "
         "negation of the same usage priced positively, drawing no allowance. Off: such a line is refused.",
     )
+    fraction_rounding = models.CharField(
+        max_length=8,
+        default="up",
+        choices=[
+            ("up", "Round up to a whole second or byte (in size)"),
+            ("nearest", "Round to the nearest whole second or byte (half up)"),
+            ("refuse", "Refuse a fraction (a per-line error)"),
+        ],
+        help_text="How a duration, volume or quantity that is not a whole number of seconds, bytes or units is "
+        "read, after its unit is applied exactly (1.5 MB is 1,500,000 bytes; 1,500 ms is 1.5 s).",
+    )
     # Plausibility bounds: a record beyond them is quarantined OUT_OF_RANGE, never rated. The
     # ceilings keep every value, and what rating makes of it, inside a 64-bit column.
     max_duration_seconds = models.BigIntegerField(

@@ -98,6 +98,8 @@ class CollectorSerializer(serializers.ModelSerializer):
             "is_active",
             "late_usage_policy",
             "multiline_fields",
+            "accept_negative",
+            "fraction_rounding",
             "max_duration_seconds",
             "max_volume_bytes",
             "max_quantity",

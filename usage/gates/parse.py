@@ -19,7 +19,7 @@ import itertools
 import json
 import re
 import zoneinfo
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
 
 from django.conf import settings
 
@@ -49,6 +49,8 @@ MAX_LENGTH = {
     "cancels": 255,
 }
 DURATION_FACTOR = {"second": 1, "minute": 60}
+DURATION_SCALE = {"second": Decimal(1), "ms": Decimal("0.001"), "minute": Decimal(60)}
+BASE_UNIT = {"duration": "seconds", "volume": "bytes", "quantity": "units"}
 VOLUME_FACTOR = {"byte": 1, "kb": 1000, "mb": 1000**2, "kib": 1024, "mib": 1024**2}
 MAX_KEY = 255
 UTC = dt.UTC
@@ -177,6 +179,7 @@ class Parser:
         self.duration_unit = collector.duration_unit
         self.volume_factor = VOLUME_FACTOR[collector.volume_unit]
         self.accept_negative = collector.accept_negative
+        self.fraction_rounding = getattr(collector, "fraction_rounding", "up")
         self.bounds = collector.plausibility_bounds()
         self.first_time = dt.datetime(self.limits["first_year"], 1, 1, tzinfo=UTC)
         self.end_time = dt.datetime(self.limits["last_year"] + 1, 1, 1, tzinfo=UTC)
@@ -425,18 +428,13 @@ class Parser:
                     raise LineError(f"{field} is {len(value)} characters long, at most {limit} allowed")
             usage_at = self._time(values["start_time"].strip())
             bounds = self.bounds
-            duration = self._whole(values, "duration")
-            if duration is not None:
-                if self.duration_unit != "second":
-                    duration = _ms_up(duration) if self.duration_unit == "ms" else duration * 60
-                if abs(duration) > bounds["duration"]:
-                    self._beyond("duration", duration, values)
-            volume = self._whole(values, "volume")
-            if volume is not None:
-                volume *= self.volume_factor
-                if abs(volume) > bounds["volume"]:
-                    self._beyond("volume", volume, values)
-            quantity = self._whole(values, "quantity")
+            duration = self._base_units(values, "duration", DURATION_SCALE[self.duration_unit])
+            if duration is not None and abs(duration) > bounds["duration"]:
+                self._beyond("duration", duration, values)
+            volume = self._base_units(values, "volume", Decimal(self.volume_factor))
+            if volume is not None and abs(volume) > bounds["volume"]:
+                self._beyond("volume", volume, values)
+            quantity = self._base_units(values, "quantity", Decimal(1))
             if quantity is not None and abs(quantity) > bounds["quantity"]:
                 self._beyond("quantity", quantity, values)
             amount = self._amount(values.get("amount", "").strip())
@@ -525,13 +523,15 @@ class Parser:
             raise LineError(f"{field} {value!r} has more decimals than any unit needs")
         return number
 
-    def _whole(self, values, field):
-        """A count in the field's unit, fractions rounded up; refused when negative. Compared with
-        the bound before it is turned into an integer, so `1e10000000` costs nothing."""
+    def _base_units(self, values, field, scale: Decimal):
+        """The field's value in whole base units (seconds, bytes, units): the value as written times
+        the collector's unit (`scale`), exact, then a fraction of a base unit rounded as the collector
+        says (`fraction_rounding`: up in size, to the nearest, or refused). Compared with the bound
+        before it is turned into an integer, so `1e10000000` costs nothing."""
         value = values.get(field, "").strip()
         if not value:
             return None
-        if value.isdigit() and value.isascii() and len(value) <= 18:
+        if value.isdigit() and value.isascii() and len(value) <= 18 and scale == 1:
             return int(value)  # the usual case, without the general parse below
         try:
             number = self._decimal(field, value)
@@ -539,11 +539,17 @@ class Parser:
             if not value.startswith("-") or self.accept_negative:
                 raise
             number = Decimal(-1)
-        if number < 0:
-            if not self.accept_negative:
-                raise LineError(f"{field} {value!r} must not be negative (the collector does not accept credits)")
-            return -int((-number).to_integral_value(rounding=ROUND_CEILING))  # a credit's size rounds like usage
-        return int(number.to_integral_value(rounding=ROUND_CEILING))
+        if number < 0 and not self.accept_negative:
+            raise LineError(f"{field} {value!r} must not be negative (the collector does not accept credits)")
+        exact = number * scale
+        whole = exact.to_integral_value(rounding=ROUND_HALF_UP if self.fraction_rounding == "nearest" else ROUND_UP)
+        if whole != exact and self.fraction_rounding == "refuse":
+            unit = BASE_UNIT[field]
+            raise LineError(
+                f"{field} {value!r} is {exact.normalize():f} {unit}, not a whole number of {unit}: the collector "
+                "refuses fractions (its fraction rounding setting)"
+            )
+        return int(whole)  # a credit's size rounds like usage: ROUND_UP and ROUND_HALF_UP go away from zero
 
     def _beyond(self, field, number, values):
         unit = {"duration": " s", "volume": " bytes"}.get(field, "")
@@ -584,12 +590,6 @@ class Parser:
         if len(key) > MAX_KEY:
             key = "sha1:" + hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
         return key
-
-
-def _ms_up(milliseconds: int) -> int:
-    """Milliseconds as whole seconds, rounded up in size (a credit of 1.5 s is -2 s, as 1.5 s is 2 s)."""
-    seconds = -(-abs(milliseconds) // 1000)
-    return seconds if milliseconds >= 0 else -seconds
 
 
 def _check_offset(value):

@@ -364,7 +364,11 @@ def read_select(parser: Parser, layout) -> str:
         v = t[field]
         whole = f"CASE WHEN regexp_full_match({v}, '[0-9]{{1,18}}') THEN CAST({v} AS HUGEINT) END"
         if field == "duration" and collector.duration_unit == "ms":
-            value = f"({whole} + 999) // 1000"
+            value = {
+                "up": f"({whole} + 999) // 1000",
+                "nearest": f"({whole} + 500) // 1000",
+                "refuse": f"CASE WHEN {whole} % 1000 = 0 THEN {whole} // 1000 END",  # else the Python parser's error
+            }[collector.fraction_rounding]
         else:
             value = f"{whole} * {factor[field]}"
         numbers.append(f"CASE WHEN {v} = '' THEN NULL ELSE {value} END AS n_{field}")
