@@ -4,15 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0019_corrections'),
+        ("usage", "0019_corrections"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='usagecollector',
-            name='fraction_rounding',
-            field=models.CharField(choices=[('up', 'Round up to a whole second or byte (in size)'), ('nearest', 'Round to the nearest whole second or byte (half up)'), ('refuse', 'Refuse a fraction (a per-line error)')], default='up', help_text='How a duration, volume or quantity that is not a whole number of seconds, bytes or units is read, after its unit is applied exactly (1.5 MB is 1,500,000 bytes; 1,500 ms is 1.5 s).', max_length=8),
+            model_name="usagecollector",
+            name="fraction_rounding",
+            field=models.CharField(
+                choices=[
+                    ("up", "Round up to a whole second or byte (in size)"),
+                    ("nearest", "Round to the nearest whole second or byte (half up)"),
+                    ("refuse", "Refuse a fraction (a per-line error)"),
+                ],
+                default="up",
+                help_text="How a duration, volume or quantity that is not a whole number of seconds, bytes or units is read, after its unit is applied exactly (1.5 MB is 1,500,000 bytes; 1,500 ms is 1.5 s).",
+                max_length=8,
+            ),
         ),
     ]
