@@ -19,6 +19,7 @@ from .admin_tools import (
     AuditedAdminMixin,
     BigTableAdminMixin,
     NonOverlappingInlineFormSet,
+    ReadOnlyAdminMixin,
     message_user_validation_error,
 )
 from .models import (
@@ -630,21 +631,12 @@ class TaxRuleAdmin(TollgateModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(BigTableAdminMixin, admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "actor_label", "action", "object_type", "object_id", "summary")
     list_filter = ("object_type",)
     search_fields = ("object_id__exact", "actor_label__exact", "action__exact")
     search_help_text = "Exact object id, actor or action."
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ChargeInline(admin.TabularInline):

@@ -13,7 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from billing import formatting
-from billing.admin_tools import AuditedAdminMixin, BigTableAdminMixin
+from billing.admin_tools import AuditedAdminMixin, BigTableAdminMixin, ReadOnlyAdminMixin
 from console.tracking import RunBusy
 
 from . import services
@@ -486,7 +486,7 @@ class UsageRecordAdmin(UsageRecordAdminBase):
 
 
 @admin.register(Correction)
-class CorrectionAdmin(admin.ModelAdmin):
+class CorrectionAdmin(ReadOnlyAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
     """Every correction line and what became of it: read only (a correction is made by sending one)."""
 
     list_display = ("line_shown", "action", "record_key", "state", "original_shown", "message", "applied_at")
@@ -504,12 +504,3 @@ class CorrectionAdmin(admin.ModelAdmin):
         if obj.original_file_id is None:
             return "—"
         return f"file {obj.original_file_id} line {obj.original_line}"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

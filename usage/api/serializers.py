@@ -6,6 +6,12 @@ from usage.models import MediationFile, QuarantinedRecord, UsageCollector, Usage
 MONEY = {"max_digits": 20, "decimal_places": 6, "read_only": True}
 
 
+def record_key_field(help_text: str):
+    return serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=10_000, help_text=help_text
+    )
+
+
 class IngestRecordSerializer(serializers.Serializer):
     """One usage record in Tollgate's field names. Values are checked by the parse gate like a
     file's lines: a bad value quarantines that record (PARSE_ERROR, with the reason); an unknown
@@ -22,20 +28,8 @@ class IngestRecordSerializer(serializers.Serializer):
     destination = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=10_000)
     usage_type = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=10_000)
     amount = serializers.CharField(required=False, allow_blank=True, allow_null=True, help_text="Pre-priced amount.")
-    corrects = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        allow_null=True,
-        max_length=10_000,
-        help_text="The key of an earlier record of the collector this record replaces (docs/rating.md, section 9).",
-    )
-    cancels = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        allow_null=True,
-        max_length=10_000,
-        help_text="The key of an earlier record of the collector this record cancels.",
-    )
+    corrects = record_key_field("The key of an earlier record of the collector this record replaces (docs/rating.md).")
+    cancels = record_key_field("The key of an earlier record of the collector this record cancels.")
 
 
 # The request body as the schema documents it. `validate_batch` checks it instead: a thousand

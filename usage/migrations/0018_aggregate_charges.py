@@ -1,27 +1,12 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from usage.record_view import create_view, drop_view
+
 HELP = (
     "Covered by this aggregate charge (the first, if several): not priced by itself, but by the period's "
     "aggregate at Main Billing."
 )
-
-
-def _columns(apps):
-    return ", ".join(f.column for f in apps.get_model("usage", "QuarantinedRecord")._meta.concrete_fields)
-
-
-def drop_view(apps, schema_editor):
-    schema_editor.execute("DROP VIEW IF EXISTS usage_filerecord")
-
-
-# The view over both record tables names its columns: it is made again with the new one.
-def create_view(apps, schema_editor):
-    columns = _columns(apps)
-    schema_editor.execute(
-        f"CREATE VIEW usage_filerecord AS SELECT {columns} FROM usage_usagerecord "
-        f"UNION ALL SELECT {columns} FROM usage_quarantinedrecord"
-    )
 
 
 def field():

@@ -4,22 +4,7 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
-
-def _columns(apps):
-    return ", ".join(f.column for f in apps.get_model("usage", "QuarantinedRecord")._meta.concrete_fields)
-
-
-def drop_view(apps, schema_editor):
-    schema_editor.execute("DROP VIEW IF EXISTS usage_filerecord")
-
-
-# SQLite rebuilds the quarantine table to change its constraints: the view over it is made again.
-def create_view(apps, schema_editor):
-    columns = _columns(apps)
-    schema_editor.execute(
-        f"CREATE VIEW usage_filerecord AS SELECT {columns} FROM usage_usagerecord "
-        f"UNION ALL SELECT {columns} FROM usage_quarantinedrecord"
-    )
+from usage.record_view import create_view, drop_view
 
 
 class Migration(migrations.Migration):
