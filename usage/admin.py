@@ -490,7 +490,7 @@ class CorrectionAdmin(ReadOnlyAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
     """Every correction line and what became of it: read only (a correction is made by sending one)."""
 
     list_display = ("line_shown", "action", "record_key", "state", "original_shown", "message", "applied_at")
-    list_filter = ("state", "action", "collector")
+    list_filter = ("state", "action", "collector", FileFilter)
     search_fields = ("record_key",)
     list_select_related = ("file", "collector")
     readonly_fields = [f.name for f in Correction._meta.fields]

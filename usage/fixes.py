@@ -165,7 +165,7 @@ def suggested_fix(record) -> Fix:
             "A correction that could not be applied",
             f"{record.message}. The line is not billed while it waits. Once its cause is gone (the record it "
             "names has arrived, or a period was reopened), reprocess it: the correction is tried again.",
-            [("Corrections", _url("admin:usage_correction_changelist", {"file__id__exact": record.file_id}))],
+            [("Corrections", _url("admin:usage_correction_changelist", {"file": record.file_id}))],
         )
     if record.reason == Reason.NO_TAX:
         return Fix(
