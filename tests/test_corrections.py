@@ -277,3 +277,21 @@ def test_the_corrections_list_shows_each_line_and_what_became_of_it(corrections_
     assert "Names record key NOPE, which this collector has not received" in page
     fix = client.get(f"/admin/usage/quarantinedrecord/{QuarantinedRecord.objects.get(record_id='X2').pk}/change/")
     assert "A correction that could not be applied" in fix.content.decode()
+
+
+def test_corrections_that_name_each_other_are_refused_not_left_waiting(corrections_plan, mediate):
+    received = mediate(
+        lines(
+            ("Z1", "2026-10-05T10:00:00Z", 60, "Z2", ""),
+            ("Z2", "2026-10-05T10:05:00Z", 60, "Z1", ""),
+        )
+    )
+    refused = dict(QuarantinedRecord.objects.filter(file=received).values_list("record_id", "message"))
+    assert refused == {
+        "Z1": "Names record key Z2, a correction that itself waits on this line: corrections that name each other "
+        "are not applied",
+        "Z2": "Names record key Z1, a correction that itself waits on this line: corrections that name each other "
+        "are not applied",
+    }
+    assert set(Correction.objects.values_list("state", flat=True)) == {"refused"}
+    assert drawn(corrections_plan) == 0  # what they drew on arrival is given back

@@ -101,6 +101,10 @@ CHAINED = (
     f"UPDATE {PLAN} SET chained = %(true)s WHERE decision IS NULL AND EXISTS (SELECT 1 FROM {PLAN} q "
     f"WHERE q.file_id = {PLAN}.orig_file AND q.line_no = {PLAN}.orig_line AND q.decision IS NULL)"
 )
+LOOP_MESSAGE = (
+    "'Names record key ' || record_key || ', a correction that itself waits on this line: corrections that "
+    "name each other are not applied'"
+)
 VOID_MESSAGE = (
     "CASE WHEN p.action = 'cancel' THEN 'Cancelled' ELSE 'Replaced' END || ' by file ' || p.file_id || ' line ' "
     "|| p.line_no || ' (record key ' || p.fix_key || ')'"
@@ -204,6 +208,9 @@ def _round(cursor, params, result: Applied, periods: set, files: set) -> int:
         )
     cursor.execute(f"SELECT decision, COUNT(*) FROM {PLAN} GROUP BY decision")
     counts = dict(cursor.fetchall())
+    if counts.get("later") and not counts.get("apply"):  # nothing left to wait for: the lines name each other
+        cursor.execute(f"UPDATE {PLAN} SET decision = 'refuse', message = {LOOP_MESSAGE} WHERE decision = 'later'")
+        counts["refuse"] = counts.get("refuse", 0) + counts.pop("later")
     if not counts.get("apply") and not counts.get("refuse") and not counts.get("wait"):
         cursor.execute(f"DROP TABLE {PLAN}")
         return 0
