@@ -12,7 +12,7 @@ line corrects the same record in the same run, or the record's period is invoice
 refused record tries its correction again.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -119,7 +119,6 @@ class Applied:
     refused: int = 0
     waiting: int = 0
     rerated: int = 0
-    messages: list = field(default_factory=list)  # the first refusals, for an operator's message
 
 
 def note_file(engine_db, mediation_file) -> int:
@@ -216,10 +215,10 @@ def _round(cursor, params, result: Applied, periods: set, files: set) -> int:
         return 0
     moves = (
         # The record a correction names becomes void, wherever it is.
-        ("orig_id", "p.decision = 'apply'", "'void'", "'done'", "'SUPERSEDED'", VOID_MESSAGE),
+        ("orig", "p.decision = 'apply'", "'void'", "'done'", "'SUPERSEDED'", VOID_MESSAGE),
         # A cancelling line is no usage of its own.
         (
-            "fix_id",
+            "fix",
             "p.decision = 'apply' AND p.action = 'cancel'",
             "'void'",
             "'done'",
@@ -228,7 +227,7 @@ def _round(cursor, params, result: Applied, periods: set, files: set) -> int:
         ),
         # A refused correction is not billed: it waits, quarantined, to be reprocessed once its cause is fixed.
         (
-            "fix_id",
+            "fix",
             "p.decision = 'refuse' AND p.fix_status = 'mediated'",
             "'quarantined'",
             "'rate'",
@@ -236,13 +235,16 @@ def _round(cursor, params, result: Applied, periods: set, files: set) -> int:
             "p.message",
         ),
     )
-    for id_column, condition, status, stage, reason, message in moves:
-        home = f"CASE WHEN p.{id_column.replace('id', 'status')} = 'mediated' THEN 'records' ELSE 'waiting' END"
-        _void_or_quarantine(cursor, id_column, f"{condition} AND {home} = 'records'", status, stage, reason, message)
+    # Each move names its record by the plan's `orig_` or `fix_` columns: its id and its status (a
+    # mediated record is in the records table, any other in the quarantine).
+    for side, condition, status, stage, reason, message in moves:
+        _void_or_quarantine(
+            cursor, f"{side}_id", f"{condition} AND p.{side}_status = 'mediated'", status, stage, reason, message
+        )
         sets = f"status = {status}, stage = {stage}, reason = {reason}, message = substr({message}, 1, 500)"
         cursor.execute(
-            f"UPDATE {store.WAITING} SET {sets} FROM {PLAN} p WHERE {store.WAITING}.id = p.{id_column} "
-            f"AND {condition} AND {home} = 'waiting'"
+            f"UPDATE {store.WAITING} SET {sets} FROM {PLAN} p WHERE {store.WAITING}.id = p.{side}_id "
+            f"AND {condition} AND p.{side}_status <> 'mediated'"
         )
     cursor.execute(
         "UPDATE usage_correction SET state = CASE p.decision WHEN 'apply' THEN 'applied' "
@@ -263,8 +265,6 @@ def _round(cursor, params, result: Applied, periods: set, files: set) -> int:
     periods.update(row[0] for row in cursor.fetchall())
     cursor.execute(f"SELECT DISTINCT orig_file FROM {PLAN} WHERE decision = 'apply'")
     files.update(row[0] for row in cursor.fetchall())
-    cursor.execute(f"SELECT message FROM {PLAN} WHERE decision = 'refuse' ORDER BY file_id, line_no LIMIT 5")
-    result.messages += [row[0] for row in cursor.fetchall()]
     cursor.execute(f"SELECT COUNT(*) FROM {PLAN} WHERE decision = 'apply' AND action = 'cancel'")
     result.cancellations += cursor.fetchone()[0]
     result.applied += counts.get("apply", 0)

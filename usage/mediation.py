@@ -140,11 +140,11 @@ def process_file(mediation_file: MediationFile, owner: str, *, until: str = "tax
                 batches.overlapped(total)
             else:
                 batches.one_by_one(total)
-            if until == "tax" and corrections.note_file(engine_db, mediation_file) + corrections.open_count(
-                [mediation_file.pk]
-            ):
-                tracking.step(run, "Applying the file's corrections and re-rating their cycles")
-                corrections.apply_for_file(mediation_file)
+            if until == "tax":
+                corrections.note_file(engine_db, mediation_file)
+                if corrections.open_count([mediation_file.pk]):  # noted now, or by a run cut off before applying
+                    tracking.step(run, "Applying the file's corrections and re-rating their cycles")
+                    corrections.apply_for_file(mediation_file)
         except FileRejected as exc:
             _finish(mediation_file, MediationFile.Status.REJECTED, str(exc), run)
             return MediationFile.Status.REJECTED
