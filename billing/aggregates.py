@@ -238,9 +238,10 @@ def _percentage(charge: AggregateCharge, quantity: Decimal, fees: PercentFees) -
     return Priced(quantity, rate_part + fixed_part + bound_part, lines)
 
 
-def in_unit(charge: AggregateCharge, metric: int | None) -> Decimal:
-    """The metric (base units: seconds, bytes, items, micro-units of money) in the charge's unit."""
-    value = Decimal(metric or 0)
+def in_unit(charge: AggregateCharge, metric: Decimal | int | None) -> Decimal:
+    """The metric (base units: seconds, bytes, items, micro-units of money) in the charge's unit,
+    without the trailing zeros of the records' thousandths (120.000 s is 120 s)."""
+    value = Decimal(plain(Decimal(metric or 0)))
     if charge.unit == "money":
         return value / MICROS
     if charge.aggregation in (Aggregation.COUNT, Aggregation.UNIQUE):
@@ -271,6 +272,7 @@ def period_aggregates(period_ids: list[int]) -> tuple[list[PeriodAggregate], int
 
     from usage.engine import duck
     from usage.engine.reference import any_of, list_param, load_model
+    from usage.models import UsageRecord as records_model
 
     from .models import Subscription, SubscriptionPeriod, ZonePrefix
 
@@ -297,7 +299,7 @@ def period_aggregates(period_ids: list[int]) -> tuple[list[PeriodAggregate], int
             "usage_date": "DATE",
             "record_key": "VARCHAR",
             **{c: "VARCHAR" for c in ("category", *AGGREGATE_TEXT_FIELDS)},
-            **{c: "BIGINT" for c in AGGREGATE_NUMBER_FIELDS},
+            **{c: duck.duck_type(records_model._meta.get_field(c)) for c in AGGREGATE_NUMBER_FIELDS},
         }
         select = ", ".join(duck.utc(connection, "u.usage_at") if c == "usage_at" else f"u.{c}" for c in columns)
         duck.load_query(

@@ -69,13 +69,16 @@ def plural(n: int, singular: str, many: str | None = None) -> str:
 
 
 def duration(seconds) -> str:
-    """h:mm:ss, whole seconds (half-up); hours keep growing past 24."""
+    """h:mm:ss, and the milliseconds a record keeps when it has them (0:00:02.5); hours keep
+    growing past 24."""
     if seconds is None:
         return ""
-    whole = int(_fixed(_decimal(seconds), 0))
-    sign, whole = ("-", -whole) if whole < 0 else ("", whole)
+    exact = _fixed(_decimal(seconds), 3)
+    sign, exact = ("-", -exact) if exact < 0 else ("", exact)
+    whole = int(exact)
     hours, rest = divmod(whole, 3600)
-    return f"{sign}{number(hours)}:{rest // 60:02d}:{rest % 60:02d}"
+    fraction = f"{exact - whole:f}"[1:].rstrip("0") if exact != whole else ""
+    return f"{sign}{number(hours)}:{rest // 60:02d}:{rest % 60:02d}{fraction}"
 
 
 def volume(octets, unit: str | None = None, scale=BINARY_SCALE) -> str:

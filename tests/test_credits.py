@@ -76,6 +76,7 @@ def test_milliseconds_of_a_credit_round_up_in_size_like_usage(credits_plan, medi
 
     collector = UsageCollector.objects.get(code="DEMO")
     collector.duration_unit = "ms"
+    collector.fraction_rounding = "up"
     collector.save()
     mediate(HEADER + "M1,61400000030,2026-10-05T10:00:00Z,-1500,,,612345,voice,\n")
     assert FileRecord.objects.get(record_id="M1").duration == -2  # as 1,500 ms is 2 s

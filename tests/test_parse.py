@@ -3,6 +3,7 @@
 import datetime as dt
 import io
 import re
+from decimal import Decimal
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_csv_by_position_with_units_and_local_times():
     assert (line, key, record_id, ident) == (1, "R1", "R1", "614")
     assert usage_at == dt.datetime(2026, 10, 4, 23, 0, tzinfo=UTC)  # 10:00 in Sydney (+11:00) is 23:00 UTC
     assert usage_date == dt.date(2026, 10, 5)  # the billing day in Sydney
-    assert (duration, volume) == (2, 3072)  # 1001 ms rounds up to 2 s; 3 KiB is 3072 bytes
+    assert (duration, volume) == (Decimal("1.001"), 3072)  # 1001 ms is 1.001 s, kept exactly; 3 KiB is 3072 bytes
 
 
 def test_fixed_width_and_its_short_lines():

@@ -3,6 +3,7 @@ the same rows, line counts and refusals for the malformed corpus, for generated 
 every edge the lane's statement decides on, and across its block boundaries."""
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 from django.test import override_settings
@@ -254,7 +255,7 @@ def test_correction_columns_are_read_alike_in_both_lanes():
     ]
 
 
-@pytest.mark.parametrize("rounding", ["up", "nearest", "refuse"])
+@pytest.mark.parametrize("rounding", ["exact", "up", "nearest", "refuse"])
 def test_milliseconds_round_alike_in_both_lanes(rounding):
     lines = [",".join(FIELDS)] + [
         f"R{n},614,2026-10-05T10:00:00Z,{ms},,,612,voice,"
@@ -267,6 +268,7 @@ def test_milliseconds_round_alike_in_both_lanes(rounding):
     assert (
         got
         == {
+            "exact": [Decimal(ms) / 1000 for ms in (0, 1, 499, 500, 999, 1000, 1500, 2001)],
             "up": [0, 1, 1, 1, 1, 1, 2, 3],
             "nearest": [0, 0, 0, 1, 1, 1, 2, 2],
             "refuse": [0, None, None, None, None, 1, None, None],

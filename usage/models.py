@@ -24,6 +24,10 @@ from billing.models import (
 )
 
 MICROS = Decimal(1_000_000)
+# A record's duration, volume and quantity in base units, exact to a thousandth (a millisecond):
+# 15 digits before the point hold the largest bound (100 TB in bytes) rounded up by any increment.
+QUANTITY_PLACES = 3
+QUANTITY = {"max_digits": 18, "decimal_places": QUANTITY_PLACES}
 
 
 def micros_to_money(value):
@@ -95,14 +99,16 @@ class UsageCollector(models.Model):
     )
     fraction_rounding = models.CharField(
         max_length=8,
-        default="up",
+        default="exact",
         choices=[
+            ("exact", "Keep it exactly, to the thousandth (milliseconds)"),
             ("up", "Round up to a whole second or byte (in size)"),
             ("nearest", "Round to the nearest whole second or byte (half up)"),
             ("refuse", "Refuse a fraction (a per-line error)"),
         ],
         help_text="How a duration, volume or quantity that is not a whole number of seconds, bytes or units is "
-        "read, after its unit is applied exactly (1.5 MB is 1,500,000 bytes; 1,500 ms is 1.5 s).",
+        "read, after its unit is applied exactly (1.5 MB is 1,500,000 bytes; 1,500 ms is 1.5 s). Exact keeps up to "
+        "three decimals of a base unit; a finer value is a per-line error.",
     )
     # Plausibility bounds: a record beyond them is quarantined OUT_OF_RANGE, never rated. The
     # ceilings keep every value, and what rating makes of it, inside a 64-bit column.
@@ -113,8 +119,8 @@ class UsageCollector(models.Model):
     )
     max_volume_bytes = models.BigIntegerField(
         default=10**13,
-        validators=[MinValueValidator(1), MaxValueValidator(10**15)],
-        help_text="Largest volume one record may have, in bytes (default 10 TB).",
+        validators=[MinValueValidator(1), MaxValueValidator(10**14)],
+        help_text="Largest volume one record may have, in bytes (default 10 TB, at most 100 TB).",
     )
     max_quantity = models.BigIntegerField(
         default=1_000_000,
@@ -305,9 +311,9 @@ class RecordFields(models.Model):
     identifier = models.CharField(max_length=128, blank=True, default="")
     usage_at = models.DateTimeField(null=True, blank=True)
     usage_date = models.DateField(null=True, blank=True, help_text="The usage day in the billing time zone.")
-    duration = models.BigIntegerField(null=True, blank=True, help_text="Seconds.")
-    volume = models.BigIntegerField(null=True, blank=True, help_text="Bytes.")
-    quantity = models.BigIntegerField(null=True, blank=True)
+    duration = models.DecimalField(**QUANTITY, null=True, blank=True, help_text="Seconds, exact to the millisecond.")
+    volume = models.DecimalField(**QUANTITY, null=True, blank=True, help_text="Bytes.")
+    quantity = models.DecimalField(**QUANTITY, null=True, blank=True)
     destination = models.CharField(max_length=64, blank=True, default="")
     usage_type = models.CharField(max_length=32, blank=True, default="")
     amount_micros = models.BigIntegerField(null=True, blank=True, help_text="Pre-priced amount, if the file has one.")
@@ -317,7 +323,12 @@ class RecordFields(models.Model):
     period = reference(SubscriptionPeriod)
     is_late = models.BooleanField(default=False)
     rate = reference(Rate)
-    rated_quantity = models.BigIntegerField(null=True, blank=True, help_text="Base units after increments.")
+    rated_quantity = models.DecimalField(
+        **QUANTITY,
+        null=True,
+        blank=True,
+        help_text="Base units after increments (whole); for a record an aggregate charge covers, what it adds.",
+    )
     included_quantity = models.BigIntegerField(
         null=True, blank=True, help_text="Base units of the rated quantity covered by allowances."
     )

@@ -2,6 +2,8 @@
 
 from django.db.models import Count, Max, Q, Sum
 
+from billing.models import plain
+
 from .models import MediationFile, QuarantinedRecord, UsageRecord, micros_to_money
 
 RESPONSE_HEADER = ["line", "record_id", "status", "reason", "message"]
@@ -200,12 +202,12 @@ def usage_csv_rows(records):
             r.category,
             csv_safe(r.usage_type),
             csv_safe(r.destination),
-            r.duration if r.duration is not None else "",
-            r.volume if r.volume is not None else "",
-            r.quantity if r.quantity is not None else "",
-            r.rated_quantity if r.rated_quantity is not None else "",
+            plain(r.duration),
+            plain(r.volume),
+            plain(r.quantity),
+            plain(r.rated_quantity),
             r.included_quantity or 0,
-            r.charged_quantity if r.charged_quantity is not None else "",
+            plain(r.charged_quantity),
             r.included_amount,
             r.charge,
             r.tax,

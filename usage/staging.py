@@ -13,8 +13,10 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from .engine.duck import values
+from .models import QUANTITY
 from .pipeline import STAGING_COLUMNS
 
+QUANTITY_TYPE = f"DECIMAL({QUANTITY['max_digits']},{QUANTITY['decimal_places']})"  # the record columns' own
 FILE_TABLE = "file_rows"  # the whole file's rows, in mediation order (`seq`)
 BATCH_TABLE = "batch"
 COLUMN_TYPES = {
@@ -24,9 +26,9 @@ COLUMN_TYPES = {
     "identifier": "VARCHAR",
     "usage_at": "TIMESTAMP",
     "usage_date": "DATE",
-    "duration": "BIGINT",
-    "volume": "BIGINT",
-    "quantity": "BIGINT",
+    "duration": QUANTITY_TYPE,
+    "volume": QUANTITY_TYPE,
+    "quantity": QUANTITY_TYPE,
     "destination": "VARCHAR",
     "usage_type": "VARCHAR",
     "amount_micros": "BIGINT",
@@ -63,6 +65,7 @@ ARROW_TYPES = {
     "BOOLEAN": pa.bool_(),
     "DATE": pa.date32(),
     "TIMESTAMP": pa.timestamp("us"),  # aware times become UTC
+    QUANTITY_TYPE: pa.decimal128(QUANTITY["max_digits"], QUANTITY["decimal_places"]),
 }
 SCHEMA = pa.schema([(name, ARROW_TYPES[kind]) for name, kind in COLUMN_TYPES.items()])
 

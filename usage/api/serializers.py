@@ -1,9 +1,23 @@
+from decimal import Decimal
+
 from rest_framework import serializers
 
+from billing.models import plain
 from usage.gates.parse import FIELDS
-from usage.models import MediationFile, QuarantinedRecord, UsageCollector, UsageRecord
+from usage.models import QUANTITY, MediationFile, QuarantinedRecord, UsageCollector, UsageRecord
 
 MONEY = {"max_digits": 20, "decimal_places": 6, "read_only": True}
+
+
+class QuantityField(serializers.DecimalField):
+    """A record's quantity in base units as kept, without the trailing zeros of its thousandths:
+    "60", "2.5" (a decimal string, like money)."""
+
+    def __init__(self, **options):
+        super().__init__(**QUANTITY, read_only=True, allow_null=True, **options)
+
+    def to_representation(self, value):
+        return plain(Decimal(value))
 
 
 def record_key_field(help_text: str):
@@ -157,6 +171,10 @@ class UsageRecordSerializer(serializers.ModelSerializer):
     charge = serializers.DecimalField(**MONEY, allow_null=True)
     tax = serializers.DecimalField(**MONEY, allow_null=True)
     included_amount = serializers.DecimalField(**MONEY)
+    duration = QuantityField(help_text="Seconds, exact to the millisecond.")
+    volume = QuantityField(help_text="Bytes.")
+    quantity = QuantityField()
+    rated_quantity = QuantityField(help_text="Base units after increments.")
 
     class Meta:
         model = UsageRecord

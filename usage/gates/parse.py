@@ -19,7 +19,7 @@ import itertools
 import json
 import re
 import zoneinfo
-from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal, localcontext
 
 from django.conf import settings
 
@@ -51,6 +51,9 @@ MAX_LENGTH = {
 DURATION_FACTOR = {"second": 1, "minute": 60}
 DURATION_SCALE = {"second": Decimal(1), "ms": Decimal("0.001"), "minute": Decimal(60)}
 BASE_UNIT = {"duration": "seconds", "volume": "bytes", "quantity": "units"}
+ONE_BASE_UNIT = {"duration": "second", "volume": "byte", "quantity": "unit"}
+THOUSANDTH = Decimal("0.001")  # the finest fraction a record keeps (usage.models.QUANTITY_PLACES)
+EXACT_DIGITS = 60  # enough for any number _decimal accepts times any unit, without rounding
 VOLUME_FACTOR = {"byte": 1, "kb": 1000, "mb": 1000**2, "kib": 1024, "mib": 1024**2}
 MAX_KEY = 255
 UTC = dt.UTC
@@ -179,7 +182,7 @@ class Parser:
         self.duration_unit = collector.duration_unit
         self.volume_factor = VOLUME_FACTOR[collector.volume_unit]
         self.accept_negative = collector.accept_negative
-        self.fraction_rounding = getattr(collector, "fraction_rounding", "up")
+        self.fraction_rounding = getattr(collector, "fraction_rounding", "exact")
         self.bounds = collector.plausibility_bounds()
         self.first_time = dt.datetime(self.limits["first_year"], 1, 1, tzinfo=UTC)
         self.end_time = dt.datetime(self.limits["last_year"] + 1, 1, 1, tzinfo=UTC)
@@ -524,10 +527,11 @@ class Parser:
         return number
 
     def _base_units(self, values, field, scale: Decimal):
-        """The field's value in whole base units (seconds, bytes, units): the value as written times
-        the collector's unit (`scale`), exact, then a fraction of a base unit rounded as the collector
-        says (`fraction_rounding`: up in size, to the nearest, or refused). Compared with the bound
-        before it is turned into an integer, so `1e10000000` costs nothing."""
+        """The field's value in base units (seconds, bytes, units): the value as written times the
+        collector's unit (`scale`), exact, then read as the collector says (`fraction_rounding`):
+        kept exactly to the thousandth, rounded up in size or to the nearest whole base unit, or a
+        fraction refused. Compared with the bound before anything is built from it, so `1e10000000`
+        costs nothing."""
         value = values.get(field, "").strip()
         if not value:
             return None
@@ -541,8 +545,18 @@ class Parser:
             number = Decimal(-1)
         if number < 0 and not self.accept_negative:
             raise LineError(f"{field} {value!r} must not be negative (the collector does not accept credits)")
-        exact = number * scale
-        whole = exact.to_integral_value(rounding=ROUND_HALF_UP if self.fraction_rounding == "nearest" else ROUND_UP)
+        with localcontext(prec=EXACT_DIGITS):
+            exact = number * scale
+            if self.fraction_rounding == "exact":
+                kept = exact.quantize(THOUSANDTH)
+                if kept != exact:
+                    raise LineError(
+                        f"{field} {value!r} is {exact.normalize():f} {BASE_UNIT[field]}, finer than the thousandth "
+                        f"of a {ONE_BASE_UNIT[field]} the collector keeps exactly (its fraction rounding setting)"
+                    )
+                return kept
+            rounding = ROUND_HALF_UP if self.fraction_rounding == "nearest" else ROUND_UP
+            whole = exact.to_integral_value(rounding=rounding)
         if whole != exact and self.fraction_rounding == "refuse":
             unit = BASE_UNIT[field]
             raise LineError(
@@ -554,8 +568,8 @@ class Parser:
     def _beyond(self, field, number, values):
         unit = {"duration": " s", "volume": " bytes"}.get(field, "")
         raise OutOfRange(
-            f"{field} {str(values.get(field, '')).strip()!r} is {number:,}{unit}, beyond the collector's "
-            f"maximum of {self.bounds[field]:,}{unit} per record"
+            f"{field} {str(values.get(field, '')).strip()!r} is {Decimal(number).normalize():,f}{unit}, beyond the "
+            f"collector's maximum of {self.bounds[field]:,}{unit} per record"
         )
 
     def _amount(self, value):

@@ -368,6 +368,7 @@ def read_select(parser: Parser, layout) -> str:
                 "up": f"({whole} + 999) // 1000",
                 "nearest": f"({whole} + 500) // 1000",
                 "refuse": f"CASE WHEN {whole} % 1000 = 0 THEN {whole} // 1000 END",  # else the Python parser's error
+                "exact": f"{whole} * 0.001",
             }[collector.fraction_rounding]
         else:
             value = f"{whole} * {factor[field]}"
@@ -416,9 +417,9 @@ SELECT
     {t["identifier"]} AS identifier,
     utc AS usage_at,
     CAST(local_time AS DATE) AS usage_date,
-    TRY_CAST(n_duration AS BIGINT) AS duration,
-    TRY_CAST(n_volume AS BIGINT) AS volume,
-    TRY_CAST(n_quantity AS BIGINT) AS quantity,
+    TRY_CAST(n_duration AS {staging.QUANTITY_TYPE}) AS duration,
+    TRY_CAST(n_volume AS {staging.QUANTITY_TYPE}) AS volume,
+    TRY_CAST(n_quantity AS {staging.QUANTITY_TYPE}) AS quantity,
     {t["destination"]} AS destination,
     {t["usage_type"]} AS usage_type,
     TRY_CAST(n_amount AS BIGINT) AS amount_micros,

@@ -524,16 +524,15 @@ def gate(
             f"LEFT JOIN (SELECT _key, MIN(aggregate_id) AS aggregate_id FROM ({covering('{prev}', '_row')}) c "
             "GROUP BY _key) agg ON agg._key = s._row",
         )
-        covered_measure = (
+        covered_rated = (
             f"WHEN {covered} THEN CASE ac.field WHEN 'duration' THEN s.duration WHEN 'volume' THEN s.volume "
             "ELSE COALESCE(s.quantity, 1) END "
         )
-        covered_join = "LEFT JOIN billing_aggregatecharge ac ON ac.id = s.aggregate_charge_id "
-        covered_rated = f"WHEN {covered} THEN s._rated "
+        covered_join = "LEFT JOIN billing_aggregatecharge ac ON ac.id = s.aggregate_charge_id"
         covered_charge = f"WHEN {covered} THEN 0 "
     else:
         coverage = (f"{NO_ID} AS aggregate_charge_id", "")
-        covered_measure = covered_join = covered_rated = covered_charge = ""
+        covered_join = covered_rated = covered_charge = ""
     return Gate(
         name="rate",
         produces=PRODUCES,
@@ -545,22 +544,23 @@ def gate(
                 best_rate,
             ),
             # A credit (negative usage) is priced by its size, as the same usage would be, then negated.
+            # Increments are whole base units, so the exact size rounded up to a whole one is rated alike.
             (
-                f"ABS({QUANTITY_OF_UNIT}) AS _qty, CASE WHEN {QUANTITY_OF_UNIT} < 0 THEN -1 ELSE 1 END AS _sign",
+                f"CAST(CEIL(ABS({QUANTITY_OF_UNIT})) AS BIGINT) AS _qty, "
+                f"CASE WHEN {QUANTITY_OF_UNIT} < 0 THEN -1 ELSE 1 END AS _sign",
                 "LEFT JOIN billing_rate r ON r.id = s.rate_id",
             ),
             (
-                f"CASE {covered_measure}WHEN {pre_priced} THEN s.quantity "
-                f"{'WHEN st._stepped IS NOT NULL THEN st._stepped ' if tier_increments else ''}"
-                f"WHEN s._qty IS NOT NULL THEN {rated} END AS _rated, "
+                f"CASE {'WHEN st._stepped IS NOT NULL THEN st._stepped ' if tier_increments else ''}"
+                f"WHEN s.rate_id IS NOT NULL AND s._qty IS NOT NULL THEN {rated} END AS _rated, "
                 "disc.discount_id AS discount_id",
-                f"LEFT JOIN billing_rate r ON r.id = s.rate_id {covered_join}{best_discount} "
-                f"{stepped if tier_increments else ''}",
+                f"LEFT JOIN billing_rate r ON r.id = s.rate_id {best_discount} {stepped if tier_increments else ''}",
             ),
+            # Covered and pre-priced records show what they were given, exactly: a metric's part, the items.
             (
-                f"CASE {covered_rated}WHEN {pre_priced} THEN s._rated ELSE s._sign * s._rated END AS rated_quantity, "
+                f"CASE {covered_rated}WHEN {pre_priced} THEN s.quantity ELSE s._sign * s._rated END AS rated_quantity, "
                 "CASE WHEN s.rate_id IS NOT NULL THEN COALESCE(s._rated, 0) ELSE 0 END AS _left0",
-                "",
+                covered_join,
             ),
             *drawing_steps(QUANTITY, allowance_passes, "s._left0"),
             (
