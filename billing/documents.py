@@ -79,9 +79,7 @@ def invoice_context(invoice: Invoice) -> dict:
             detail = [formatting.breakdown_line(part, currency) for part in charge.breakdown]
         elif charge.kind == Charge.Kind.USAGE:
             unit = units.get((charge.period_id, charge.category, charge.usage_type))
-            quantity = (
-                formatting.quantity(charge.rated_quantity, unit) if unit else formatting.number(charge.rated_quantity)
-            )
+            quantity = formatting.quantity(charge.rated_quantity, unit)
         else:
             quantity = formatting.plural(charge.days, "day") if charge.days else ""
         period = ""

@@ -104,9 +104,17 @@ def quantity(value, unit: str | None) -> str:
     if unit in VOLUME_UNITS:
         # Scaled to be read: 1,024 B charged of a MiB rate is "1.00 KiB", 1,000 B of an MB rate "1.00 kB".
         return volume(value, scale=DECIMAL_SCALE if unit in DECIMAL_SCALE else BINARY_SCALE)
+    value = _decimal(value)
+    places = _places(value, 3)
     if unit in COUNT_UNITS:
-        return plural(int(value), *COUNT_UNITS[unit])
-    return number(value)
+        singular, many = COUNT_UNITS[unit]
+        return f"{number(value, places)} {singular if value == 1 else many}"
+    return number(value, places)
+
+
+def _places(value: Decimal, most: int) -> int:
+    """The decimals `value` has (up to `most`): 2.500 has one, 60.000 none."""
+    return min(max(-value.normalize().as_tuple().exponent, 0), most)
 
 
 def category_quantity(value, category: str) -> str:
@@ -115,7 +123,7 @@ def category_quantity(value, category: str) -> str:
         return duration(value)
     if category == "data":
         return volume(value)
-    return number(value)
+    return quantity(value, None)
 
 
 def allowance(amount, unit: str, currency: str) -> str:
@@ -135,7 +143,7 @@ def aggregate_quantity(value, unit: str, currency: str) -> str:
     value = _decimal(value)
     if unit == "money":
         return money(value, currency)
-    places = min(max(-value.normalize().as_tuple().exponent, 0), 6)
+    places = _places(value, 6)
     if unit in COUNT_UNITS:
         singular, many = COUNT_UNITS[unit]
         return f"{number(value, places)} {singular if value == 1 else many}"

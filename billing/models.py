@@ -23,6 +23,18 @@ MONEY = {"max_digits": 18, "decimal_places": 6}
 # A price per unit: 10 decimals (wholesale data is priced in millionths of a cent per byte); at most
 # 99,999,999.9999999999, so a record's exact amount stays within the engine's 128-bit integers.
 PRICE = {"max_digits": 18, "decimal_places": 10}
+# A usage quantity in base units (seconds, bytes, items), exact to a thousandth: a record's as
+# received, and what increments make of it. 15 digits before the point hold the largest bound.
+QUANTITY_PLACES = 3
+QUANTITY = {"max_digits": 18, "decimal_places": QUANTITY_PLACES}
+THOUSANDTH = Decimal("0.001")
+# An increment (base units): a thousandth at least; at most 10^12 (a TB), so a record's exact
+# amount (thousandths x 10^-10 price units) stays within the engine's 128-bit integers.
+INCREMENT = {
+    "max_digits": 16,
+    "decimal_places": QUANTITY_PLACES,
+    "validators": [MinValueValidator(THOUSANDTH), MaxValueValidator(10**12)],
+}
 
 
 class Category(models.TextChoices):
@@ -364,11 +376,17 @@ class Rate(models.Model):
     unit = models.CharField(max_length=8, choices=Unit.choices)
     price_per_unit = models.DecimalField(**PRICE)
     connect_fee = models.DecimalField(**MONEY, default=Decimal("0"), help_text="Charged once per chargeable record.")
-    first_increment = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Base units charged at least, then by increment (empty: the increment)."
+    first_increment = models.DecimalField(
+        **INCREMENT,
+        null=True,
+        blank=True,
+        help_text="Base units charged at least, then by increment (empty: the increment).",
     )
-    increment = models.PositiveIntegerField(
-        default=1, help_text="Quantities are rounded up to this many base units (seconds, bytes, items)."
+    increment = models.DecimalField(
+        **INCREMENT,
+        default=1,
+        help_text="Quantities are rounded up to this many base units (seconds, bytes, items); a fraction down to "
+        "a thousandth (0.1 s, 0.001 of an item) is allowed.",
     )
     minimum_charge = models.DecimalField(**MONEY, null=True, blank=True)
     maximum_charge = models.DecimalField(**MONEY, null=True, blank=True, help_text="Cap per record.")
@@ -427,9 +445,9 @@ class Rate(models.Model):
                 name="billing_rate_decimals_le_6",
             ),
             models.CheckConstraint(condition=Q(connect_fee__gte=0), name="billing_rate_connect_not_negative"),
-            models.CheckConstraint(condition=Q(increment__gte=1), name="billing_rate_increment_positive"),
+            models.CheckConstraint(condition=Q(increment__gte=THOUSANDTH), name="billing_rate_increment_positive"),
             models.CheckConstraint(
-                condition=Q(first_increment__isnull=True) | Q(first_increment__gte=1),
+                condition=Q(first_increment__isnull=True) | Q(first_increment__gte=THOUSANDTH),
                 name="billing_rate_first_increment_positive",
             ),
             models.CheckConstraint(
@@ -468,7 +486,8 @@ class RateTier(models.Model):
     rate = models.ForeignKey(Rate, on_delete=models.CASCADE, related_name="tiers")
     from_quantity = models.DecimalField(max_digits=18, decimal_places=4, help_text="In the rate's unit.")
     price_per_unit = models.DecimalField(**PRICE)
-    increment = models.PositiveIntegerField(
+    increment = models.DecimalField(
+        **INCREMENT,
         null=True,
         blank=True,
         help_text="Base units the usage in this tier is rounded up to (e.g. per second after a first minute); "
@@ -480,7 +499,8 @@ class RateTier(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["rate", "from_quantity"], name="billing_ratetier_unique_start"),
             models.CheckConstraint(
-                condition=Q(increment__isnull=True) | Q(increment__gte=1), name="billing_ratetier_increment_positive"
+                condition=Q(increment__isnull=True) | Q(increment__gte=THOUSANDTH),
+                name="billing_ratetier_increment_positive",
             ),
             models.CheckConstraint(condition=Q(from_quantity__gt=0), name="billing_ratetier_starts_above_zero"),
             models.CheckConstraint(condition=Q(price_per_unit__gte=0), name="billing_ratetier_price_not_negative"),
@@ -1181,8 +1201,8 @@ class Charge(models.Model):
     )
     description = models.CharField(max_length=300)
     records = models.BigIntegerField(default=0, help_text="Usage records summed into the charge.")
-    rated_quantity = models.BigIntegerField(null=True, blank=True)
-    included_quantity = models.BigIntegerField(null=True, blank=True)
+    rated_quantity = models.DecimalField(max_digits=24, decimal_places=QUANTITY_PLACES, null=True, blank=True)
+    included_quantity = models.DecimalField(max_digits=24, decimal_places=QUANTITY_PLACES, null=True, blank=True)
     days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Days charged of the cycle (proration).")
     aggregate = models.ForeignKey(
         AggregateCharge, on_delete=models.PROTECT, null=True, blank=True, related_name="charges"

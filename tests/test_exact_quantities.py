@@ -157,3 +157,71 @@ def test_a_record_refused_for_its_fraction_can_be_read_exactly_instead(exact_pla
     UsageCollector.objects.filter(code="DEMO").update(fraction_rounding="exact")
     kept = mediate(HEADER + line("A2", "2.5"), name="again.csv")
     assert FileRecord.objects.get(file=kept).duration == Decimal("2.5")
+
+
+@pytest.fixture
+def metered_energy(exact_plan):
+    """On card EX: energy (misc, kWh as items) at 0.30 per item in steps of 0.001, tiered from 2.5
+    items at 0.20 (graduated, per record); voice to 98 at 0.06/min per tenth of a second; 10 items
+    of energy included."""
+    from billing.models import IncludedValue
+
+    card = RateCard.objects.get(code="EX")
+    energy = rate(card, category="misc", usage_type="kwh", unit="each", price="0.30", increment=Decimal("0.001"))
+    energy.tier_mode = "graduated"
+    energy.save()
+    RateTier.objects.create(rate=energy, from_quantity=Decimal("2.5"), price_per_unit=Decimal("0.20"))
+    rate(card, prefix="98", price="0.06", increment=Decimal("0.1"))
+    IncludedValue.objects.create(plan=card.plans.get(), category="misc", usage_type="kwh", quantity=10, unit="each")
+    return exact_plan
+
+
+def kwh(rid, quantity, at="2026-10-05T10:00:00Z"):
+    return f"{rid},{IDENT},{at},,,{quantity},,kwh,\n"
+
+
+def test_a_fractional_increment_rates_the_exact_value_in_its_steps(metered_energy, mediate):
+    from usage.models import PeriodCounter
+
+    received = mediate(
+        HEADER
+        + line("T1", "2.345", destination="98123")  # 2.4 s in tenths: 2.4 x 0.06/60 = 0.0024
+        + kwh("K1", "7.6", "2026-10-05T10:00:00Z")  # all of it included
+        + kwh("K2", "6.5", "2026-10-05T11:00:00Z")  # 2.4 included, 4.1 charged
+        + kwh("K3", "0.125", "2026-10-05T12:00:00Z")  # nothing left included: 0.125 x 0.30
+    )
+    assert received.mediated == 4
+    got = {
+        r.record_id: (r.rated_quantity, r.included_quantity, r.charge)
+        for r in FileRecord.objects.filter(file=received)
+    }
+    # K2's 4.1 charged items are priced per record from the first tier: 2.5 x 0.30 + 1.6 x 0.20.
+    assert got == {
+        "T1": (Decimal("2.4"), 0, Decimal("0.0024")),
+        "K1": (Decimal("7.6"), Decimal("7.6"), 0),
+        "K2": (Decimal("6.5"), Decimal("2.4"), Decimal("1.07")),
+        "K3": (Decimal("0.125"), 0, Decimal("0.0375")),
+    }
+    (drawn,) = PeriodCounter.objects.filter(period__service=metered_energy, kind="A").values_list("total", flat=True)
+    assert drawn == Decimal("10")
+
+
+def test_period_tiers_count_exact_quantities_across_batches(metered_energy, mediate):
+    from usage.models import PeriodCounter
+
+    card = RateCard.objects.get(code="EX")
+    gas = rate(card, category="misc", usage_type="gas", unit="each", price="0.30", increment=Decimal("0.001"))
+    gas.tier_mode, gas.tier_scope = "graduated", "period"
+    gas.save()
+    RateTier.objects.create(rate=gas, from_quantity=Decimal("2.5"), price_per_unit=Decimal("0.20"))
+    rows = [("G1", "1.5", "10"), ("G2", "1.5", "11"), ("G3", "1.5", "12"), ("G4", "0.001", "13")]
+    received = mediate(
+        HEADER
+        + line("T0", "1")  # the small batch plan cuts the gas records in two batches
+        + "".join(f"{rid},{IDENT},2026-10-05T{h}:00:00Z,,,{q},,gas,\n" for rid, q, h in rows)
+    )
+    charges = {r.record_id: r.charge for r in FileRecord.objects.filter(file=received, usage_type="gas")}
+    # Positions in the period: [0, 1.5) at 0.30; [1.5, 3) half each side of 2.5; [3, 4.5) and on at 0.20.
+    assert charges == {"G1": Decimal("0.45"), "G2": Decimal("0.40"), "G3": Decimal("0.30"), "G4": Decimal("0.0002")}
+    tier = PeriodCounter.objects.get(period__service=metered_energy, kind="T", ref_id=gas.pk)
+    assert tier.total == Decimal("4.501")

@@ -13,6 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import (
+    QUANTITY,
+    QUANTITY_PLACES,
     Account,
     AggregateCharge,
     Category,
@@ -24,10 +26,6 @@ from billing.models import (
 )
 
 MICROS = Decimal(1_000_000)
-# A record's duration, volume and quantity in base units, exact to a thousandth (a millisecond):
-# 15 digits before the point hold the largest bound (100 TB in bytes) rounded up by any increment.
-QUANTITY_PLACES = 3
-QUANTITY = {"max_digits": 18, "decimal_places": QUANTITY_PLACES}
 
 
 def micros_to_money(value):
@@ -119,8 +117,8 @@ class UsageCollector(models.Model):
     )
     max_volume_bytes = models.BigIntegerField(
         default=10**13,
-        validators=[MinValueValidator(1), MaxValueValidator(10**14)],
-        help_text="Largest volume one record may have, in bytes (default 10 TB, at most 100 TB).",
+        validators=[MinValueValidator(1), MaxValueValidator(10**13)],
+        help_text="Largest volume one record may have, in bytes (default and at most 10 TB).",
     )
     max_quantity = models.BigIntegerField(
         default=1_000_000,
@@ -327,10 +325,10 @@ class RecordFields(models.Model):
         **QUANTITY,
         null=True,
         blank=True,
-        help_text="Base units after increments (whole); for a record an aggregate charge covers, what it adds.",
+        help_text="Base units after increments; for a record an aggregate charge covers, what it adds to the metric.",
     )
-    included_quantity = models.BigIntegerField(
-        null=True, blank=True, help_text="Base units of the rated quantity covered by allowances."
+    included_quantity = models.DecimalField(
+        **QUANTITY, null=True, blank=True, help_text="Base units of the rated quantity covered by allowances."
     )
     included_micros = models.BigIntegerField(
         null=True, blank=True, help_text="Micro-units of the charge covered by money allowances."
@@ -545,7 +543,9 @@ class PeriodCounter(models.Model):
     kind = models.CharField(max_length=1, choices=Kind.choices)
     owner_id = models.BigIntegerField()
     ref_id = models.BigIntegerField()
-    total = models.BigIntegerField()
+    total = models.DecimalField(
+        max_digits=24, decimal_places=QUANTITY_PLACES, help_text="Base units, or micro-units of a money allowance."
+    )
 
     class Meta:
         constraints = [

@@ -1,5 +1,7 @@
 """Reads of mediation results shared by pages, commands and (later) the API."""
 
+from decimal import Decimal
+
 from django.db.models import Count, Max, Q, Sum
 
 from billing.models import plain
@@ -206,7 +208,7 @@ def usage_csv_rows(records):
             plain(r.volume),
             plain(r.quantity),
             plain(r.rated_quantity),
-            r.included_quantity or 0,
+            plain(r.included_quantity or Decimal(0)),
             plain(r.charged_quantity),
             r.included_amount,
             r.charge,

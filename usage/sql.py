@@ -1,9 +1,17 @@
 """SQL helpers for the gates, which run in DuckDB (usage/engine), whatever the store.
 
-Money is integer micro-units. Intermediate products are HUGEINT (128-bit: exact, no overflow) and
-divided with `//`, which truncates toward zero; `round_div` turns that into the card's rounding
-mode. (`/` on integers gives a DOUBLE in DuckDB: the gates never use it.)
+Money is integer micro-units. Quantities are DECIMAL base units with three places, counted as
+integer thousandths wherever they are divided or priced. Intermediate products are HUGEINT (128-bit:
+exact, no overflow) and divided with `//`, which truncates toward zero; `round_div` turns that into
+the card's rounding mode. (`/` on integers or decimals gives a DOUBLE in DuckDB: the gates never use it.)
 """
+
+from billing.models import QUANTITY, QUANTITY_PLACES
+
+THOUSANDTHS = 10**QUANTITY_PLACES  # a base unit's thousandths: the finest quantity a record keeps
+QUANTITY_TYPE = f"DECIMAL({QUANTITY['max_digits']},{QUANTITY_PLACES})"
+# A period counter's total (usage.models.PeriodCounter): base units, or a money allowance's micro-units.
+COUNTER_TYPE = f"DECIMAL(24,{QUANTITY_PLACES})"
 
 
 def exact(expr: str) -> str:
@@ -55,3 +63,19 @@ def decimal_step(decimals: str) -> str:
         f"CASE {decimals} WHEN 0 THEN 1000000 WHEN 1 THEN 100000 WHEN 2 THEN 10000 WHEN 3 THEN 1000 "
         "WHEN 4 THEN 100 WHEN 5 THEN 10 ELSE 1 END"
     )
+
+
+def thousandths(quantity: str) -> str:
+    """A quantity (base units, three places) as an exact integer count of thousandths."""
+    return f"CAST(({quantity}) * {THOUSANDTHS} AS HUGEINT)"
+
+
+def from_thousandths(count: str) -> str:
+    """An integer count of thousandths as a quantity in base units (DECIMAL, three places)."""
+    return f"(CAST({count} AS DECIMAL(38,0)) * 0.{'0' * (QUANTITY_PLACES - 1)}1)"
+
+
+def round_up_to(quantity: str, step: str) -> str:
+    """A non-negative `quantity` rounded up to a whole number of `step`s (both base units)."""
+    q, n = thousandths(quantity), thousandths(step)
+    return from_thousandths(f"((({q}) + ({n}) - 1) // ({n})) * ({n})")

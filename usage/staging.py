@@ -12,11 +12,12 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+from . import sql
 from .engine.duck import values
 from .models import QUANTITY
 from .pipeline import STAGING_COLUMNS
 
-QUANTITY_TYPE = f"DECIMAL({QUANTITY['max_digits']},{QUANTITY['decimal_places']})"  # the record columns' own
+QUANTITY_TYPE = sql.QUANTITY_TYPE  # the record columns' own
 FILE_TABLE = "file_rows"  # the whole file's rows, in mediation order (`seq`)
 BATCH_TABLE = "batch"
 COLUMN_TYPES = {

@@ -7,8 +7,8 @@ destination prefix wins, then an exact usage type over a blank one, then a rate 
 over one without; a rate matches only within its effective dates and, if it has a time band, when
 the band covers the usage start (local weekday or public holiday, and time of day).
 
-Quantities are base units (seconds, bytes, items). The rated quantity applies the first increment
-and then the increment; the exact charge is
+Quantities are base units (seconds, bytes, items), exact to a thousandth. The rated quantity
+applies the first increment and then the increment to the exact quantity; the exact charge is
 
     connect fee + rated quantity x price per unit / unit size, kept within [minimum, maximum],
     less the discount (percent of it, or an amount per rated unit, never below zero)
@@ -30,7 +30,19 @@ from dataclasses import dataclass
 from billing.aggregates import covering
 from billing.models import UNIT_BASE_SIZE, UNIT_MEASURE
 
-from ..sql import PRICE_PER_MICRO, bigint, decimal_step, exact, micros, price_units, round_div, seconds_of_day
+from ..sql import (
+    PRICE_PER_MICRO,
+    THOUSANDTHS,
+    bigint,
+    decimal_step,
+    exact,
+    micros,
+    price_units,
+    round_div,
+    round_up_to,
+    seconds_of_day,
+    thousandths,
+)
 from .base import Gate
 
 PRODUCES = (  # the record columns this gate sets
@@ -121,11 +133,17 @@ def allowance_slots(kind: Drawing) -> str:
     """Every allowance of the batch's periods, ranked within its period in drawing order (`slot`),
     with what is left of it (`avail`: its quantity less the period's counter)."""
     size = "1000000" if kind.money else f"CASE iv.unit {UNIT_BASE} END"
+    # Money in whole micro-units; a quantity to the thousandth of a base unit (10.0005 minutes is 600.03 s).
+    total = (
+        f"CAST(ROUND(iv.quantity * sub.quantity * {size}) AS BIGINT)"
+        if kind.money
+        else f"CAST(ROUND(iv.quantity * sub.quantity * {size}, 3) AS DECIMAL(24,3))"
+    )
     measure = "'money'" if kind.money else f"CASE iv.unit {UNIT_MEASURE_OF} END"
     return (
         "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
         f"sub.starts_on, sub.ends_on, {measure} AS measure, "
-        f"CAST(ROUND(iv.quantity * sub.quantity * {size}) AS BIGINT) - COALESCE(({DRAWN_BEFORE}), 0) AS avail, "
+        f"{total} - COALESCE(({DRAWN_BEFORE}), 0) AS avail, "
         "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY iv.priority, CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
         "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
         "FROM billing_subscriptionperiod p JOIN billing_subscription sub ON sub.service_id = p.service_id "
@@ -347,7 +365,7 @@ def band_split_steps() -> tuple:
         ),
         (
             "sp._split AS _split",
-            f"LEFT JOIN (SELECT pc._row, SUM({exact('pc._charged')} * {price}) AS _split "
+            f"LEFT JOIN (SELECT pc._row, SUM({thousandths('pc._charged')} * {price}) AS _split "
             "FROM part_charges pc LEFT JOIN part_rates pr ON pr._row = pc._row AND pr._part = pc._part "
             "JOIN billing_rate r ON r.id = COALESCE(pr.rate_id, pc.start_rate) GROUP BY pc._row) sp "
             "ON sp._row = s._row",
@@ -356,12 +374,17 @@ def band_split_steps() -> tuple:
 
 
 def increments(quantity: str) -> str:
-    """`quantity` rounded up by the rate's (`r`) first increment, then its increment."""
+    """`quantity` rounded up by the rate's (`r`) first increment, then its increment (exactly, in thousandths)."""
     first = "COALESCE(r.first_increment, r.increment)"
     return (
         f"CASE WHEN {quantity} <= 0 THEN 0 WHEN {quantity} <= {first} THEN {first} "
-        f"ELSE {first} + (({quantity} - {first} + r.increment - 1) // r.increment) * r.increment END"
+        f"ELSE {first} + {round_up_to(f'{quantity} - {first}', 'r.increment')} END"
     )
+
+
+def tier_start(rate: str = "r", tier: str = "t") -> str:
+    """Where a tier starts (its `from_quantity`, in the rate's unit) in base units, to the thousandth."""
+    return f"CAST(ROUND({tier}.from_quantity * CASE {rate}.unit {UNIT_BASE} END, 3) AS DECIMAL(24,3))"
 
 
 # The bands of rates with a tier of its own increment: [lo, hi) in base units, with the increment.
@@ -369,7 +392,7 @@ STEP_BANDS = (
     "(SELECT rate_id, lo, LEAD(lo) OVER (PARTITION BY rate_id ORDER BY lo) AS hi, inc FROM ("
     "SELECT r.id AS rate_id, 0 AS lo, r.increment AS inc FROM billing_rate r "
     "WHERE EXISTS (SELECT 1 FROM billing_ratetier t WHERE t.rate_id = r.id AND t.increment IS NOT NULL) "
-    f"UNION ALL SELECT t.rate_id, CAST(ROUND(t.from_quantity * CASE r.unit {UNIT_BASE} END) AS BIGINT), "
+    f"UNION ALL SELECT t.rate_id, {tier_start()}, "
     "COALESCE(t.increment, r.increment) FROM billing_ratetier t JOIN billing_rate r ON r.id = t.rate_id "
     "WHERE EXISTS (SELECT 1 FROM billing_ratetier t2 WHERE t2.rate_id = r.id AND t2.increment IS NOT NULL)"
     ") bands)"
@@ -413,19 +436,21 @@ def gate(
     # the first tier the rate's own first increment and increment apply (BillRun's step intervals).
     stepped = (
         f"LEFT JOIN (SELECT b._row, SUM(CASE WHEN b.lo = 0 THEN {increments('b._part')} "
-        "ELSE ((b._part + b.inc - 1) // b.inc) * b.inc END) AS _stepped FROM (SELECT k._row, k.rate_id, b.lo, "
+        f"ELSE {round_up_to('b._part', 'b.inc')} END) AS _stepped FROM (SELECT k._row, k.rate_id, b.lo, "
         "b.inc, CASE WHEN b.hi IS NOT NULL AND b.hi < k._qty THEN b.hi ELSE k._qty END - b.lo AS _part "
         f"FROM {{prev}} k JOIN {STEP_BANDS} b ON b.rate_id = k.rate_id AND b.lo < k._qty) b "
         "JOIN billing_rate r ON r.id = b.rate_id GROUP BY b._row) st ON st._row = s._row"
     )
     x = exact
-    unit = x(f"CASE r.unit {UNIT_BASE} END")
+    # Quantities are priced in thousandths of a base unit: a rate's unit holds size x 1000 of them.
+    unit = f"{x(f'CASE r.unit {UNIT_BASE} END')} * {THOUSANDTHS}"
 
     def fee(column):  # money (6 decimals) at the prices' scale (10 decimals)
         return f"{x(micros(column))} * {PRICE_PER_MICRO}"
 
     price = price_units("r.price_per_unit")
     charged = "s._chargeable"
+    q = thousandths
 
     # Tiers: the chargeable quantity occupies positions [s._tier_at, s._tier_at + chargeable) of the
     # rate's tier bands [lo, hi) (base units, the rate's own price below its first tier).
@@ -433,7 +458,7 @@ def gate(
         "(SELECT rate_id, lo, LEAD(lo) OVER (PARTITION BY rate_id ORDER BY lo) AS hi, price FROM ("
         f"SELECT r.id AS rate_id, 0 AS lo, {price_units('r.price_per_unit')} AS price FROM billing_rate r "
         "WHERE r.tier_mode <> 'none' UNION ALL "
-        f"SELECT t.rate_id, CAST(ROUND(t.from_quantity * CASE r.unit {UNIT_BASE} END) AS BIGINT), "
+        f"SELECT t.rate_id, {tier_start()}, "
         f"{price_units('t.price_per_unit')} FROM billing_ratetier t JOIN billing_rate r ON r.id = t.rate_id "
         "WHERE r.tier_mode <> 'none') bands)"
     )
@@ -442,11 +467,11 @@ def gate(
         f"(CASE WHEN tb.hi IS NOT NULL AND tb.hi < {end} THEN tb.hi ELSE {end} END - "
         f"CASE WHEN tb.lo > {start} THEN tb.lo ELSE {start} END)"
     )
-    last_unit = f"{end} - 1"
+    # Volume: every unit at the price of the tier the quantity's end falls in, (lo, hi].
     tier_amount = (
-        "CASE WHEN r.tier_mode = 'volume' THEN CASE WHEN k._chargeable > 0 AND tb.lo <= "
-        f"{last_unit} AND (tb.hi IS NULL OR {last_unit} < tb.hi) THEN {x('k._chargeable')} * {x('tb.price')} "
-        f"ELSE 0 END WHEN {overlap} > 0 THEN {x(overlap)} * {x('tb.price')} ELSE 0 END"
+        "CASE WHEN r.tier_mode = 'volume' THEN CASE WHEN k._chargeable > 0 AND tb.lo < "
+        f"{end} AND (tb.hi IS NULL OR {end} <= tb.hi) THEN {q('k._chargeable')} * {x('tb.price')} "
+        f"ELSE 0 END WHEN {overlap} > 0 THEN {q(overlap)} * {x('tb.price')} ELSE 0 END"
     )
     tiered = (
         f"LEFT JOIN (SELECT k._row, SUM({tier_amount}) AS _tiered FROM {{prev}} k "
@@ -456,7 +481,7 @@ def gate(
     # A feature no rate uses leaves its steps and columns out (smaller statements plan faster).
     priced_by = ["WHEN s._tiered IS NOT NULL THEN s._tiered"] if tiers else []
     priced_by += ["WHEN s._split IS NOT NULL THEN s._split"] if split_bands else []
-    amount = f"CASE {' '.join(priced_by)} ELSE {x(charged)} * {price} END" if priced_by else f"{x(charged)} * {price}"
+    amount = f"CASE {' '.join(priced_by)} ELSE {q(charged)} * {price} END" if priced_by else f"{q(charged)} * {price}"
     # Priced in two steps. The first looks up the rate, card and discount and computes the amount before
     # bounds, the bounds and the rounding inputs; the second bounds, discounts and rounds.
     pricing_inputs = (
@@ -479,7 +504,7 @@ def gate(
     # A percentage is counted in hundredths of a per cent (exact): numerator and denominator x 10000.
     numerator = (
         "CASE s._discount_kind WHEN 'percent' THEN s._bounded * (10000 - s._discount_hundredths) "
-        f"WHEN 'per_unit' THEN s._bounded - {x(charged)} * s._discount_per_unit ELSE s._bounded END AS _num, "
+        f"WHEN 'per_unit' THEN s._bounded - {q(charged)} * s._discount_per_unit ELSE s._bounded END AS _num, "
         "s._unit * s._step * CASE WHEN s._discount_kind = 'percent' THEN 10000 ELSE 1 END AS _den"
     )
     charge = (
@@ -544,10 +569,8 @@ def gate(
                 best_rate,
             ),
             # A credit (negative usage) is priced by its size, as the same usage would be, then negated.
-            # Increments are whole base units, so the exact size rounded up to a whole one is rated alike.
             (
-                f"CAST(CEIL(ABS({QUANTITY_OF_UNIT})) AS BIGINT) AS _qty, "
-                f"CASE WHEN {QUANTITY_OF_UNIT} < 0 THEN -1 ELSE 1 END AS _sign",
+                f"ABS({QUANTITY_OF_UNIT}) AS _qty, CASE WHEN {QUANTITY_OF_UNIT} < 0 THEN -1 ELSE 1 END AS _sign",
                 "LEFT JOIN billing_rate r ON r.id = s.rate_id",
             ),
             (
