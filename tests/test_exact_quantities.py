@@ -192,8 +192,7 @@ def test_a_fractional_increment_rates_the_exact_value_in_its_steps(metered_energ
     )
     assert received.mediated == 4
     got = {
-        r.record_id: (r.rated_quantity, r.included_quantity, r.charge)
-        for r in FileRecord.objects.filter(file=received)
+        r.record_id: (r.rated_quantity, r.included_quantity, r.charge) for r in FileRecord.objects.filter(file=received)
     }
     # K2's 4.1 charged items are priced per record from the first tier: 2.5 x 0.30 + 1.6 x 0.20.
     assert got == {
