@@ -1,7 +1,8 @@
 """Property tests (hypothesis): for random usage sets with credits among them, rating in any file order
 and then rebalancing equals rating in time order; a charge is never negative except a credit's, a
-credit's never positive; included + charged = rated quantity; credits draw nothing. Local calls are
-rated by a tier increment, data by period-cumulative tiers, API calls by a graduated aggregate charge
+credit's never positive; included + charged = rated quantity; credits draw nothing. Durations carry
+milliseconds and API call quantities tenths, kept exactly. Local calls are rated by a tier increment
+of a tenth of a second, data by period-cumulative tiers, API calls by a graduated aggregate charge
 (the sum of their quantities over the period), whose price agrees too and is never negative."""
 
 import datetime as dt
@@ -41,19 +42,20 @@ usage = st.tuples(
     st.integers(min_value=0, max_value=86_399),  # second of 5 October
     st.integers(min_value=-300, max_value=900),  # seconds, or hundreds of KiB for data; below 0 a credit
     st.sampled_from(sorted(DESTINATIONS)),
+    st.integers(min_value=0, max_value=999),  # milliseconds of a duration
 )
 examples = itertools.count(1)
 
 
 def records_file(identifier, prefix, rows):
     lines = []
-    for n, (second, amount, kind) in rows:
+    for n, (second, amount, kind, ms) in rows:
         start = dt.datetime(2026, 10, 5, tzinfo=dt.UTC) + dt.timedelta(seconds=second)
         destination, usage_type = DESTINATIONS[kind]
         seconds, volume, quantity = {
             "data": ("", amount * 100 * 1024, ""),
-            "api": ("", "", amount // 10),  # calls; below 0 a carrier's credit of calls
-        }.get(kind, (amount, "", ""))
+            "api": ("", "", Decimal(amount) / 10),  # calls, in tenths; below 0 a carrier's credit of calls
+        }.get(kind, (Decimal(amount) + (1 if amount >= 0 else -1) * Decimal(ms) / 1000, "", ""))
         lines.append(
             f"{prefix}{n:04d},{identifier},{start:%Y-%m-%dT%H:%M:%SZ},{seconds},{volume},{quantity},{destination},"
             f"{usage_type},"
@@ -83,15 +85,15 @@ def test_any_file_order_then_rebalance_equals_time_order(
     order,
     files,
 ):
-    UsageCollector.objects.filter(code="DEMO").update(accept_negative=True)
+    UsageCollector.objects.filter(code="DEMO").update(accept_negative=True, fraction_rounding="exact")
     data_rate = Rate.objects.get(rate_card=allowances["card"], category="data")
     if not data_rate.tiers.exists():  # period-cumulative graduated data tiers: 0.02, then 0.01 from 1 MB
         Rate.objects.filter(pk=data_rate.pk).update(tier_mode="graduated", tier_scope="period")
         RateTier.objects.create(rate=data_rate, from_quantity=1, price_per_unit=Decimal("0.01"))
-        # Local calls: the first minute whole, then by the second (a tier with its own increment).
+        # Local calls: the first minute whole, then by the tenth of a second (a tier with its own increment).
         voice = Rate.objects.get(rate_card=allowances["card"], category="telephony")
         Rate.objects.filter(pk=voice.pk).update(increment=60, tier_mode="graduated", tier_scope="record")
-        RateTier.objects.create(rate=voice, from_quantity=1, price_per_unit=Decimal("0.10"), increment=1)
+        RateTier.objects.create(rate=voice, from_quantity=1, price_per_unit=Decimal("0.10"), increment=Decimal("0.1"))
     n = next(examples)
     plan = Plan.objects.create(code=f"H{n}", name="Property plan", rate_card=allowances["card"])
     IncludedValue.objects.create(plan=plan, category="telephony", quantity=plan_minutes, unit="minute")
