@@ -10,8 +10,9 @@ from billing.models import QUANTITY, QUANTITY_PLACES
 
 THOUSANDTHS = 10**QUANTITY_PLACES  # a base unit's thousandths: the finest quantity a record keeps
 QUANTITY_TYPE = f"DECIMAL({QUANTITY['max_digits']},{QUANTITY_PLACES})"
-# A period counter's total (usage.models.PeriodCounter): base units, or a money allowance's micro-units.
-COUNTER_TYPE = f"DECIMAL(24,{QUANTITY_PLACES})"
+# A total of quantities (a period counter, an allowance, a tier start): base units to the thousandth,
+# or a money allowance's micro-units (usage.models.PeriodCounter).
+TOTAL_TYPE = f"DECIMAL(24,{QUANTITY_PLACES})"
 
 
 def exact(expr: str) -> str:

@@ -14,7 +14,7 @@ from django.db import connection as default_connection
 
 from .engine.duck import copy_csv, load_query, store_rows
 from .engine.reference import any_of, list_param, listed
-from .sql import COUNTER_TYPE
+from .sql import TOTAL_TYPE
 
 USAGE_WRITE_LOCK = 73_010_001
 USAGE_COUNTERS_LOCK = 73_010_002  # with a bucket: pg_advisory_xact_lock(int, int)
@@ -133,7 +133,7 @@ def _scratch_counters(cursor, table: str) -> None:
     where a DELETE of a batch's rows is not)."""
     cursor.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {table} "
-        f"(period_id BIGINT, kind VARCHAR(1), owner_id BIGINT, ref_id BIGINT, total {COUNTER_TYPE})"
+        f"(period_id BIGINT, kind VARCHAR(1), owner_id BIGINT, ref_id BIGINT, total {TOTAL_TYPE})"
     )
     cursor.execute(f"TRUNCATE {table}" if cursor.db.vendor == "postgresql" else f"DELETE FROM {table}")
 

@@ -10,7 +10,7 @@ statement (`run_outcome`).
 
 import re
 
-from ..sql import COUNTER_TYPE
+from ..sql import TOTAL_TYPE
 from .timing import phase
 
 PARAM = re.compile(r"\$([A-Za-z_]\w*)")
@@ -128,11 +128,11 @@ def counter_deltas(duck, gates, outcome: str, name: str = "counter_delta") -> in
     if not uses:
         duck.execute(
             f"CREATE OR REPLACE TABLE {name} "
-            f"(period_id BIGINT, kind VARCHAR, owner_id BIGINT, ref_id BIGINT, total {COUNTER_TYPE})"
+            f"(period_id BIGINT, kind VARCHAR, owner_id BIGINT, ref_id BIGINT, total {TOTAL_TYPE})"
         )
         return 0
     return duck.execute(  # a CREATE TABLE AS answers its row count
         f"CREATE OR REPLACE TABLE {name} AS SELECT period_id, kind, CAST(owner_id AS BIGINT) AS owner_id, "
-        f"ref_id, CAST(SUM(total) AS {COUNTER_TYPE}) AS total FROM ({' UNION ALL '.join(uses)}) used "
+        f"ref_id, CAST(SUM(total) AS {TOTAL_TYPE}) AS total FROM ({' UNION ALL '.join(uses)}) used "
         "GROUP BY period_id, kind, owner_id, ref_id"
     ).fetchone()[0]

@@ -28,11 +28,12 @@ period's earlier tiered quantity of the same rate (again a running sum in time o
 from dataclasses import dataclass
 
 from billing.aggregates import covering
-from billing.models import UNIT_BASE_SIZE, UNIT_MEASURE
+from billing.models import QUANTITY_PLACES, UNIT_BASE_SIZE, UNIT_MEASURE
 
 from ..sql import (
     PRICE_PER_MICRO,
     THOUSANDTHS,
+    TOTAL_TYPE,
     bigint,
     decimal_step,
     exact,
@@ -137,7 +138,7 @@ def allowance_slots(kind: Drawing) -> str:
     total = (
         f"CAST(ROUND(iv.quantity * sub.quantity * {size}) AS BIGINT)"
         if kind.money
-        else f"CAST(ROUND(iv.quantity * sub.quantity * {size}, 3) AS DECIMAL(24,3))"
+        else f"CAST(ROUND(iv.quantity * sub.quantity * {size}, {QUANTITY_PLACES}) AS {TOTAL_TYPE})"
     )
     measure = "'money'" if kind.money else f"CASE iv.unit {UNIT_MEASURE_OF} END"
     return (
@@ -384,7 +385,7 @@ def increments(quantity: str) -> str:
 
 def tier_start(rate: str = "r", tier: str = "t") -> str:
     """Where a tier starts (its `from_quantity`, in the rate's unit) in base units, to the thousandth."""
-    return f"CAST(ROUND({tier}.from_quantity * CASE {rate}.unit {UNIT_BASE} END, 3) AS DECIMAL(24,3))"
+    return f"CAST(ROUND({tier}.from_quantity * CASE {rate}.unit {UNIT_BASE} END, {QUANTITY_PLACES}) AS {TOTAL_TYPE})"
 
 
 # The bands of rates with a tier of its own increment: [lo, hi) in base units, with the increment.
