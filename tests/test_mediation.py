@@ -464,14 +464,16 @@ def test_mapping_preview_saves_nothing(world, client, operator):
         "time_zone": "UTC",
         "duration_unit": "second",
         "volume_unit": "byte",
+        "fraction_rounding": "exact",
         "default_category": "misc",
-        "field_mapping": '{"record_id": "id", "identifier": "msisdn", "start_time": "when"}',
+        "field_mapping": '{"record_id": "id", "identifier": "msisdn", "start_time": "when", "duration": "secs"}',
         "category_rules": "{}",
         "dedup_fields": '["record_id"]',
-        "sample": SimpleUploadedFile("s.csv", b"id;msisdn;when\nX1;614;2026-10-05T10:00:00Z\nX2;615;nope\n"),
+        "sample": SimpleUploadedFile("s.csv", b"id;msisdn;when;secs\nX1;614;2026-10-05T10:00:00Z;2.5\nX2;615;nope;1\n"),
     }
     page = client.post(url, data).content.decode()
     assert "X1" in page and "Line 3: start_time &#x27;nope&#x27; is not a valid date and time" in page
+    assert "<td>2.5</td>" in page  # the exact duration, as it will be kept
     collector.refresh_from_db()
     assert collector.delimiter == "," and "msisdn" not in str(collector.field_mapping)
     assert not MediationFile.objects.exists()

@@ -1,5 +1,6 @@
 import io
 import itertools
+from decimal import Decimal
 
 from django import forms
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from billing import formatting
 from billing.admin_tools import AuditedAdminMixin, BigTableAdminMixin, ReadOnlyAdminMixin
+from billing.models import plain
 from console.tracking import RunBusy
 
 from . import services
@@ -76,6 +78,7 @@ class PreviewForm(forms.ModelForm):
             "duration_unit",
             "volume_unit",
             "accept_negative",
+            "fraction_rounding",
             "category_rules",
             "default_category",
             "dedup_fields",
@@ -120,7 +123,8 @@ class UsageCollectorAdmin(AuditedAdminMixin, admin.ModelAdmin):
             try:
                 parser = Parser(draft, settings.TIME_ZONE)
                 for row in parser.rows(io.BytesIO(form.cleaned_data["sample"].read())):
-                    rows.append([row[STAGING_COLUMNS.index(name)] for name, _ in PREVIEW_COLUMNS])
+                    values = (row[STAGING_COLUMNS.index(name)] for name, _ in PREVIEW_COLUMNS)
+                    rows.append([plain(v) if isinstance(v, Decimal) else v for v in values])
                     if len(rows) >= PREVIEW_ROWS:
                         break
             except FileRejected as exc:
