@@ -140,8 +140,10 @@ def test_the_api_and_pages_show_the_exact_value(exact_plan, mediate, api):
     received = mediate(HEADER + line("A1", "2.5") + line("A2", "60"))
     reply = api.get("/api/v1/usage-records/", {"file": received.pk})
     assert reply.status_code == 200
-    got = {r["record_id"]: (r["duration"], r["rated_quantity"]) for r in reply.json()["results"]}
-    assert got == {"A1": ("2.5", "30"), "A2": ("60", "60")}
+    got = {
+        r["record_id"]: (r["duration"], r["rated_quantity"], r["included_quantity"]) for r in reply.json()["results"]
+    }
+    assert got == {"A1": ("2.5", "30", "0"), "A2": ("60", "60", "0")}
     assert [shown_duration(Decimal(s)) for s in ("2.500", "60.000", "-1.5", "3723.004")] == [
         "0:00:02.5",
         "0:01:00",

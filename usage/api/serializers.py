@@ -175,6 +175,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
     volume = QuantityField(help_text="Bytes.")
     quantity = QuantityField()
     rated_quantity = QuantityField(help_text="Base units after increments.")
+    included_quantity = QuantityField(help_text="Base units of the rated quantity covered by allowances.")
 
     class Meta:
         model = UsageRecord
