@@ -19,6 +19,7 @@ from .admin_tools import (
     AuditedAdminMixin,
     BigTableAdminMixin,
     NonOverlappingInlineFormSet,
+    PlainDecimalsMixin,
     ReadOnlyAdminMixin,
     message_user_validation_error,
 )
@@ -71,7 +72,7 @@ def usage_view_links(service_pk: int, labels, ids=("", "", "")):
     )
 
 
-class TollgateModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class TollgateModelAdmin(PlainDecimalsMixin, AuditedAdminMixin, admin.ModelAdmin):
     def get_changeform_initial_data(self, request):
         """Pre-filled forms (a suggested fix links to one): a date-time given as text in the query
         string becomes a date-time in the billing time zone, or is dropped if it is not one."""
@@ -337,7 +338,7 @@ RATE_FIELDS = (
 )
 
 
-class RateOverrideInline(admin.TabularInline):
+class RateOverrideInline(PlainDecimalsMixin, admin.TabularInline):
     """Per-service prices: rates with the service set instead of a card; they beat every card."""
 
     model = Rate
@@ -476,12 +477,12 @@ class SubscriptionAdmin(BigTableAdmin):
     list_filter = ("plan", "product")
 
 
-class RateTierInline(admin.TabularInline):
+class RateTierInline(PlainDecimalsMixin, admin.TabularInline):
     model = RateTier
     extra = 0
 
 
-class RateInline(admin.TabularInline):
+class RateInline(PlainDecimalsMixin, admin.TabularInline):
     model = Rate
     fk_name = "rate_card"
     fields = RATE_FIELDS
@@ -514,7 +515,7 @@ class RateAdmin(TollgateModelAdmin):
     search_fields = ("destination_prefix", "destination_name", "usage_type")
 
 
-class IncludedValueInline(admin.TabularInline):
+class IncludedValueInline(PlainDecimalsMixin, admin.TabularInline):
     model = IncludedValue
     fields = ("category", "usage_type", "zone", "quantity", "unit", "priority")
     extra = 0
@@ -569,7 +570,7 @@ class ProductAdmin(TollgateModelAdmin):
     inlines = [IncludedValueInline, AggregateChargeLinkInline]
 
 
-class AggregateTierInline(admin.TabularInline):
+class AggregateTierInline(PlainDecimalsMixin, admin.TabularInline):
     model = AggregateTier
     fields = ("from_quantity", "price_per_unit", "rate", "flat_fee", "block_size")
     extra = 0

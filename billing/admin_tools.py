@@ -1,15 +1,33 @@
 """Admin building blocks shared by every Tollgate app: audited saves, a paginator that does
 not count big tables, and inline formsets that check time-range overlaps between their rows."""
 
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters, messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import connections, models
 from django.forms.models import BaseInlineFormSet
 from django.utils.functional import cached_property
 
 from . import audit
+from .models import plain
+
+
+class PlainDecimalField(forms.DecimalField):
+    """A decimal input showing the stored value without its column's trailing zeros (an increment
+    of 60, not 60.000; a price of 0.1, not 0.1000000000); what is saved is unchanged."""
+
+    def prepare_value(self, value):
+        return plain(value) if isinstance(value, Decimal) else super().prepare_value(value)
+
+
+class PlainDecimalsMixin:
+    """Admins and inlines whose decimal inputs show plain figures (PlainDecimalField)."""
+
+    formfield_overrides = {models.DecimalField: {"form_class": PlainDecimalField}}
 
 
 class EstimatedCountPaginator(Paginator):

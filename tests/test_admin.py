@@ -231,3 +231,34 @@ def test_period_list_searches_by_service_id(client, operator, make_service):
     client.force_login(operator)
     page = client.get(reverse("admin:billing_subscriptionperiod_changelist"), {"q": svc.service_id})
     assert page.status_code == 200 and len(page.context["cl"].result_list) == 1
+
+
+def test_rate_inputs_show_plain_figures_and_a_fractional_increment_saves_exactly(client, operator, world):
+    from decimal import Decimal
+
+    from billing.models import Rate, RateCard
+
+    client.force_login(operator)
+    card = RateCard.objects.get(code="DEF")
+    voice = Rate.objects.get(rate_card=card, destination_prefix="", usage_type="voice")
+    page = client.get(reverse("admin:billing_rate_change", args=[voice.pk])).content.decode()
+    assert 'name="increment" value="60"' in page and 'name="price_per_unit" value="0.1"' in page
+    assert "60.000" not in page and "0.1000000000" not in page
+    form = client.get(reverse("admin:billing_rate_change", args=[voice.pk])).context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k in form.fields}
+    data.update(
+        {
+            "increment": "0.1",
+            "tiers-TOTAL_FORMS": "0",
+            "tiers-INITIAL_FORMS": "0",
+            "tiers-MIN_NUM_FORMS": "0",
+            "tiers-MAX_NUM_FORMS": "1000",
+        }
+    )
+    reply = client.post(reverse("admin:billing_rate_change", args=[voice.pk]), data)
+    assert reply.status_code == 302, reply.context["adminform"].form.errors if reply.context else reply
+    voice.refresh_from_db()
+    assert voice.increment == Decimal("0.1")
+    data["increment"] = "0.0001"  # finer than a thousandth of a base unit
+    refused = client.post(reverse("admin:billing_rate_change", args=[voice.pk]), data)
+    assert refused.status_code == 200 and "increment" in refused.context["adminform"].form.errors
