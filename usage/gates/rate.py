@@ -140,11 +140,14 @@ def allowance_slots(kind: Drawing) -> str:
         if kind.money
         else f"CAST(ROUND(iv.quantity * sub.quantity * {size}, {QUANTITY_PLACES}) AS {TOTAL_TYPE})"
     )
+    # What is left; money stays whole micro-units (the counters hold both kinds as decimals).
+    left = f"{total} - COALESCE(({DRAWN_BEFORE}), 0)"
+    avail = f"CAST({left} AS BIGINT)" if kind.money else left
     measure = "'money'" if kind.money else f"CASE iv.unit {UNIT_MEASURE_OF} END"
     return (
         "SELECT p.id AS period_id, sub.id AS sub_id, iv.id AS iv_id, iv.category, iv.usage_type, iv.zone_id, "
         f"sub.starts_on, sub.ends_on, {measure} AS measure, "
-        f"{total} - COALESCE(({DRAWN_BEFORE}), 0) AS avail, "
+        f"{avail} AS avail, "
         "ROW_NUMBER() OVER (PARTITION BY p.id ORDER BY iv.priority, CASE WHEN sub.plan_id IS NULL THEN 0 ELSE 1 END, "
         "CASE WHEN sub.ends_on IS NULL THEN 1 ELSE 0 END, sub.ends_on, iv.id, sub.id) AS slot "
         "FROM billing_subscriptionperiod p JOIN billing_subscription sub ON sub.service_id = p.service_id "
