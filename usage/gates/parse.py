@@ -24,6 +24,7 @@ from decimal import ROUND_HALF_UP, ROUND_UP, Decimal, localcontext
 from django.conf import settings
 
 from billing.formatting import plural
+from billing.models import THOUSANDTH  # the finest fraction a record keeps
 
 FIELDS = (
     "record_id",
@@ -52,7 +53,6 @@ DURATION_FACTOR = {"second": 1, "minute": 60}
 DURATION_SCALE = {"second": Decimal(1), "ms": Decimal("0.001"), "minute": Decimal(60)}
 BASE_UNIT = {"duration": "seconds", "volume": "bytes", "quantity": "units"}
 ONE_BASE_UNIT = {"duration": "second", "volume": "byte", "quantity": "unit"}
-THOUSANDTH = Decimal("0.001")  # the finest fraction a record keeps (usage.models.QUANTITY_PLACES)
 EXACT_DIGITS = 60  # enough for any number _decimal accepts times any unit, without rounding
 VOLUME_FACTOR = {"byte": 1, "kb": 1000, "mb": 1000**2, "kib": 1024, "mib": 1024**2}
 MAX_KEY = 255
