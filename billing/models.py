@@ -27,6 +27,8 @@ PRICE = {"max_digits": 18, "decimal_places": 10}
 # received, and what increments make of it. 15 digits before the point hold the largest bound.
 QUANTITY_PLACES = 3
 QUANTITY = {"max_digits": 18, "decimal_places": QUANTITY_PLACES}
+# A total of such quantities (an invoice line's, a period counter's, an allowance): 24 digits.
+TOTAL = {"max_digits": 24, "decimal_places": QUANTITY_PLACES}
 THOUSANDTH = Decimal("0.001")
 # An increment (base units): a thousandth at least; at most 10^12 (a TB), so a record's exact
 # amount (thousandths x 10^-10 price units) stays within the engine's 128-bit integers.
@@ -1201,8 +1203,8 @@ class Charge(models.Model):
     )
     description = models.CharField(max_length=300)
     records = models.BigIntegerField(default=0, help_text="Usage records summed into the charge.")
-    rated_quantity = models.DecimalField(max_digits=24, decimal_places=QUANTITY_PLACES, null=True, blank=True)
-    included_quantity = models.DecimalField(max_digits=24, decimal_places=QUANTITY_PLACES, null=True, blank=True)
+    rated_quantity = models.DecimalField(**TOTAL, null=True, blank=True)
+    included_quantity = models.DecimalField(**TOTAL, null=True, blank=True)
     days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Days charged of the cycle (proration).")
     aggregate = models.ForeignKey(
         AggregateCharge, on_delete=models.PROTECT, null=True, blank=True, related_name="charges"

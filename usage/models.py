@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from billing.models import (
     QUANTITY,
-    QUANTITY_PLACES,
+    TOTAL,
     Account,
     AggregateCharge,
     Category,
@@ -543,9 +543,7 @@ class PeriodCounter(models.Model):
     kind = models.CharField(max_length=1, choices=Kind.choices)
     owner_id = models.BigIntegerField()
     ref_id = models.BigIntegerField()
-    total = models.DecimalField(
-        max_digits=24, decimal_places=QUANTITY_PLACES, help_text="Base units, or micro-units of a money allowance."
-    )
+    total = models.DecimalField(**TOTAL, help_text="Base units, or micro-units of a money allowance.")
 
     class Meta:
         constraints = [

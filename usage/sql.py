@@ -6,13 +6,13 @@ exact, no overflow) and divided with `//`, which truncates toward zero; `round_d
 the card's rounding mode. (`/` on integers or decimals gives a DOUBLE in DuckDB: the gates never use it.)
 """
 
-from billing.models import QUANTITY, QUANTITY_PLACES
+from billing.models import QUANTITY, QUANTITY_PLACES, THOUSANDTH, TOTAL
 
 THOUSANDTHS = 10**QUANTITY_PLACES  # a base unit's thousandths: the finest quantity a record keeps
 QUANTITY_TYPE = f"DECIMAL({QUANTITY['max_digits']},{QUANTITY_PLACES})"
 # A total of quantities (a period counter, an allowance, a tier start): base units to the thousandth,
 # or a money allowance's micro-units (usage.models.PeriodCounter).
-TOTAL_TYPE = f"DECIMAL(24,{QUANTITY_PLACES})"
+TOTAL_TYPE = f"DECIMAL({TOTAL['max_digits']},{QUANTITY_PLACES})"
 
 
 def exact(expr: str) -> str:
@@ -73,7 +73,7 @@ def thousandths(quantity: str) -> str:
 
 def from_thousandths(count: str) -> str:
     """An integer count of thousandths as a quantity in base units (DECIMAL, three places)."""
-    return f"(CAST({count} AS DECIMAL(38,0)) * 0.{'0' * (QUANTITY_PLACES - 1)}1)"
+    return f"(CAST({count} AS DECIMAL(38,0)) * {THOUSANDTH})"
 
 
 def round_up_to(quantity: str, step: str) -> str:

@@ -12,12 +12,12 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from . import sql
-from .engine.duck import values
-from .models import QUANTITY
-from .pipeline import STAGING_COLUMNS
+from billing.models import QUANTITY
 
-QUANTITY_TYPE = sql.QUANTITY_TYPE  # the record columns' own
+from .engine.duck import values
+from .pipeline import STAGING_COLUMNS
+from .sql import QUANTITY_TYPE
+
 FILE_TABLE = "file_rows"  # the whole file's rows, in mediation order (`seq`)
 BATCH_TABLE = "batch"
 COLUMN_TYPES = {

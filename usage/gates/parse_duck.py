@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from .. import staging
 from ..engine.duck import quote, table_from_arrow
+from ..sql import QUANTITY_TYPE
 from .parse import DURATION_FACTOR, FIELDS, MAX_KEY, MAX_LENGTH, VOLUME_FACTOR, Parser
 
 BLOCK_BYTES = 1 << 24  # bytes of the file split into lines at a time
@@ -417,9 +418,9 @@ SELECT
     {t["identifier"]} AS identifier,
     utc AS usage_at,
     CAST(local_time AS DATE) AS usage_date,
-    TRY_CAST(n_duration AS {staging.QUANTITY_TYPE}) AS duration,
-    TRY_CAST(n_volume AS {staging.QUANTITY_TYPE}) AS volume,
-    TRY_CAST(n_quantity AS {staging.QUANTITY_TYPE}) AS quantity,
+    TRY_CAST(n_duration AS {QUANTITY_TYPE}) AS duration,
+    TRY_CAST(n_volume AS {QUANTITY_TYPE}) AS volume,
+    TRY_CAST(n_quantity AS {QUANTITY_TYPE}) AS quantity,
     {t["destination"]} AS destination,
     {t["usage_type"]} AS usage_type,
     TRY_CAST(n_amount AS BIGINT) AS amount_micros,
